@@ -1,0 +1,1 @@
+"""Dashboard: the Streamlit results app."""

@@ -1,0 +1,125 @@
+"""Summaries of a prepared dataset: counts, clinical-index distributions per class, and PNG figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from shapetune.data.dataset import PreparedDataset  # noqa: E402
+
+INDICES = [("edv_ml", "EDV (ml)"), ("esv_ml", "ESV (ml)"), ("ef_pct", "EF (%)"), ("lv_mass_g", "LV mass (g)"),
+           ("mwt_mm", "MWT (mm)"), ("edvi_ml_m2", "EDVi (ml/m²)"), ("lvmi_g_m2", "LVMi (g/m²)")]
+CLASS_NAMES = {0: "healthy", 1: "HCM"}
+
+
+def counts_table(ds: PreparedDataset) -> pd.DataFrame:
+    m = ds.manifest
+    t = pd.crosstab(m["split"], m["label"].map(CLASS_NAMES), margins=True, margins_name="total")
+    return t
+
+
+def index_summary(ds: PreparedDataset) -> pd.DataFrame:
+    """Mean ± sd and median [IQR] of each clinical index per class."""
+    m = ds.manifest
+    rows = []
+    for col, name in INDICES:
+        if col not in m:
+            continue
+        row = {"index": name}
+        for lab, cname in CLASS_NAMES.items():
+            v = m.loc[m["label"] == lab, col].dropna()
+            row[cname] = (f"{v.mean():.1f} ± {v.std():.1f}  [{v.quantile(.25):.1f}–{v.quantile(.75):.1f}]"
+                          if len(v) else "–")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mid_slices(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A mid-ventricular short-axis slice and a long-axis slice through the LV centre."""
+    k = np.nonzero((vol > 0).any(axis=(1, 2)))[0]
+    mid = int(k.min() + 0.55 * (k.max() - k.min())) if len(k) else vol.shape[0] // 2
+    return vol[mid], vol[:, vol.shape[1] // 2, :].T
+
+
+def mosaic(ds: PreparedDataset, path: Path, per_class: int = 4, seed: int = 0) -> Path:
+    """PNG of ED/ES short- and long-axis slices for a few subjects of each class."""
+    rng = np.random.default_rng(seed)
+    m = ds.manifest
+    picks = []
+    for lab in CLASS_NAMES:
+        idx = m.index[m["label"] == lab].to_numpy()
+        picks += [(lab, int(i)) for i in rng.choice(idx, size=min(per_class, len(idx)), replace=False)]
+    fig, axes = plt.subplots(len(picks), 4, figsize=(8, 2.0 * len(picks)), squeeze=False)
+    for r, (lab, i) in enumerate(picks):
+        row = m.loc[i]
+        for p, phase in enumerate(("ED", "ES")):
+            sa, la = _mid_slices(np.asarray(ds.masks[int(row["index"])][p]))
+            for c, (img, view) in enumerate(((sa, "SA"), (la, "LA"))):
+                ax = axes[r, 2 * p + c]
+                ax.imshow(img, origin="lower", cmap="viridis", vmin=0, vmax=2, interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.set_title(f"{phase} {view}", fontsize=8)
+        pheno = f" ({row['phenotype']})" if "phenotype" in row and isinstance(row["phenotype"], str) else ""
+        axes[r, 0].set_ylabel(f"{row['subject']}\n{CLASS_NAMES[lab]}{pheno}", fontsize=7)
+    fig.suptitle("Template masks: myocardium (green) and cavity (yellow); SA anterior up, septum left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def index_plot(ds: PreparedDataset, path: Path) -> Path:
+    """PNG of box plots of the clinical indices per class."""
+    m = ds.manifest
+    cols = [(c, n) for c, n in INDICES if c in m]
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.2 * len(cols), 3), squeeze=False)
+    for ax, (col, name) in zip(axes[0], cols):
+        data = [m.loc[m["label"] == lab, col].dropna().to_numpy() for lab in CLASS_NAMES]
+        ax.boxplot(data, tick_labels=list(CLASS_NAMES.values()))
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def show(path: str | Path, figures: str | Path | None = None, console: Console | None = None) -> list[Path]:
+    """Print counts and index tables; write the mosaic and index PNGs (default ``DIR/figures``)."""
+    console = console or Console()
+    ds = PreparedDataset(path)
+    fig_dir = Path(figures) if figures else ds.path / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    grid = ds.grid
+    console.print(f"[bold]{ds.path}[/]: {len(ds)} subjects, cohort {ds.meta['cohort']}, grid "
+                  f"{'x'.join(map(str, grid.shape))} at {grid.spacing} mm")
+    counts = counts_table(ds)
+    t = Table(title="Subjects per split and class")
+    t.add_column("split")
+    for c in counts.columns:
+        t.add_column(str(c), justify="right")
+    for split, r in counts.iterrows():
+        t.add_row(str(split), *[str(int(v)) for v in r])
+    console.print(t)
+    summ = index_summary(ds)
+    t = Table(title="Clinical indices per class: mean ± sd [IQR]")
+    for c in summ.columns:
+        t.add_column(c)
+    for r in summ.itertuples(index=False):
+        t.add_row(*map(str, r))
+    console.print(t)
+    if ds.meta.get("skipped"):
+        console.print(f"[yellow]{len(ds.meta['skipped'])} subject(s) were skipped at preparation:[/]")
+        for s in ds.meta["skipped"]:
+            console.print(f"  {s['subject']}: {s['file']}: {s['problem']}")
+    paths = [mosaic(ds, fig_dir / "mosaic.png"), index_plot(ds, fig_dir / "indices.png")]
+    for p in paths:
+        console.print(f"wrote {p}")
+    return paths

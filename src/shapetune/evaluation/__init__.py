@@ -1,0 +1,1 @@
+"""Evaluation service: reconstruction metrics (DC, HD, RVD) and diagnosis statistics."""

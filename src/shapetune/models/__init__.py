@@ -1,0 +1,1 @@
+"""Models: the registry of shape models (VAE, Ladder VAE, AE, latent classifier)."""

@@ -1,0 +1,1 @@
+"""Platform: Ray Train / Ray Tune drivers, checkpoints, export and cluster glue."""

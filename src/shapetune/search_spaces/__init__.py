@@ -1,0 +1,1 @@
+"""Search spaces: declarative YAML search-space definitions and their Optuna translation."""
