@@ -18,6 +18,7 @@ app = typer.Typer(help="ShapeTune: tune and clinically evaluate generative 3D ca
 data_app = typer.Typer(help="Synthesize, prepare and inspect cardiac shape datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console()
+err_console = Console(stderr=True)
 
 
 class Cohort(str, Enum):
@@ -38,7 +39,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # never break a file path
     raise typer.Exit(code=2)
 
 

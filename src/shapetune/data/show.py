@@ -115,6 +115,10 @@ def show(path: str | Path, figures: str | Path | None = None, console: Console |
     for r in summ.itertuples(index=False):
         t.add_row(*map(str, r))
     console.print(t)
+    clipped = ds.manifest.get("fov_clipped")
+    if clipped is not None and clipped.any():
+        console.print(f"[yellow]{int(clipped.sum())} subject(s) touch the template border (fov_clipped): "
+                      f"{', '.join(ds.manifest.subject[clipped].head(10))}[/]")
     if ds.meta.get("skipped"):
         console.print(f"[yellow]{len(ds.meta['skipped'])} subject(s) were skipped at preparation:[/]")
         for s in ds.meta["skipped"]:

@@ -1,0 +1,64 @@
+"""Cohort synthesis: the reference split's exact class counts, determinism, the raw layouts."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from shapetune.data.cohorts import IMPERIAL_SPLIT, SynthConfig, imperial_plan, synth_imperial
+from shapetune.data.dataset import PreparedDataset
+from shapetune.data.prepare import prepare
+from tests.conftest import QUICK_GRID
+
+EXPECTED = {("train", 0): 276, ("train", 1): 261, ("val", 0): 75, ("val", 1): 75, ("test", 0): 100, ("test", 1): 100}
+
+
+def test_imperial_plan_has_exact_reference_counts():
+    plan = imperial_plan(seed=0)
+    assert len(plan) == 887 and plan.subject.is_unique
+    assert plan.groupby(["split", "label"]).size().to_dict() == EXPECTED
+    assert not plan.equals(imperial_plan(seed=1)) and plan.equals(imperial_plan(seed=0))
+
+
+def test_imperial_raw_layout_and_determinism(imperial_raw, tmp_path):
+    meta = json.loads((imperial_raw / "cohort.json").read_text())
+    assert meta["grid"] == 32 and meta["seed"] == 3 and meta["n_subjects"] == 16
+    img = nib.load(imperial_raw / "subjects" / "IMP0001" / "seg_ED.nii.gz")
+    assert img.shape == (32, 32, 32) and np.allclose(img.header.get_zooms(), 4.0)
+    gt = pd.read_parquet(imperial_raw / "ground_truth.parquet")
+    assert {"gt_mwt_mm", "gt_ef", "phenotype", "bsa", "age", "sex"} <= set(gt.columns)
+    subjects = pd.read_csv(imperial_raw / "subjects.csv")
+    assert list(subjects.columns) == ["subject", "split", "group", "age", "sex", "height_cm", "weight_kg"]
+    # Same seed, one worker instead of two: identical files.
+    again = tmp_path / "again"
+    synth_imperial(again, SynthConfig(seed=3, grid=32, spacing=4.0), split=(("train", 4, 4), ("val", 2, 2),
+                   ("test", 2, 2)), workers=1, quiet=True)
+    a = np.asanyarray(nib.load(imperial_raw / "subjects" / "IMP0005" / "seg_ES.nii.gz").dataobj)
+    b = np.asanyarray(nib.load(again / "subjects" / "IMP0005" / "seg_ES.nii.gz").dataobj)
+    assert np.array_equal(a, b)
+
+
+def test_existing_identical_cohort_is_reused(imperial_raw):
+    stamp = (imperial_raw / "subjects" / "IMP0001" / "seg_ED.nii.gz").stat().st_mtime_ns
+    synth_imperial(imperial_raw, SynthConfig(seed=3, grid=32, spacing=4.0), split=(("train", 4, 4), ("val", 2, 2),
+                   ("test", 2, 2)), quiet=True)
+    assert (imperial_raw / "subjects" / "IMP0001" / "seg_ED.nii.gz").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_full_imperial_cohort_counts(tmp_path):
+    """The whole 887-subject cohort at 32^3, synthesized and prepared: exact split and class counts."""
+    raw, out = tmp_path / "raw", tmp_path / "prep"
+    synth_imperial(raw, SynthConfig(seed=0, grid=32, spacing=4.0), workers=2, quiet=True)
+    prepare(raw, "imperial", out, QUICK_GRID, workers=2, quiet=True)
+    m = PreparedDataset(out).manifest
+    assert m.groupby(["split", "label"]).size().to_dict() == EXPECTED
+    assert sum(n for _, h, c in IMPERIAL_SPLIT for n in (h, c)) == len(m) == 887
+    assert m.subject.is_unique and m.phenotype[m.label == 1].isin(["septal", "concentric", "apical",
+                                                                     "midventricular"]).all()
+    # Borderline fraction knob: about 15 % of HCM cases.
+    assert 0.08 < m.borderline[m.label == 1].mean() < 0.22
