@@ -45,3 +45,26 @@ def acdc_copy(acdc_raw, tmp_path) -> Path:
     dst = tmp_path / "acdc"
     shutil.copytree(acdc_raw, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """A 40-subject Imperial-style dataset at 16^3 / 8 mm for training tests."""
+    from shapetune.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("tiny")
+    synth_imperial(root / "raw", SynthConfig(seed=2, grid=16, spacing=8.0),
+                   split=(("train", 12, 12), ("val", 4, 4), ("test", 4, 4)), workers=2, quiet=True)
+    prepare(root / "raw", "imperial", root / "prep", TemplateGrid.cube(16, 8.0), workers=2, quiet=True)
+    return root / "prep"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session (2 CPUs); shut down at the end, never `ray stop`."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

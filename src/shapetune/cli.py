@@ -124,5 +124,46 @@ def data_show(
         _fail(exc)
 
 
+def _config_path(config: str) -> Path:
+    """A shipped config name (``lvae``, ``vae``, ``ae``) or a YAML file path."""
+    p = Path(config)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    shipped = Path(__file__).parent / "configs" / f"{config}.yaml"
+    return shipped if shipped.exists() else p
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Annotated[str, typer.Option(help="Config YAML file, or a shipped one: lvae, vae, ae.")],
+    data: Annotated[Path, typer.Option(help="Prepared dataset folder (shapetune data prepare).")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, history.csv, summary.json, learning_curves.png.")],
+    workers: Annotated[int, typer.Option(help="Ray Train workers (DDP).")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
+) -> None:
+    """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]."""
+    from shapetune.data.errors import DataError
+    from shapetune.platform.config import ConfigError, load_config
+    from shapetune.platform.ray_train import run_training
+
+    try:
+        cfg = load_config(_config_path(config), list(ctx.args))
+        outcome = run_training(cfg, data, out, workers=workers, gpus_per_worker=gpus_per_worker,
+                               cpus_per_worker=cpus_per_worker)
+    except (ConfigError, DataError) as exc:
+        _fail(exc)
+    m = outcome.best_metrics
+    t = Table(title=f"best checkpoint by {cfg.checkpoint.metric} ({cfg.checkpoint.mode})")
+    for c in ("epoch", "val Dice ED", "val Dice ES", "val acc", "val AUC"):
+        t.add_column(c, justify="right")
+    t.add_row(str(m.get("epoch", -1) + 1), *(f"{m.get(k, float('nan')):.3f}" for k in
+                                              ("val_dice_ed", "val_dice_es", "val_acc", "val_auc")))
+    console.print(t)
+    console.print(f"checkpoint: {outcome.best_checkpoint}\nrun folder: {outcome.run_dir} "
+                  f"(history.csv, summary.json, learning_curves.png); wall {outcome.wall_s:.0f} s")
+
+
 if __name__ == "__main__":
     app()

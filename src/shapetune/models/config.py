@@ -1,0 +1,55 @@
+"""Model configuration, validated at the edge."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class ModelConfig(BaseModel):
+    """Architecture of a shape model. ``latent_dims`` lists latent sizes bottom -> top (last = top level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["vae", "lvae", "ae"] = "lvae"
+    grid: int = Field(32, description="Template grid size (voxels per side, a power of two >= 16).")
+    in_channels: int = 2
+    width: int = Field(16, ge=4, le=128, description="Channels of the first conv stage.")
+    latent_dims: list[int] = Field(default_factory=lambda: [32, 16, 2])
+    depth: int | None = Field(None, description="LVAE hierarchy depth; must equal len(latent_dims) if given.")
+    ladder_hidden: int = Field(256, ge=8, description="Width of the LVAE's deterministic ladder MLPs.")
+    classifier_hidden: int = Field(32, ge=2)
+
+    @field_validator("grid")
+    @classmethod
+    def _pow2(cls, v: int) -> int:
+        if v < 16 or 2 ** round(math.log2(v)) != v:
+            raise ValueError(f"grid must be a power of two >= 16, got {v}")
+        return v
+
+    @field_validator("latent_dims")
+    @classmethod
+    def _dims(cls, v: list[int]) -> list[int]:
+        if not v or any(d < 1 for d in v):
+            raise ValueError(f"latent_dims must be a non-empty list of positive sizes, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        n = len(self.latent_dims)
+        if self.depth is not None:
+            if self.depth < 1 or self.depth > 5:
+                raise ValueError(f"depth must be within 1..5, got {self.depth}")
+            if self.depth != n:
+                raise ValueError(f"latent_dims has {n} sizes but depth is {self.depth}: give one latent size per level")
+        if self.name == "lvae" and n > 5:
+            raise ValueError(f"the Ladder VAE supports depth 1..5, got {n} levels")
+        if self.name in ("vae", "ae") and n != 1:
+            raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, got {self.latent_dims}")
+        return self
+
+    @property
+    def levels(self) -> int:
+        return len(self.latent_dims)

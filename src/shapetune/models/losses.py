@@ -1,0 +1,58 @@
+"""Training objective: reconstruction (BCE + soft Dice, per channel) + lambda * KL (per level) + gamma * CE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from shapetune.models.gaussian import kl_normal
+from shapetune.models.outputs import ModelOutput
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    lambda_kl: float = 1e-3
+    gamma_cls: float = 1.0
+    dice_weight: float = 1.0
+    kl_warmup_epochs: float = 5.0  # linear warm-up of lambda over this many epochs (0 = none)
+    free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
+
+
+def soft_dice_per_channel(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice per sample and channel, ``[B, C]``."""
+    p = torch.sigmoid(logits)
+    dims = tuple(range(2, logits.ndim))
+    inter = (p * target).sum(dims)
+    return (2 * inter + eps) / (p.sum(dims) + target.sum(dims) + eps)
+
+
+def kl_warmup(epoch: float, warmup_epochs: float) -> float:
+    return 1.0 if warmup_epochs <= 0 else min(1.0, (epoch + 1) / warmup_epochs)
+
+
+def shape_loss(out: ModelOutput, target: torch.Tensor, label: torch.Tensor, w: LossWeights, epoch: float,
+               variational: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its terms (detached, for reporting). ``target`` is the binary mask, ``label`` 0/1."""
+    logits = out.logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    dice = 1.0 - soft_dice_per_channel(logits, target).mean()
+    recon = bce + w.dice_weight * dice
+    terms = {"bce": bce, "dice_loss": dice}
+    kl_total = torch.zeros((), device=logits.device)
+    if variational:
+        for i, lv in enumerate(out.levels):
+            kl_dim = kl_normal(lv.mu_q.float(), lv.logvar_q.float(),
+                               None if lv.mu_p is None else lv.mu_p.float(),
+                               None if lv.logvar_p is None else lv.logvar_p.float()).mean(0)
+            kl_level = kl_dim.sum()
+            terms[f"kl_{i}"] = kl_level
+            kl_total = kl_total + (torch.clamp(kl_dim, min=w.free_bits).sum() if w.free_bits > 0 else kl_level)
+    terms["kl"] = kl_total
+    ce = F.binary_cross_entropy_with_logits(out.cls_logit.float(), label.float())
+    terms["ce"] = ce
+    beta = kl_warmup(epoch, w.kl_warmup_epochs)
+    total = recon + w.lambda_kl * beta * kl_total + w.gamma_cls * ce
+    terms["loss"] = total
+    return total, {k: v.detach() for k, v in terms.items()}

@@ -1,0 +1,29 @@
+"""What every model's forward pass returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Level:
+    """One latent level: posterior q, prior p (None = standard normal), and the sample used."""
+
+    mu_q: torch.Tensor
+    logvar_q: torch.Tensor
+    z: torch.Tensor
+    mu_p: torch.Tensor | None = None
+    logvar_p: torch.Tensor | None = None
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, 2, D, H, W]
+    cls_logit: torch.Tensor  # [B], HCM vs healthy, from the top level's posterior mean
+    levels: list[Level] = field(default_factory=list)  # bottom -> top
+
+    @property
+    def top_mu(self) -> torch.Tensor:
+        return self.levels[-1].mu_q

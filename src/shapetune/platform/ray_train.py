@@ -1,0 +1,183 @@
+"""Ray Train (Train V2) driver: a ``TorchTrainer`` whose workers run the shared engine under DDP.
+
+Data reaches the workers through Ray's object store (``ray.put`` on the driver), so workers on other
+nodes never need the driver's disk. CPU workers use gloo; GPU workers NCCL with bf16 autocast.
+Every epoch each rank reports its metrics and rank 0 a checkpoint; Ray keeps the best ``keep`` by the
+configured validation metric plus the latest, and restarts a crashed worker group from the latest
+(``FailureConfig(max_failures)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shapetune.platform.config import TrainConfig
+from shapetune.platform.engine import Engine, TrainData, load_training_data, seed_everything
+
+
+def _fault(cfg: TrainConfig, epoch: int, rank: int, run_dir: str) -> None:
+    fi = cfg.fault_injection
+    if fi is None or fi.epoch != epoch or fi.rank != rank:
+        return
+    marker = Path(run_dir) / f".fault_injected_epoch{epoch}_rank{rank}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("injected")
+    os._exit(17)  # a hard crash, as a killed worker process would look
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray
+    import ray.train
+    import ray.train.torch as rtt
+    import torch
+
+    from shapetune.models.registry import build_model
+    from shapetune.platform.checkpoints import load_state, save_state
+
+    cfg = TrainConfig.model_validate(config["cfg"])
+    data: TrainData = ray.get(config["data_ref"][0])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed_everything(cfg.seed)
+    model = rtt.prepare_model(build_model(cfg.model))
+    engine = Engine(cfg, model, rtt.get_device(), rank, world)
+    start, history = 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = load_state(d)
+        engine.load_state(state)
+        start, history = state["epoch"] + 1, list(state["history"])
+    for epoch in range(start, cfg.optim.epochs):
+        _fault(cfg, epoch, rank, config["run_dir"])
+        metrics = {"epoch": epoch, **engine.train_epoch(data, epoch)}
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.optim.epochs:
+            metrics.update(engine.validate(data))
+        metrics["resumed_from_epoch"] = start - 1 if start else -1
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                save_state(tmp, engine.state(epoch, metrics, history))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                print(_epoch_line(metrics, cfg.optim.epochs), flush=True)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _epoch_line(m: dict, epochs: int) -> str:
+    val = (f" val dice ED {m['val_dice_ed']:.3f} ES {m['val_dice_es']:.3f} acc {m['val_acc']:.3f} "
+           f"auc {m['val_auc']:.3f}") if "val_dice" in m else ""
+    return (f"[shapetune] epoch {m['epoch'] + 1}/{epochs} loss {m['train_loss']:.4f} bce {m['train_bce']:.4f} "
+            f"kl {m['train_kl']:.2f} ce {m['train_ce']:.3f}{val} {m['samples_per_s']:.1f} samples/s")
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    best_checkpoint: Path
+    best_metrics: dict
+    history: pd.DataFrame
+    wall_s: float
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start (or reuse) a local Ray instance."""
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address or None, num_cpus=None if address else num_cpus, log_to_driver=True,
+                 configure_logging=False)
+
+
+def run_training(cfg: TrainConfig, data_dir: str | Path, out: str | Path, workers: int = 1,
+                 gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
+                 placement_strategy: str = "PACK") -> TrainOutcome:
+    """Train ``cfg`` on a prepared dataset with ``workers`` Ray Train workers; results under ``out``."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out = Path(out).resolve()
+    data = load_training_data(str(data_dir), cfg.model.grid)
+    ensure_ray()
+    t0 = time.perf_counter()
+    ref = ray.put(data)
+    use_gpu = gpus_per_worker > 0
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
+    ck = cfg.checkpoint
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "data_ref": [ref], "run_dir": str(out)},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                               placement_strategy=placement_strategy),
+        run_config=ray.train.RunConfig(
+            name=out.name, storage_path=str(out.parent),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ck.keep, checkpoint_score_attribute=ck.metric,
+                                                         checkpoint_score_order=ck.mode),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures)),
+    )
+    result = trainer.fit()
+    wall = time.perf_counter() - t0
+    best = result.get_best_checkpoint(ck.metric, ck.mode) or result.checkpoint
+    from shapetune.platform.checkpoints import load_state
+
+    with result.checkpoint.as_directory() as d:
+        history = pd.DataFrame(load_state(d)["history"])
+    with best.as_directory() as d:
+        best_metrics = load_state(d)["metrics"]
+    outcome = TrainOutcome(out, Path(best.path), best_metrics, history, wall)
+    write_run_summary(outcome, cfg)
+    return outcome
+
+
+def write_run_summary(o: TrainOutcome, cfg: TrainConfig) -> None:
+    """``summary.json``, ``history.csv`` and ``learning_curves.png`` in the run directory."""
+    o.run_dir.mkdir(parents=True, exist_ok=True)
+    o.history.to_csv(o.run_dir / "history.csv", index=False)
+    summary = {"best_checkpoint": str(o.best_checkpoint), "best_metrics": o.best_metrics, "wall_s": o.wall_s,
+               "epochs": int(o.history["epoch"].max()) + 1, "config": cfg.model_dump(mode="json")}
+    (o.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
+    plot_learning_curves(o.history, o.run_dir / "learning_curves.png")
+
+
+def _jsonable(v):
+    return float(v) if isinstance(v, (np.floating, np.integer)) else str(v)
+
+
+def plot_learning_curves(h: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.2))
+    ep = h["epoch"] + 1
+    ax[0].plot(ep, h["train_loss"], label="total")
+    ax[0].plot(ep, h["train_bce"] + h["train_dice_loss"], label="reconstruction")
+    ax[0].plot(ep, h["train_ce"], label="classifier CE")
+    ax[0].set_title("training loss"), ax[0].legend(fontsize=7)
+    ax[1].plot(ep, h["train_kl"], color="C3")
+    ax[1].set_title("KL (all levels)")
+    if "val_dice" in h:
+        ax[2].plot(ep, h["val_dice_ed"], label="val Dice ED")
+        ax[2].plot(ep, h["val_dice_es"], label="val Dice ES")
+        ax[2].plot(ep, h["val_acc"], label="val accuracy")
+        ax[2].set_ylim(0, 1), ax[2].legend(fontsize=7), ax[2].set_title("validation")
+    for a in ax:
+        a.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
