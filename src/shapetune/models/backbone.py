@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 
-def _norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, c), c)
+def _norm(c: int, kind: str = "group") -> nn.Module:
+    return nn.BatchNorm3d(c) if kind == "batch" else nn.GroupNorm(min(8, c), c)
 
 
 def _channels(width: int, stages: int) -> list[int]:
@@ -17,38 +17,38 @@ def _channels(width: int, stages: int) -> list[int]:
 
 
 class Encoder(nn.Module):
-    """Strided 3D convs from ``grid``^3 down to 2^3, then flattened: ``[B, C, G, G, G] -> [B, features]``."""
+    """Strided 3D convs from ``grid``^3 down to ``bottleneck``^3, then flattened: ``[B, C, G, G, G] -> [B, F]``."""
 
-    def __init__(self, in_channels: int, width: int, grid: int):
+    def __init__(self, in_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group"):
         super().__init__()
-        stages = int(math.log2(grid)) - 1
+        stages = int(math.log2(grid // bottleneck))
         ch = _channels(width, stages)
-        layers: list[nn.Module] = [nn.Conv3d(in_channels, ch[0], 3, padding=1), _norm(ch[0]), nn.SiLU()]
+        layers: list[nn.Module] = [nn.Conv3d(in_channels, ch[0], 3, padding=1), _norm(ch[0], norm), nn.SiLU()]
         for i in range(stages):
-            layers += [nn.Conv3d(ch[i], ch[i + 1], 3, stride=2, padding=1), _norm(ch[i + 1]), nn.SiLU(),
-                       nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1]), nn.SiLU()]
+            layers += [nn.Conv3d(ch[i], ch[i + 1], 3, stride=2, padding=1), _norm(ch[i + 1], norm), nn.SiLU(),
+                       nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1], norm), nn.SiLU()]
         self.net = nn.Sequential(*layers)
-        self.features = ch[-1] * 8
+        self.features = ch[-1] * bottleneck**3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(1)
 
 
 class Decoder(nn.Module):
-    """Mirror of the encoder: ``[B, features] -> [B, out_channels, G, G, G]`` logits."""
+    """Mirror of the encoder: ``[B, F] -> [B, out_channels, G, G, G]`` logits."""
 
-    def __init__(self, out_channels: int, width: int, grid: int):
+    def __init__(self, out_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group"):
         super().__init__()
-        stages = int(math.log2(grid)) - 1
+        stages = int(math.log2(grid // bottleneck))
         ch = _channels(width, stages)[::-1]
-        self.start = ch[0]
+        self.start, self.size = ch[0], bottleneck
         layers: list[nn.Module] = []
         for i in range(stages):
-            layers += [nn.ConvTranspose3d(ch[i], ch[i + 1], 4, stride=2, padding=1), _norm(ch[i + 1]), nn.SiLU(),
-                       nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1]), nn.SiLU()]
+            layers += [nn.ConvTranspose3d(ch[i], ch[i + 1], 4, stride=2, padding=1), _norm(ch[i + 1], norm), nn.SiLU(),
+                       nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1], norm), nn.SiLU()]
         layers.append(nn.Conv3d(ch[-1], out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
-        self.features = ch[0] * 8
+        self.features = ch[0] * bottleneck**3
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h.view(h.shape[0], self.start, 2, 2, 2))
+        return self.net(h.view(h.shape[0], self.start, self.size, self.size, self.size))

@@ -17,6 +17,8 @@ class ModelConfig(BaseModel):
     grid: int = Field(32, description="Template grid size (voxels per side, a power of two >= 16).")
     in_channels: int = 2
     width: int = Field(16, ge=4, le=128, description="Channels of the first conv stage.")
+    bottleneck: int = Field(4, description="Spatial size (voxels per side) where the conv features are flattened.")
+    norm: Literal["group", "batch"] = Field("batch", description="Normalisation in the conv backbone.")
     latent_dims: list[int] = Field(default_factory=lambda: [32, 16, 2])
     depth: int | None = Field(None, description="LVAE hierarchy depth; must equal len(latent_dims) if given.")
     ladder_hidden: int = Field(256, ge=8, description="Width of the LVAE's deterministic ladder MLPs.")
@@ -38,6 +40,8 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelConfig":
+        if self.bottleneck not in (2, 4, 8) or self.bottleneck > self.grid // 4:
+            raise ValueError(f"bottleneck must be 2, 4 or 8 and at most grid/4, got {self.bottleneck}")
         n = len(self.latent_dims)
         if self.depth is not None:
             if self.depth < 1 or self.depth > 5:

@@ -4,8 +4,10 @@ Bottom-up: the conv encoder's features feed a chain of deterministic MLPs d_1 ..
 Gaussian (mu_hat_i, var_hat_i). Top-down: the top posterior is the bottom-up Gaussian against a N(0, I)
 prior; each lower level has a prior p(z_i | z_{i+1}) from a top-down MLP and a posterior that is the
 precision-weighted merge of that prior and its bottom-up Gaussian. The decoder generates the volume
-from the bottom level z_1. Decoding from a prefix of the hierarchy (top k levels from the posterior,
-the rest from the prior means of the top-down path) shows what each level carries.
+from all levels together (z_1 ... z_L concatenated), so at equal latent budget it sees as many latent
+dimensions as a plain VAE (decoding from z_1 alone measured worse: val Dice 0.77/0.83 vs 0.83/0.87 for
+the VAE). Decoding from a prefix of the hierarchy (top k levels from the posterior, the rest from the
+prior means of the top-down path) shows what each level carries.
 """
 
 from __future__ import annotations
@@ -35,14 +37,14 @@ class LadderVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         dims, h = cfg.latent_dims, cfg.ladder_hidden
-        self.encoder = Encoder(cfg.in_channels, cfg.width, cfg.grid)
+        self.encoder = Encoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
         self.up = nn.ModuleList([_mlp(self.encoder.features if i == 0 else h, h) for i in range(len(dims))])
         self.up_heads = nn.ModuleList([nn.Linear(h, 2 * d) for d in dims])
         # down[i] maps z_{i+1} to the prior of z_i (i = 0 .. L-2)
         self.down = nn.ModuleList([nn.Sequential(_mlp(dims[i + 1], h), nn.Linear(h, 2 * dims[i]))
                                    for i in range(len(dims) - 1)])
-        self.decoder = Decoder(cfg.in_channels, cfg.width, cfg.grid)
-        self.project = nn.Linear(dims[0], self.decoder.features)
+        self.decoder = Decoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
+        self.project = nn.Linear(sum(dims), self.decoder.features)
         self.classifier = LatentClassifier(dims[-1], cfg.classifier_hidden)
 
     def _bottom_up(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -78,19 +80,20 @@ class LadderVAE(nn.Module):
             levels.insert(0, Level(mu_q, logvar_q, z, mu_p, logvar_p))
         return levels
 
-    def decode(self, z_bottom: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.project(z_bottom))
+    def decode(self, zs: list[torch.Tensor]) -> torch.Tensor:
+        """Volume logits from the latents of every level (bottom -> top)."""
+        return self.decoder(self.project(torch.cat(zs, dim=-1)))
 
     def forward(self, x: torch.Tensor, n_levels: int | None = None) -> ModelOutput:
         levels = self.encode(x, n_levels)
-        return ModelOutput(self.decode(levels[0].z), self.classifier(levels[-1].mu_q), levels)
+        return ModelOutput(self.decode([lv.z for lv in levels]), self.classifier(levels[-1].mu_q), levels)
 
     def decode_from_top(self, z_top: torch.Tensor) -> torch.Tensor:
         """Generate a volume from a top-level latent alone, following the prior means downwards."""
-        z = z_top
+        zs = [z_top]
         for i in range(self.cfg.levels - 2, -1, -1):
-            z = self._prior(i, z)[0]
-        return self.decode(z)
+            zs.insert(0, self._prior(i, zs[0])[0])
+        return self.decode(zs)
 
     def classify(self, z_top: torch.Tensor) -> torch.Tensor:
         return self.classifier(z_top)

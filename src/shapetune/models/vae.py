@@ -23,9 +23,9 @@ class VAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.latent_dims[0]
-        self.encoder = Encoder(cfg.in_channels, cfg.width, cfg.grid)
+        self.encoder = Encoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
         self.head = nn.Linear(self.encoder.features, 2 * d)
-        self.decoder = Decoder(cfg.in_channels, cfg.width, cfg.grid)
+        self.decoder = Decoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
         self.project = nn.Linear(d, self.decoder.features)
         self.classifier = LatentClassifier(d, cfg.classifier_hidden)
 

@@ -16,7 +16,7 @@ class _Strict(BaseModel):
 
 
 class OptimConfig(_Strict):
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     batch_size: int = Field(16, ge=1)
@@ -68,8 +68,8 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch_norm_needs_batches(self) -> "TrainConfig":
-        if self.model.name == "lvae" and self.optim.batch_size < 2:
-            raise ValueError("the Ladder VAE uses batch normalisation: optim.batch_size must be >= 2")
+        if (self.model.name == "lvae" or self.model.norm == "batch") and self.optim.batch_size < 2:
+            raise ValueError("batch normalisation needs optim.batch_size >= 2")
         return self
 
 
