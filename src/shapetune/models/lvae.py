@@ -1,7 +1,7 @@
 """Ladder VAE (Sønderby et al., NeurIPS 2016) on the 3D conv backbone.
 
-Bottom-up: the conv encoder's features feed a chain of deterministic MLPs d_1 ... d_L, each giving a
-Gaussian (mu_hat_i, var_hat_i). Top-down: the top posterior is the bottom-up Gaussian against a N(0, I)
+Bottom-up: the conv encoder's features d_1 give the bottom level's Gaussian (mu_hat_1, var_hat_1)
+directly, as in a plain VAE; a chain of deterministic MLPs d_2 ... d_L gives the levels above. Top-down: the top posterior is the bottom-up Gaussian against a N(0, I)
 prior; each lower level has a prior p(z_i | z_{i+1}) from a top-down MLP and a posterior that is the
 precision-weighted merge of that prior and its bottom-up Gaussian. The decoder generates the volume
 from all levels together (z_1 ... z_L concatenated), so at equal latent budget it sees as many latent
@@ -38,8 +38,11 @@ class LadderVAE(nn.Module):
         self.cfg = cfg
         dims, h = cfg.latent_dims, cfg.ladder_hidden
         self.encoder = Encoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
-        self.up = nn.ModuleList([_mlp(self.encoder.features if i == 0 else h, h) for i in range(len(dims))])
-        self.up_heads = nn.ModuleList([nn.Linear(h, 2 * d) for d in dims])
+        f = self.encoder.features
+        # Level 0 reads the conv features directly (through the ladder it reconstructed worse: val Dice
+        # 0.72/0.80 vs 0.80/0.85 for the VAE at epoch 10); the deterministic ladder starts above it.
+        self.up = nn.ModuleList([nn.Identity()] + [_mlp(f if i == 1 else h, h) for i in range(1, len(dims))])
+        self.up_heads = nn.ModuleList([nn.Linear(f if i == 0 else h, 2 * d) for i, d in enumerate(dims)])
         # down[i] maps z_{i+1} to the prior of z_i (i = 0 .. L-2)
         self.down = nn.ModuleList([nn.Sequential(_mlp(dims[i + 1], h), nn.Linear(h, 2 * dims[i]))
                                    for i in range(len(dims) - 1)])
