@@ -4,7 +4,7 @@
 
 Trains each shipped config in-process (the same engine as the Ray Train workers), keeps the best
 checkpoint by validation Dice, and evaluates it on the test split: Dice ED/ES and diagnosis accuracy with
-a subject-level bootstrap 95 % CI. Prints a table and writes ``benchmarks/results/bench_quality.{md,json}``.
+a subject-level bootstrap 95 % CI. A finished run of the same config in ``--runs`` is reused. Prints a table and writes ``benchmarks/results/bench_quality.{md,json}``.
 """
 
 from __future__ import annotations
@@ -56,10 +56,18 @@ def main() -> None:
     for name in args.models.split(","):
         cfg = load_config(CONFIGS / f"{name}.yaml", args.overrides)
         data = load_training_data(args.data, cfg.model.grid)
-        t0 = time.perf_counter()
-        out = train_local(cfg, data, Path(args.runs) / name)
-        wall = time.perf_counter() - t0
-        model, cfg2, state = load_model(out.best_checkpoint)
+        run_dir = Path(args.runs) / name
+        summary = run_dir / "summary.json"
+        if summary.exists() and json.loads(summary.read_text())["config"] == cfg.model_dump(mode="json"):
+            # A finished run of the identical config is reused: training is the expensive part.
+            print(f"reusing the finished run in {run_dir}", flush=True)
+            wall = json.loads(summary.read_text())["wall_s"]
+            best = run_dir / "checkpoint_best"
+        else:
+            t0 = time.perf_counter()
+            best = train_local(cfg, data, run_dir).best_checkpoint
+            wall = time.perf_counter() - t0
+        model, cfg2, state = load_model(best)
         dice, prob = Engine(cfg2, model, torch.device("cpu")).predict(x_test)
         correct = ((prob > 0.5) == y_test).astype(float)
         lo, hi = bootstrap_ci(correct)

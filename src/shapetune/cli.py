@@ -165,5 +165,60 @@ def train(
                   f"(history.csv, summary.json, learning_curves.png); wall {outcome.wall_s:.0f} s")
 
 
+class SchedulerName(str, Enum):
+    asha = "asha"
+    none = "none"
+
+
+class SamplerName(str, Enum):
+    tpe = "tpe"
+    random = "random"
+    nsga2 = "nsga2"
+
+
+@app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def tune_cmd(
+    ctx: typer.Context,
+    space: Annotated[str | None, typer.Option(help="Search space: a shipped name (lvae_hcm, vae_hcm, lvae_hcm_pareto) or a YAML file.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Prepared dataset folder.")] = None,
+    trials: Annotated[int, typer.Option(help="Number of trials.")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Trials running at once.")] = 1,
+    name: Annotated[str | None, typer.Option(help="Experiment name (a folder under --storage-path).")] = None,
+    storage_path: Annotated[Path, typer.Option(help="Where experiments live (shared storage on a cluster).")] = Path("experiments"),
+    resume: Annotated[str | None, typer.Option(help="Continue the interrupted experiment of this name.")] = None,
+    optuna_storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL for the Optuna study (default: SQLite in the experiment folder).")] = None,
+    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial (1 = in the trial's own process).")] = 1,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker (torch threads for in-process trials).")] = 1.0,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker.")] = 0.0,
+    scheduler: Annotated[SchedulerName | None, typer.Option(help="Early stopping (default: the space's).")] = None,
+    sampler: Annotated[SamplerName | None, typer.Option(help="Optuna sampler (default: the space's).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
+    max_failures: Annotated[int, typer.Option(help="Retries of a failed trial before it is recorded as failed.")] = 1,
+    time_budget_s: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+) -> None:
+    """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every trial."""
+    from shapetune.data.errors import DataError
+    from shapetune.platform.config import ConfigError
+    from shapetune.platform.sweep import SweepSettings, load_settings, run_sweep
+    from shapetune.search_spaces import SpaceError
+
+    try:
+        if resume:
+            settings = load_settings(storage_path, resume)
+            run_sweep(settings, resume=True)
+            return
+        if not (space and data and name):
+            raise ConfigError("--space, --data and --name are required (or --resume NAME)")
+        settings = SweepSettings(
+            name=name, space=space, data=str(data.resolve()), trials=trials, concurrency=concurrency,
+            storage_path=str(storage_path.resolve()), optuna_storage=optuna_storage, workers_per_trial=workers_per_trial,
+            cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+            scheduler=scheduler.value if scheduler else None, sampler=sampler.value if sampler else None, seed=seed,
+            overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s)
+        run_sweep(settings)
+    except (ConfigError, DataError, SpaceError, ValueError) as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     app()

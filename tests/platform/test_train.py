@@ -32,8 +32,12 @@ def test_two_worker_ddp_run_learns_and_checkpoint_reloads(tiny_prepared, ray_loc
     data = load_training_data(str(tiny_prepared), 16)
     eng = Engine(cfg2, model, torch.device("cpu"))
     val = eng.validate(data)
+    # Workers predicted half the set each in other batch shapes, so oneDNN may pick other conv kernels and a
+    # voxel near p=0.5 may flip: equal to rounding, while another epoch's weights differ by far more.
     for k in ("val_dice_ed", "val_dice_es", "val_acc"):
-        assert val[k] == pytest.approx(state["metrics"][k], abs=1e-6), k
+        assert val[k] == pytest.approx(state["metrics"][k], abs=2e-3), k
+    other = [r for r in out.history.to_dict("records") if r["epoch"] != state["epoch"]][0]
+    assert abs(other["val_dice_ed"] - val["val_dice_ed"]) > 2e-3
 
 
 def test_checkpoint_reload_gives_bit_identical_outputs(tiny_prepared, tmp_path):

@@ -48,10 +48,16 @@ class CheckpointSettings(_Strict):
 
 
 class FaultInjection(_Strict):
-    """Chaos testing: worker ``rank`` exits hard at the start of ``epoch``, once (marker file in the run dir)."""
+    """Chaos testing: worker ``rank`` fails at the start of ``epoch`` (logged to a marker file in the run dir).
 
-    epoch: int
+    ``exit`` kills the process as a crashed worker would; ``raise`` raises an exception. ``once`` fails only the
+    first attempt (a retry then succeeds); otherwise every attempt fails.
+    """
+
+    epoch: int | None = None
     rank: int = 0
+    mode: Literal["exit", "raise"] = "exit"
+    once: bool = True
 
 
 class TrainConfig(_Strict):
@@ -77,10 +83,12 @@ class ConfigError(ValueError):
     """A bad configuration, reported with its source."""
 
 
-def _set_dotted(d: dict, key: str, value: Any) -> None:
+def set_dotted(d: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     for p in parts[:-1]:
-        d = d.setdefault(p, {})
+        if d.get(p) is None:  # an optional section that is off (null) is switched on by setting a field
+            d[p] = {}
+        d = d[p]
         if not isinstance(d, dict):
             raise ConfigError(f"override {key!r}: {p!r} is not a section")
     d[parts[-1]] = value
@@ -92,7 +100,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        set_dotted(data, key.strip(), yaml.safe_load(raw))
     return data
 
 

@@ -21,18 +21,7 @@ import pandas as pd
 
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.engine import Engine, TrainData, load_training_data, seed_everything
-
-
-def _fault(cfg: TrainConfig, epoch: int, rank: int, run_dir: str) -> None:
-    fi = cfg.fault_injection
-    if fi is None or fi.epoch != epoch or fi.rank != rank:
-        return
-    marker = Path(run_dir) / f".fault_injected_epoch{epoch}_rank{rank}"
-    if marker.exists():
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text("injected")
-    os._exit(17)  # a hard crash, as a killed worker process would look
+from shapetune.platform.faults import inject_fault
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -60,8 +49,8 @@ def train_loop_per_worker(config: dict) -> None:
         engine.load_state(state)
         start, history = state["epoch"] + 1, list(state["history"])
     for epoch in range(start, cfg.optim.epochs):
-        _fault(cfg, epoch, rank, config["run_dir"])
-        metrics = {"epoch": epoch, **engine.train_epoch(data, epoch)}
+        inject_fault(cfg, epoch, rank, config["run_dir"])
+        metrics = {"epoch": epoch, "epochs_done": epoch + 1, **engine.train_epoch(data, epoch)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.optim.epochs:
             metrics.update(engine.validate(data))
         metrics["resumed_from_epoch"] = start - 1 if start else -1
@@ -101,16 +90,20 @@ def ensure_ray(num_cpus: int | None = None) -> None:
                  configure_logging=False)
 
 
-def run_training(cfg: TrainConfig, data_dir: str | Path, out: str | Path, workers: int = 1,
+def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | Path, workers: int = 1,
                  gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
-                 placement_strategy: str = "PACK") -> TrainOutcome:
-    """Train ``cfg`` on a prepared dataset with ``workers`` Ray Train workers; results under ``out``."""
+                 placement_strategy: str = "PACK", callbacks: list | None = None,
+                 summary: bool = True) -> TrainOutcome:
+    """Train ``cfg`` on a prepared dataset with ``workers`` Ray Train workers; results under ``out``.
+
+    ``callbacks`` go to the Train ``RunConfig`` (a Tune trial passes ``TuneReportCallback``).
+    """
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     out = Path(out).resolve()
-    data = load_training_data(str(data_dir), cfg.model.grid)
+    data = data_dir if isinstance(data_dir, TrainData) else load_training_data(str(data_dir), cfg.model.grid)
     ensure_ray()
     t0 = time.perf_counter()
     ref = ray.put(data)
@@ -127,7 +120,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out: str | Path, worker
             name=out.name, storage_path=str(out.parent),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ck.keep, checkpoint_score_attribute=ck.metric,
                                                          checkpoint_score_order=ck.mode),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures)),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures), callbacks=callbacks or None),
     )
     result = trainer.fit()
     wall = time.perf_counter() - t0
@@ -139,7 +132,8 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out: str | Path, worker
     with best.as_directory() as d:
         best_metrics = load_state(d)["metrics"]
     outcome = TrainOutcome(out, Path(best.path), best_metrics, history, wall)
-    write_run_summary(outcome, cfg)
+    if summary:
+        write_run_summary(outcome, cfg)
     return outcome
 
 

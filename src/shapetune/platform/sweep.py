@@ -1,0 +1,293 @@
+"""The sweep driver: Ray Tune + Optuna over a search space, resumable, with a Parquet summary.
+
+An experiment directory ``STORAGE/NAME`` holds Tune's own state and trial checkpoints, ``sweep.json``
+(the settings, so ``--resume NAME`` needs nothing else), ``space.yaml`` (a frozen copy of the space),
+``optuna.db`` (the study, unless another SQLAlchemy URL was given) and ``trials.parquet`` (the summary).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.table import Table
+from ray.tune import Callback
+
+from shapetune.platform.config import ConfigError, apply_overrides
+from shapetune.search_spaces import load_space, parse_space
+from shapetune.search_spaces.spec import SearchSpace
+
+SETTINGS_FILE = "sweep.json"
+SPACE_FILE = "space.yaml"
+SUMMARY_FILE = "trials.parquet"
+console = Console()
+
+
+class SweepSettings(BaseModel):
+    """Everything a sweep needs; persisted in the experiment directory for ``--resume``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    space: str
+    data: str
+    trials: int = Field(8, ge=1)
+    concurrency: int = Field(1, ge=1)
+    storage_path: str
+    optuna_storage: str | None = None  # SQLAlchemy URL; default SQLite in the experiment directory
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    scheduler: str | None = Field(None, pattern="^(asha|none)$")
+    sampler: str | None = Field(None, pattern="^(tpe|random|nsga2)$")
+    seed: int = 0
+    overrides: list[str] = Field(default_factory=list)
+    max_failures: int = Field(1, ge=0, description="Retries of a failed trial before it is recorded as failed.")
+    time_budget_s: float | None = None
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.storage_path).resolve() / self.name
+
+
+def frozen_space(settings: SweepSettings) -> SearchSpace:
+    """The sweep's space (the copy in the experiment directory once started) with CLI overrides in ``fixed``."""
+    copy = settings.exp_dir / SPACE_FILE
+    space = parse_space(copy.read_text(), str(copy)) if copy.exists() else load_space(settings.space)
+    extra = apply_overrides({}, settings.overrides)
+    fixed = dict(space.fixed)
+    _flatten(extra, "", fixed)
+    merged = space.model_copy(update={"fixed": fixed})
+    from shapetune.search_spaces.spec import _config_field_exists
+
+    for key in fixed:
+        if not _config_field_exists(key):
+            raise ConfigError(f"override {key!r}: unknown configuration field")
+    return merged
+
+
+def _flatten(d: dict, prefix: str, out: dict) -> None:
+    for k, v in d.items():
+        if isinstance(v, dict):
+            _flatten(v, f"{prefix}{k}.", out)
+        else:
+            out[f"{prefix}{k}"] = v
+
+
+def _max_epochs(space: SearchSpace) -> int:
+    from shapetune.search_spaces.sampling import trial_config
+
+    p = space.params.get("optim.epochs")
+    if p is not None:
+        return int(max(p.choices) if p.choices else p.high)
+    base = trial_config(space.model_copy(update={"params": {}, "hierarchy": None}), {})
+    return int(space.fixed.get("optim.epochs", base.optim.epochs))
+
+
+class ProgressCallback(Callback):
+    """Live progress in the terminal: one line per epoch report, one per finished trial."""
+
+    def __init__(self, total: int, objective: str, mode: str):
+        self.total, self.objective, self.sign = total, objective, 1 if mode == "max" else -1
+        self.best: float | None = None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        v = result.get(self.objective)
+        if v is not None and (self.best is None or self.sign * v > self.sign * self.best):
+            self.best = v
+        console.print(f"  trial {trial.trial_id} epoch {result.get('epochs_done', result.get('training_iteration'))} {self.objective} "
+                      f"{_fmt(v)} acc {_fmt(result.get('val_acc'))} (best so far {_fmt(self.best)})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._done(trials, trial, "finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._done(trials, trial, "[red]failed[/]")
+
+    def _done(self, trials, trial, what: str) -> None:
+        n = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+        console.print(f"[bold]trial {trial.trial_id} {what}[/] ({min(n, self.total)}/{self.total})")
+
+
+def _trainable(settings: SweepSettings, space: SearchSpace):
+    from ray import tune
+
+    from shapetune.platform.engine import load_training_data
+    from shapetune.platform.trial import TrialSettings, sweep_trial
+    from shapetune.search_spaces.sampling import trial_config
+
+    grid = trial_config(space.model_copy(update={"params": {}, "hierarchy": None}), {}).model.grid
+    if "model.grid" in space.params:
+        raise ConfigError(f"{space.source}: model.grid cannot be searched (the data is prepared at one grid)")
+    data = load_training_data(settings.data, grid)
+    ts = TrialSettings(space=space, workers=settings.workers_per_trial, cpus_per_worker=settings.cpus_per_worker,
+                       gpus_per_worker=settings.gpus_per_worker, exp_dir=str(settings.exp_dir))
+    fn = tune.with_parameters(sweep_trial, data=data, settings=ts)
+    if settings.workers_per_trial > 1:
+        resources = {"CPU": 0.01}  # the Train workers reserve their own CPUs/GPUs
+    else:
+        resources = {"CPU": settings.cpus_per_worker, **({"GPU": settings.gpus_per_worker} if settings.gpus_per_worker else {})}
+    return tune.with_resources(fn, resources)
+
+
+def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
+    """Run (or resume) a sweep to ``settings.trials`` trials; returns and writes the trial summary."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from shapetune.platform.ray_train import ensure_ray
+    from shapetune.platform.search import make_searcher, sqlite_url
+
+    exp = settings.exp_dir
+    if not resume and (exp / SETTINGS_FILE).exists():
+        raise ConfigError(f"{exp}: experiment {settings.name!r} already exists; continue it with --resume "
+                          f"{settings.name} or choose another --name")
+    space = frozen_space(settings)
+    exp.mkdir(parents=True, exist_ok=True)
+    if not (exp / SPACE_FILE).exists():
+        (exp / SPACE_FILE).write_text(Path(space.source).read_text())
+    if not resume:
+        _atomic_write(exp / SETTINGS_FILE, settings.model_dump_json(indent=2))
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save Tune's state often: a kill loses little
+    ensure_ray()
+    objective = space.objectives[0]
+    storage_url = settings.optuna_storage or sqlite_url(exp)
+    trainable = _trainable(settings, space)
+    progress = ProgressCallback(settings.trials, objective.metric, objective.mode)
+    t0 = time.perf_counter()
+    if resume and tune.Tuner.can_restore(str(exp)):
+        console.print(f"[bold]resuming[/] {exp}")
+        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        scheduler_name = settings.scheduler or space.scheduler.name
+        if scheduler_name == "asha":
+            scheduler = ASHAScheduler(time_attr="epochs_done", metric=objective.metric, mode=objective.mode,
+                                      max_t=_max_epochs(space), grace_period=space.scheduler.grace_period,
+                                      reduction_factor=space.scheduler.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        searcher = ConcurrencyLimiter(make_searcher(space, settings.name, storage_url, settings.sampler, settings.seed),
+                                      max_concurrent=settings.concurrency)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=settings.trials,
+                                        reuse_actors=settings.workers_per_trial == 1,
+                                        time_budget_s=settings.time_budget_s),
+            run_config=tune.RunConfig(
+                name=settings.name, storage_path=str(exp.parent), verbose=0, callbacks=[progress],
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures)),
+        )
+    tuner.fit()
+    console.print(f"sweep finished in {time.perf_counter() - t0:.0f} s")
+    return write_summary(exp)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_settings(storage_path: str | Path, name: str) -> SweepSettings:
+    """Settings of an existing experiment."""
+    f = Path(storage_path).resolve() / name / SETTINGS_FILE
+    if not f.exists():
+        raise ConfigError(f"{f}: no sweep named {name!r} under {storage_path}")
+    return SweepSettings.model_validate_json(f.read_text())
+
+
+def trial_table(exp_dir: str | Path) -> pd.DataFrame:
+    """Every trial with its parameters, status and metrics, joining Tune's records and the Optuna study."""
+    import optuna
+    from ray.tune import ExperimentAnalysis
+
+    from shapetune.platform.search import TUNE_TRIAL_ATTR, open_storage, sqlite_url
+
+    exp = Path(exp_dir).resolve()
+    settings = SweepSettings.model_validate_json((exp / SETTINGS_FILE).read_text())
+    space = frozen_space(settings)
+    metrics = [o.metric for o in space.objectives]
+    analysis = ExperimentAnalysis(str(exp))
+    study = optuna.load_study(study_name=settings.name, storage=open_storage(settings.optuna_storage or sqlite_url(exp)))
+    by_tune = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
+    max_epochs = _max_epochs(space)
+    rows = []
+    for t in analysis.trials:
+        last = t.last_result or {}
+        df = analysis.trial_dataframes.get(t.path)
+        ot = by_tune.get(t.trial_id)
+        epochs = int(last.get("epochs_done") or last.get("training_iteration") or 0)
+        status = {"TERMINATED": "completed" if epochs >= max_epochs else "stopped early",
+                  "ERROR": "failed"}.get(t.status, t.status.lower())
+        row = {"trial_id": t.trial_id, "status": status, "epochs": epochs,
+               "optuna_number": ot.number if ot else None, "optuna_state": ot.state.name if ot else None,
+               "path": str(trial_run_dir(exp, t.trial_id, settings.workers_per_trial))}
+        row.update({f"param:{k}": v for k, v in (t.config or {}).items()})
+        for m in ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc", "train_loss"):
+            row[m] = last.get(m)
+        for m, o in zip(metrics, space.objectives):
+            if df is not None and m in df:
+                row[f"best_{m}"] = float(df[m].max() if o.mode == "max" else df[m].min())
+        row["wall_s"] = last.get("time_total_s")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def trial_run_dir(exp: Path, trial_id: str, workers: int) -> Path:
+    """Where a trial keeps its checkpoints: its own folder (1 worker) or its nested Train run (several)."""
+    return exp / ("trials" if workers == 1 else "train_runs") / trial_id
+
+
+def write_summary(exp_dir: str | Path, show: bool = True) -> pd.DataFrame:
+    """Write ``trials.parquet`` and print the table."""
+    exp = Path(exp_dir).resolve()
+    df = trial_table(exp)
+    df.to_parquet(exp / SUMMARY_FILE, index=False)
+    if show:
+        print_table(df)
+        console.print(f"summary: {exp / SUMMARY_FILE}")
+    return df
+
+
+def print_table(df: pd.DataFrame) -> None:
+    """The trials, best first: latent sizes in one column, other parameters by their last name."""
+    t = Table(title="sweep trials (best first)")
+    params = [c for c in df.columns if c.startswith("param:") and not c.startswith("param:hierarchy.")]
+    best_col = next((c for c in df.columns if c.startswith("best_")), None)
+    cols = ["trial", "status", "ep", "latents", *[p.rsplit(".", 1)[-1] for p in params],
+            best_col or "val_dice", "val_acc", "optuna"]
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    order = df.sort_values(best_col, ascending=False, na_position="last") if best_col else df
+    for _, r in order.iterrows():
+        cells = [str(r.trial_id), str(r.status), str(r.epochs), _latents(r)]
+        cells += [_fmt(r[p]) for p in params]
+        cells += [_fmt(r[best_col or "val_dice"]), _fmt(r.val_acc), f"#{_fmt(r.optuna_number)} {r.optuna_state}"]
+        t.add_row(*cells)
+    console.print(t)
+
+
+def _latents(r: pd.Series) -> str:
+    from shapetune.search_spaces.spec import HIERARCHY_TOP
+
+    top = r.get(f"param:{HIERARCHY_TOP}")
+    if top is None or top != top:
+        return "-"
+    lower = sorted((c for c in r.index if c.startswith("param:hierarchy.z_") and c != f"param:{HIERARCHY_TOP}"
+                    and r[c] == r[c] and r[c] is not None), key=lambda c: int(c.rsplit("_", 1)[1]))
+    return "[" + ",".join(str(int(r[c])) for c in lower + [f"param:{HIERARCHY_TOP}"]) + "]"
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, float):
+        if v == int(v) and abs(v) < 1e6:
+            return str(int(v))
+        return f"{v:.2e}" if abs(v) < 1e-2 else f"{v:.3f}"
+    return str(v)

@@ -1,0 +1,134 @@
+"""Sweeps: Tune + Optuna with real SQLite storage, retries, SIGKILL of the driver and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from shapetune.platform.search import TUNE_TRIAL_ATTR
+from shapetune.platform.sweep import SUMMARY_FILE, SweepSettings, run_sweep
+
+TINY_SPACE = """\
+base: lvae
+fixed:
+  model.grid: 16
+  model.width: 4
+  model.ladder_hidden: 32
+  optim.epochs: {epochs}
+  augment.enabled: false
+objectives:
+  - {{metric: val_dice, mode: max}}
+sampler: {{name: tpe, n_startup_trials: 2}}
+scheduler: {{name: none}}
+hierarchy:
+  depth: {{low: 1, high: 3}}
+  top: {{low: 2, high: 4}}
+  level: {{low: 4, high: 8}}
+params:
+  loss.lambda_kl: {{type: float, low: 1.0e-5, high: 1.0e-3, log: true}}
+  optim.lr: {{type: float, low: 1.0e-3, high: 5.0e-3, log: true}}
+  optim.batch_size: {{type: categorical, choices: [4, 8]}}
+{extra}"""
+
+
+def write_space(path: Path, epochs: int = 2, extra: str = "") -> Path:
+    path.write_text(TINY_SPACE.format(epochs=epochs, extra=extra))
+    return path
+
+
+def study_of(exp: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{exp / 'optuna.db'}")
+
+
+def test_four_trial_sweep_completes_in_optuna_and_tune(tiny_prepared, ray_local, tmp_path):
+    space = write_space(tmp_path / "tiny.yaml")
+    s = SweepSettings(name="four", space=str(space), data=str(tiny_prepared), trials=4, concurrency=2,
+                      storage_path=str(tmp_path / "exp"))
+    df = run_sweep(s)
+    exp = tmp_path / "exp" / "four"
+    assert len(df) == 4 and set(df.status) == {"completed"} and (df.epochs == 2).all()
+    trials = study_of(exp, "four").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert {t.user_attrs[TUNE_TRIAL_ATTR] for t in trials} == set(df.trial_id)
+    # Optuna was told the objective Tune recorded, for the same parameters.
+    for t in trials:
+        row = df[df.trial_id == t.user_attrs[TUNE_TRIAL_ATTR]].iloc[0]
+        assert t.value == pytest.approx(row.val_dice)
+        assert t.params["optim.lr"] == pytest.approx(row["param:optim.lr"])
+    assert pd.read_parquet(exp / SUMMARY_FILE).shape[0] == 4
+    with pytest.raises(ValueError, match="already exists"):
+        run_sweep(s)
+
+
+def test_failing_trial_is_retried_then_recorded_failed(tiny_prepared, ray_local, tmp_path):
+    # gamma 2.0 makes a trial raise at epoch 0 on every attempt; the others must finish regardless.
+    extra = ("  loss.gamma_cls: {type: categorical, choices: [0.5, 2.0]}\n"
+             "  fault_injection.epoch: {type: int, low: 0, high: 0, when: {param: loss.gamma_cls, eq: 2.0}}\n")
+    space = write_space(tmp_path / "faulty.yaml", epochs=1, extra=extra)
+    space.write_text(space.read_text().replace("  augment.enabled: false\n", "  augment.enabled: false\n"
+                                               "  fault_injection.mode: raise\n  fault_injection.once: false\n"))
+    s = SweepSettings(name="faulty", space=str(space), data=str(tiny_prepared), trials=4, concurrency=2,
+                      storage_path=str(tmp_path / "exp"), sampler="random", seed=3, max_failures=1)
+    df = run_sweep(s)
+    failed = df[df["param:loss.gamma_cls"] == 2.0]
+    assert len(failed) >= 1 and len(df) == 4, df
+    assert set(failed.status) == {"failed"} and set(failed.optuna_state) == {"FAIL"}
+    assert set(df[df["param:loss.gamma_cls"] == 0.5].status) == {"completed"}
+    for trial_id in failed.trial_id:  # one try plus one retry, each logged by the injected fault
+        marker = tmp_path / "exp" / "faulty" / "faults" / trial_id / ".fault_injected_epoch0_rank0"
+        assert marker.read_text().splitlines() == ["raise", "raise"]
+
+
+def _tune_cli(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "shapetune.cli", "tune", *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_resumes_to_exactly_n_trials(tiny_prepared, tmp_path):
+    space = write_space(tmp_path / "tiny.yaml", epochs=3)
+    storage = tmp_path / "exp"
+    exp = storage / "killed"
+    common = ["--storage-path", str(storage)]
+    proc = _tune_cli(["--space", str(space), "--data", str(tiny_prepared), "--trials", "5", "--concurrency", "2",
+                      "--name", "killed", *common], tmp_path / "first.log")
+    # Kill the whole driver session (driver, its local Ray) once some trial finished and others run.
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        db = exp / "optuna.db"
+        if db.exists():
+            try:
+                states = [t.state for t in study_of(exp, "killed").get_trials()]
+            except Exception:  # the study may not exist yet
+                states = []
+            if TrialState.COMPLETE in states and TrialState.RUNNING in states:
+                break
+        if proc.poll() is not None:
+            pytest.fail("the sweep ended before it could be killed:\n" + (tmp_path / "first.log").read_text())
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = study_of(exp, "killed").get_trials()
+    assert any(t.state == TrialState.RUNNING for t in before)  # really interrupted mid-trial
+
+    resumed = _tune_cli(["--resume", "killed", *common], tmp_path / "resume.log")
+    assert resumed.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    df = pd.read_parquet(exp / SUMMARY_FILE)
+    trials = study_of(exp, "killed").get_trials()
+    assert len(df) == 5 and df.trial_id.is_unique and set(df.status) == {"completed"}, df
+    assert len(trials) == 5 and all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    assert sorted(t.user_attrs[TUNE_TRIAL_ATTR] for t in trials) == sorted(df.trial_id)
+    done_before = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
+    after = {t.number: t.value for t in trials}
+    assert all(after[n] == v for n, v in done_before.items())  # finished work was kept, not redone
