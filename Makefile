@@ -9,6 +9,9 @@ DEMO_DIR     ?= demo_out
 DEMO_GRID    ?= 32
 DEMO_SPACING ?= 4.0
 DEMO_SEED    ?= 0
+DEMO_TRIALS  ?= 8
+DEMO_EPOCHS  ?= 4
+DEMO_EXP     := $(DEMO_DIR)/experiments
 PYTEST_ARGS  ?=
 
 .PHONY: install demo test test-fast bench clean
@@ -20,7 +23,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0" -c constraints.txt
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,7 +35,27 @@ demo: $(STAMP)
 	$(ST) data prepare $(DEMO_DIR)/raw/acdc --format acdc --out $(DEMO_DIR)/prepared/acdc --grid $(DEMO_GRID) --spacing $(DEMO_SPACING)
 	$(ST) data show $(DEMO_DIR)/prepared/imperial
 	$(ST) data show $(DEMO_DIR)/prepared/acdc
-	@echo "Demo outputs: raw cohorts in $(DEMO_DIR)/raw, prepared datasets and figures in $(DEMO_DIR)/prepared"
+	@# A small sweep (TPE + ASHA over the Ladder VAE space); a second `make demo` resumes/reuses it.
+	if [ -f $(DEMO_EXP)/demo/sweep.json ]; then \
+	  $(ST) tune --resume demo --storage-path $(DEMO_EXP); \
+	else \
+	  $(ST) tune --space lvae_hcm --data $(DEMO_DIR)/prepared/imperial --trials $(DEMO_TRIALS) --concurrency 2 \
+	    --name demo --storage-path $(DEMO_EXP) --grace-period 1 --seed $(DEMO_SEED) optim.epochs=$(DEMO_EPOCHS); \
+	fi
+	$(ST) export demo --storage-path $(DEMO_EXP) --out $(DEMO_DIR)/model
+	$(ST) predict $(DEMO_DIR)/model $(DEMO_DIR)/raw/acdc --out $(DEMO_DIR)/predictions/acdc
+	@# A plain VAE with the same latent budget and epochs, for the evaluation table.
+	[ -f $(DEMO_DIR)/runs/vae/summary.json ] || $(ST) train --config vae --data $(DEMO_DIR)/prepared/imperial \
+	  --out $(DEMO_DIR)/runs/vae optim.epochs=$(DEMO_EPOCHS)
+	$(ST) evaluate demo --storage-path $(DEMO_EXP) --acdc $(DEMO_DIR)/raw/acdc --extra vae=$(DEMO_DIR)/runs/vae
+	@echo
+	@echo "Demo outputs:"
+	@echo "  raw cohorts            $(DEMO_DIR)/raw/{imperial,acdc}"
+	@echo "  prepared datasets      $(DEMO_DIR)/prepared/{imperial,acdc} (figures/ inside)"
+	@echo "  sweep                  $(DEMO_EXP)/demo (trials.parquet, optuna.db, trials/<id>/checkpoint_best)"
+	@echo "  exported best model    $(DEMO_DIR)/model (MODEL_CARD.md, model.safetensors, checksums.sha256)"
+	@echo "  ACDC predictions       $(DEMO_DIR)/predictions/acdc (predictions.csv, <patient>/recon_{ED,ES}.nii.gz)"
+	@echo "  evaluation report      $(DEMO_EXP)/demo/evaluation/report.md (per_subject/summary/latents.parquet, figures/)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,6 +65,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -69,3 +69,44 @@ def ray_local():
         ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+TINY_SPACE = """\
+base: lvae
+fixed:
+  model.grid: 16
+  model.width: 4
+  model.ladder_hidden: 32
+  optim.epochs: {epochs}
+  augment.enabled: false
+objectives:
+  - {{metric: val_dice, mode: max}}
+sampler: {{name: tpe, n_startup_trials: 2}}
+scheduler: {{name: none}}
+hierarchy:
+  depth: {{low: 1, high: 3}}
+  top: {{low: 2, high: 4}}
+  level: {{low: 4, high: 8}}
+params:
+  loss.lambda_kl: {{type: float, low: 1.0e-5, high: 1.0e-3, log: true}}
+  optim.lr: {{type: float, low: 1.0e-3, high: 5.0e-3, log: true}}
+  optim.batch_size: {{type: categorical, choices: [4, 8]}}
+{extra}"""
+
+
+def write_space(path: Path, epochs: int = 2, extra: str = "") -> Path:
+    """A tiny 16^3 Ladder VAE search space for sweep tests."""
+    path.write_text(TINY_SPACE.format(epochs=epochs, extra=extra))
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tiny_prepared, ray_local, tmp_path_factory) -> Path:
+    """A finished 2-trial sweep at 16^3 (its experiment folder)."""
+    from shapetune.platform.sweep import SweepSettings, run_sweep
+
+    root = tmp_path_factory.mktemp("sweep")
+    space = write_space(root / "tiny.yaml", epochs=2)
+    run_sweep(SweepSettings(name="exp", space=str(space), data=str(tiny_prepared), trials=2, concurrency=2,
+                            storage_path=str(root / "experiments")))
+    return root / "experiments" / "exp"

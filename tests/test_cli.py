@@ -13,7 +13,8 @@ from shapetune.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [[], ["data"], ["data", "synth"], ["data", "prepare"], ["data", "show"]])
+@pytest.mark.parametrize("args", [[], ["data"], ["data", "synth"], ["data", "prepare"], ["data", "show"], ["train"],
+                                  ["tune"], ["export"], ["predict"]])
 def test_help_for_every_command(args):
     res = runner.invoke(app, [*args, "--help"])
     assert res.exit_code == 0, res.output
@@ -55,3 +56,18 @@ def test_bad_input_exit_code_and_message(tmp_path):
     assert res.exit_code == 0 and "1 subject(s) skipped" in res.output and "patient061" in res.output
     res = runner.invoke(app, ["data", "show", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "dataset.json missing" in res.output
+
+
+def test_tune_errors_are_clear(tmp_path):
+    res = runner.invoke(app, ["tune", "--storage-path", str(tmp_path)])
+    assert res.exit_code == 2 and "--space, --data and --name are required" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: lvae\nobjectives:\n  - {metric: val_dice}\nparams:\n  optim.lr: {type: float, low: 2, high: 1}\n")
+    res = runner.invoke(app, ["tune", "--space", str(bad), "--data", str(tmp_path), "--name", "x",
+                              "--storage-path", str(tmp_path / "exp")])
+    assert res.exit_code == 2 and f"{bad}:5:" in res.output and "low 2.0 > high 1.0" in res.output
+    res = runner.invoke(app, ["tune", "--resume", "nothing", "--storage-path", str(tmp_path)])
+    assert res.exit_code == 2 and "no sweep named 'nothing'" in res.output
+    res = runner.invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "x",
+                              "--storage-path", "s3://bucket/exp"])
+    assert res.exit_code == 2 and "URIs are not supported yet" in res.output

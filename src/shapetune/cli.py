@@ -184,7 +184,7 @@ def tune_cmd(
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 8,
     concurrency: Annotated[int, typer.Option(help="Trials running at once.")] = 1,
     name: Annotated[str | None, typer.Option(help="Experiment name (a folder under --storage-path).")] = None,
-    storage_path: Annotated[Path, typer.Option(help="Where experiments live (shared storage on a cluster).")] = Path("experiments"),
+    storage_path: Annotated[str, typer.Option(help="Where experiments live (a shared filesystem path on a cluster).")] = "experiments",
     resume: Annotated[str | None, typer.Option(help="Continue the interrupted experiment of this name.")] = None,
     optuna_storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL for the Optuna study (default: SQLite in the experiment folder).")] = None,
     workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial (1 = in the trial's own process).")] = 1,
@@ -192,9 +192,11 @@ def tune_cmd(
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker.")] = 0.0,
     scheduler: Annotated[SchedulerName | None, typer.Option(help="Early stopping (default: the space's).")] = None,
     sampler: Annotated[SamplerName | None, typer.Option(help="Optuna sampler (default: the space's).")] = None,
+    grace_period: Annotated[int | None, typer.Option(help="ASHA: epochs before a trial may be stopped (default: the space's).")] = None,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial before it is recorded as failed.")] = 1,
     time_budget_s: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+    evaluate: Annotated[bool, typer.Option(help="Score each finished trial on the test split as soon as it ends (cached for `shapetune evaluate`).")] = False,
 ) -> None:
     """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every trial."""
     from shapetune.data.errors import DataError
@@ -211,13 +213,115 @@ def tune_cmd(
             raise ConfigError("--space, --data and --name are required (or --resume NAME)")
         settings = SweepSettings(
             name=name, space=space, data=str(data.resolve()), trials=trials, concurrency=concurrency,
-            storage_path=str(storage_path.resolve()), optuna_storage=optuna_storage, workers_per_trial=workers_per_trial,
+            storage_path=storage_path if "://" in storage_path else str(Path(storage_path).resolve()), optuna_storage=optuna_storage, workers_per_trial=workers_per_trial,
             cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
             scheduler=scheduler.value if scheduler else None, sampler=sampler.value if sampler else None, seed=seed,
-            overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s)
+            grace_period=grace_period,
+            overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s,
+            evaluate=evaluate)
         run_sweep(settings)
     except (ConfigError, DataError, SpaceError, ValueError) as exc:
         _fail(exc)
+
+
+@app.command("export")
+def export_cmd(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (under --storage-path) or its folder.")],
+    out: Annotated[Path, typer.Option(help="Export folder (replaced atomically if it exists).")],
+    storage_path: Annotated[Path, typer.Option(help="Where experiments live.")] = Path("experiments"),
+    objective: Annotated[str | None, typer.Option(help="Pick the best trial by this metric (default: the sweep's objective).")] = None,
+    pareto_index: Annotated[int | None, typer.Option(help="Multi-objective sweeps: export this point of the Pareto front.")] = None,
+) -> None:
+    """Export a sweep's best trial (or a Pareto point): safetensors weights, config, template, metrics, model card, checksums."""
+    from shapetune.data.errors import DataError
+    from shapetune.platform.config import ConfigError
+    from shapetune.platform.export import ExportError, export_model
+
+    exp = Path(experiment) if Path(experiment).is_dir() else storage_path / experiment
+    try:
+        path = export_model(exp, out, objective, pareto_index)
+    except (ExportError, ConfigError, DataError, FileNotFoundError) as exc:
+        _fail(exc)
+    import json
+
+    m = json.loads((path / "metrics.json").read_text())
+    console.print(f"[green]exported[/] trial {m['trial_id']} ({m['selection']}, epoch {m['epoch'] + 1}) to {path}")
+    console.print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in m["validation"].items()))
+
+
+@app.command("predict")
+def predict_cmd(
+    export_dir: Annotated[Path, typer.Argument(help="A folder written by `shapetune export`.")],
+    input: Annotated[Path, typer.Argument(help="ACDC patient folder (or a folder of them), a prepared dataset, or an ED NIfTI with --es.")],
+    out: Annotated[Path, typer.Option(help="Output folder: predictions.csv/.parquet and SUBJECT/recon_{ED,ES}.nii.gz.")],
+    es: Annotated[Path | None, typer.Option(help="ES label map when INPUT is an ED NIfTI file.")] = None,
+    split: Annotated[str | None, typer.Option(help="Prepared datasets: only this split (train, val, test).")] = None,
+) -> None:
+    """Run an exported model without Ray: HCM probability, latent coordinates per level, reconstructions in the subject's space."""
+    from shapetune.data.errors import DataError
+    from shapetune.platform.export import ExportError
+    from shapetune.platform.predict import predict
+
+    try:
+        df = predict(export_dir, input, out, es, split)
+    except (ExportError, DataError) as exc:
+        _fail(exc)
+    t = Table(title=f"{len(df)} subject(s)")
+    for c in ("subject", "p(HCM)", "predicted", "label", "Dice ED", "Dice ES"):
+        t.add_column(c)
+    for _, r in df.head(20).iterrows():
+        lab = {0: "healthy", 1: "HCM"}.get(r.label, "-") if r.label == r.label else "-"
+        t.add_row(r.subject, f"{r.p_hcm:.3f}", r.predicted, lab, f"{r.dice_ed:.3f}", f"{r.dice_es:.3f}")
+    console.print(t)
+    if df.label.notna().any():
+        known = df[df.label.notna()]
+        console.print(f"accuracy {((known.p_hcm > 0.5) == known.label.astype(bool)).mean():.3f} on {len(known)} labelled; "
+                      f"mean Dice ED {df.dice_ed.mean():.3f} ES {df.dice_es.mean():.3f}")
+    console.print(f"written to {out}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    experiment: Annotated[str, typer.Argument(help="Experiment name (under --storage-path) or its folder.")],
+    storage_path: Annotated[Path, typer.Option(help="Where experiments live.")] = Path("experiments"),
+    splits: Annotated[str, typer.Option(help="Comma-separated: imperial_test, acdc_test.")] = "imperial_test,acdc_test",
+    trials: Annotated[str, typer.Option(help="best, all, or trial ids separated by commas ('' for none).")] = "best",
+    acdc: Annotated[Path | None, typer.Option(help="ACDC-layout folder (prepared on the fly, cached) or a prepared ACDC dataset.")] = None,
+    extra: Annotated[list[str] | None, typer.Option(help="More checkpoints to compare, NAME=RUN_OR_CHECKPOINT_DIR (repeatable).")] = None,
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines: clinical, pca ('' for none).")] = "clinical,pca",
+    force: Annotated[bool, typer.Option(help="Re-evaluate what is already cached.")] = False,
+    ray: Annotated[bool, typer.Option(help="Score checkpoints as parallel Ray tasks.")] = True,
+) -> None:
+    """Evaluate trials and baselines: DC/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a report."""
+    from shapetune.data.errors import DataError
+    from shapetune.evaluation.service import EvaluationError, evaluate
+    from shapetune.platform.config import ConfigError
+
+    exp = Path(experiment) if Path(experiment).is_dir() else storage_path / experiment
+    try:
+        res = evaluate(exp, tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
+                       tuple(b.strip() for b in baselines.split(",") if b.strip()), force, use_ray=ray)
+    except (EvaluationError, DataError, ConfigError) as exc:
+        _fail(exc)
+    _print_eval(res)
+
+
+def _print_eval(res) -> None:
+    s = res.summary
+    t = Table(title="evaluation (mean over subjects; accuracy with 95 % CI)")
+    cols = ["model", "split", "DC ED", "DC ES", "HD ED mm", "HD ES mm", "RVD ED", "RVD ES", "accuracy"]
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for (model, split), g in s.groupby(["model", "split"], sort=False):
+        def val(metric, phase=""):
+            r = g[(g.metric == metric) & (g.phase == phase)]
+            return "-" if r.empty or r["mean"].isna().all() else f"{r['mean'].iloc[0]:.3f}"
+        acc = g[g.metric == "accuracy"].iloc[0]
+        t.add_row(model, split, val("dice", "ED"), val("dice", "ES"), val("hd", "ED"), val("hd", "ES"),
+                  val("rvd", "ED"), val("rvd", "ES"), f"{acc['mean']:.3f} [{acc.lo:.3f}, {acc.hi:.3f}]")
+    console.print(t)
+    console.print(f"evaluated {res.evaluated} candidate x split pair(s), {res.cached} from cache; "
+                  f"report: {res.out_dir / 'report.md'}")
 
 
 if __name__ == "__main__":

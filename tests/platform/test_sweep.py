@@ -17,33 +17,7 @@ from optuna.trial import TrialState
 from shapetune.platform.search import TUNE_TRIAL_ATTR
 from shapetune.platform.sweep import SUMMARY_FILE, SweepSettings, run_sweep
 
-TINY_SPACE = """\
-base: lvae
-fixed:
-  model.grid: 16
-  model.width: 4
-  model.ladder_hidden: 32
-  optim.epochs: {epochs}
-  augment.enabled: false
-objectives:
-  - {{metric: val_dice, mode: max}}
-sampler: {{name: tpe, n_startup_trials: 2}}
-scheduler: {{name: none}}
-hierarchy:
-  depth: {{low: 1, high: 3}}
-  top: {{low: 2, high: 4}}
-  level: {{low: 4, high: 8}}
-params:
-  loss.lambda_kl: {{type: float, low: 1.0e-5, high: 1.0e-3, log: true}}
-  optim.lr: {{type: float, low: 1.0e-3, high: 5.0e-3, log: true}}
-  optim.batch_size: {{type: categorical, choices: [4, 8]}}
-{extra}"""
-
-
-def write_space(path: Path, epochs: int = 2, extra: str = "") -> Path:
-    path.write_text(TINY_SPACE.format(epochs=epochs, extra=extra))
-    return path
-
+from ..conftest import write_space
 
 def study_of(exp: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{exp / 'optuna.db'}")
@@ -52,10 +26,11 @@ def study_of(exp: Path, name: str) -> optuna.Study:
 def test_four_trial_sweep_completes_in_optuna_and_tune(tiny_prepared, ray_local, tmp_path):
     space = write_space(tmp_path / "tiny.yaml")
     s = SweepSettings(name="four", space=str(space), data=str(tiny_prepared), trials=4, concurrency=2,
-                      storage_path=str(tmp_path / "exp"))
+                      storage_path=str(tmp_path / "exp"), evaluate=True)
     df = run_sweep(s)
     exp = tmp_path / "exp" / "four"
     assert len(df) == 4 and set(df.status) == {"completed"} and (df.epochs == 2).all()
+    assert (df.best_val_dice >= df.val_dice).all() and df.best_val_dice.notna().all()
     trials = study_of(exp, "four").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert {t.user_attrs[TUNE_TRIAL_ATTR] for t in trials} == set(df.trial_id)
@@ -65,6 +40,12 @@ def test_four_trial_sweep_completes_in_optuna_and_tune(tiny_prepared, ray_local,
         assert t.value == pytest.approx(row.val_dice)
         assert t.params["optim.lr"] == pytest.approx(row["param:optim.lr"])
     assert pd.read_parquet(exp / SUMMARY_FILE).shape[0] == 4
+    # --evaluate scored every finished trial on the test split already: the service only reads the cache.
+    assert len(list((exp / "evaluation" / "cache").glob("*.subjects.parquet"))) == 4
+    from shapetune.evaluation.service import evaluate
+
+    res = evaluate(exp, splits=("imperial_test",), trials="all", baselines=(), n_boot=200)
+    assert (res.evaluated, res.cached) == (0, 4) and len(res.per_subject) == 4 * 8
     with pytest.raises(ValueError, match="already exists"):
         run_sweep(s)
 

@@ -123,8 +123,19 @@ def load_pair(raw: RawSubject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ed, es, aff_ed
 
 
-def preprocess_subject(raw: RawSubject, grid: TemplateGrid, in_plane: str = "rv") -> tuple[np.ndarray, dict]:
-    """``[2, D, H, W]`` uint8 template masks (ED, ES) and alignment facts for the manifest."""
+@dataclass
+class Aligned:
+    """A subject on the template grid plus what maps it back to scanner space."""
+
+    vols: np.ndarray  # [2 (ED, ES), D, H, W] template labels
+    info: dict
+    frame: Frame
+    affine: np.ndarray  # the source image's voxel -> scanner mm
+    shape: tuple[int, int, int]  # the source image's shape
+
+
+def align_subject(raw: RawSubject, grid: TemplateGrid, in_plane: str = "rv") -> Aligned:
+    """Load, validate and resample one subject to the template grid, keeping the frame for the way back."""
     ed, es, affine = load_pair(raw)
     frame = estimate_frame(ed, affine, raw.labels, raw.ed_path, in_plane)
     vols = np.stack([resample_to_template(x, affine, frame, grid, raw.labels) for x in (ed, es)])
@@ -138,4 +149,25 @@ def preprocess_subject(raw: RawSubject, grid: TemplateGrid, in_plane: str = "rv"
             "long_axis_tilt_deg": float(np.degrees(np.arccos(min(1.0, abs(frame.axes[:, 0] @ affine[:3, 2])
                                                                  / np.linalg.norm(affine[:3, 2]))))),
             "src_spacing_mm": "x".join(f"{s:.2f}" for s in spacing), "src_shape": "x".join(map(str, ed.shape))}
-    return vols, info
+    return Aligned(vols, info, frame, affine, tuple(ed.shape))
+
+
+def preprocess_subject(raw: RawSubject, grid: TemplateGrid, in_plane: str = "rv") -> tuple[np.ndarray, dict]:
+    """``[2, D, H, W]`` uint8 template masks (ED, ES) and alignment facts for the manifest."""
+    a = align_subject(raw, grid, in_plane)
+    return a.vols, a.info
+
+
+def template_to_subject(volume: np.ndarray, aligned: Aligned, grid: TemplateGrid) -> np.ndarray:
+    """Resample a template-grid volume (e.g. a reconstruction probability) onto the subject's own image grid.
+
+    Each source voxel centre goes to scanner mm, then into the template frame; the template volume is
+    interpolated linearly there (zero outside the template field).
+    """
+    idx = np.indices(aligned.shape).reshape(3, -1).astype(np.float64)
+    world = aligned.affine[:3, :3] @ idx + aligned.affine[:3, 3:4]
+    p = aligned.frame.axes.T @ (world - aligned.frame.centre[:, None])  # template mm
+    origin = np.array([-(n - 1) / 2.0 * grid.spacing for n in grid.shape])[:, None]
+    t_idx = (p - origin) / grid.spacing
+    out = map_coordinates(volume.astype(np.float32), t_idx, order=1, mode="constant", cval=0.0)
+    return out.reshape(aligned.shape)

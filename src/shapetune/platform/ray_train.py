@@ -48,12 +48,14 @@ def train_loop_per_worker(config: dict) -> None:
             state = load_state(d)
         engine.load_state(state)
         start, history = state["epoch"] + 1, list(state["history"])
+    first_step = time.time()
     for epoch in range(start, cfg.optim.epochs):
         inject_fault(cfg, epoch, rank, config["run_dir"])
         metrics = {"epoch": epoch, "epochs_done": epoch + 1, **engine.train_epoch(data, epoch)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.optim.epochs:
             metrics.update(engine.validate(data))
         metrics["resumed_from_epoch"] = start - 1 if start else -1
+        metrics.update(first_step_time=first_step, report_time=time.time())  # sweep overhead accounting
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None

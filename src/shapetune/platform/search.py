@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -12,6 +13,9 @@ from shapetune.search_spaces.sampling import define_by_run
 from shapetune.search_spaces.spec import SearchSpace
 
 TUNE_TRIAL_ATTR = "tune_trial_id"
+# TPE's `group` option is marked experimental in Optuna 5; it is what handles the conditional hierarchy.
+warnings.filterwarnings("ignore", message=r"Argument ``group`` is an experimental",
+                        category=optuna.exceptions.ExperimentalWarning)
 
 
 def _tpe(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:

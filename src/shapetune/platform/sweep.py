@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.table import Table
 from ray.tune import Callback
@@ -44,10 +44,20 @@ class SweepSettings(BaseModel):
     gpus_per_worker: float = Field(0.0, ge=0)
     scheduler: str | None = Field(None, pattern="^(asha|none)$")
     sampler: str | None = Field(None, pattern="^(tpe|random|nsga2)$")
+    grace_period: int | None = Field(None, ge=1, description="ASHA grace period (default: the space's).")
     seed: int = 0
     overrides: list[str] = Field(default_factory=list)
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial before it is recorded as failed.")
     time_budget_s: float | None = None
+    evaluate: bool = Field(False, description="Score each finished trial on the test split as soon as it ends.")
+
+    @field_validator("storage_path")
+    @classmethod
+    def _posix(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(f"--storage-path {v!r}: URIs are not supported yet; the sweep keeps its study and trial "
+                             "checkpoints on a POSIX path - use a local folder or a shared filesystem mount (NFS)")
+        return v
 
     @property
     def exp_dir(self) -> Path:
@@ -113,20 +123,59 @@ class ProgressCallback(Callback):
         console.print(f"[bold]trial {trial.trial_id} {what}[/] ({min(n, self.total)}/{self.total})")
 
 
-def _trainable(settings: SweepSettings, space: SearchSpace):
-    from ray import tune
+class EvaluateOnComplete(Callback):
+    """``--evaluate``: score each finished trial's best checkpoint on the test split right away (a Ray task),
+    into the evaluation cache that ``shapetune evaluate`` reads."""
 
+    def __init__(self, exp_dir: str, data: str, workers: int, objective: str, mode: str):
+        self.exp_dir, self.data, self.workers, self.objective, self.mode = exp_dir, data, workers, objective, mode
+        self.refs: list = []
+        self._split_ref = None
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        import ray
+
+        from shapetune.evaluation.service import score_and_cache
+        from shapetune.evaluation.splits import load_split
+        from shapetune.platform.export import _best_checkpoint
+
+        ck = _best_checkpoint(trial_run_dir(Path(self.exp_dir), trial.trial_id, self.workers), self.objective, self.mode)
+        if ck is None:
+            return
+        if self._split_ref is None:
+            self._split_ref = ray.put(load_split(self.data, "test", "imperial_test"))
+        task = ray.remote(num_cpus=1, max_retries=0)(score_and_cache)
+        self.refs.append(task.remote(str(ck), trial.trial_id, self._split_ref, str(Path(self.exp_dir) / "evaluation" / "cache")))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        import ray
+
+        for ref in self.refs:
+            try:
+                console.print(f"evaluated on the test split: {ray.get(ref)}")
+            except Exception as exc:  # an evaluation failure must not fail the sweep
+                console.print(f"[red]evaluation of a trial failed:[/] {exc}")
+
+
+def _load_data(settings: SweepSettings, space: SearchSpace):
+    """The prepared train/val data at the space's grid (checked before anything is started)."""
     from shapetune.platform.engine import load_training_data
-    from shapetune.platform.trial import TrialSettings, sweep_trial
     from shapetune.search_spaces.sampling import trial_config
 
-    grid = trial_config(space.model_copy(update={"params": {}, "hierarchy": None}), {}).model.grid
     if "model.grid" in space.params:
         raise ConfigError(f"{space.source}: model.grid cannot be searched (the data is prepared at one grid)")
-    data = load_training_data(settings.data, grid)
+    grid = trial_config(space.model_copy(update={"params": {}, "hierarchy": None}), {}).model.grid
+    return load_training_data(settings.data, grid)
+
+
+def _trainable(settings: SweepSettings, space: SearchSpace, data):
+    from ray import tune
+
+    from shapetune.platform.trial import TrialSettings, sweep_trial
+
     ts = TrialSettings(space=space, workers=settings.workers_per_trial, cpus_per_worker=settings.cpus_per_worker,
                        gpus_per_worker=settings.gpus_per_worker, exp_dir=str(settings.exp_dir))
-    fn = tune.with_parameters(sweep_trial, data=data, settings=ts)
+    fn = tune.with_parameters(sweep_trial, data=data, settings=ts)  # data goes through the object store
     if settings.workers_per_trial > 1:
         resources = {"CPU": 0.01}  # the Train workers reserve their own CPUs/GPUs
     else:
@@ -148,6 +197,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
         raise ConfigError(f"{exp}: experiment {settings.name!r} already exists; continue it with --resume "
                           f"{settings.name} or choose another --name")
     space = frozen_space(settings)
+    data = _load_data(settings, space)
     exp.mkdir(parents=True, exist_ok=True)
     if not (exp / SPACE_FILE).exists():
         (exp / SPACE_FILE).write_text(Path(space.source).read_text())
@@ -157,8 +207,10 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     ensure_ray()
     objective = space.objectives[0]
     storage_url = settings.optuna_storage or sqlite_url(exp)
-    trainable = _trainable(settings, space)
+    trainable = _trainable(settings, space, data)
     progress = ProgressCallback(settings.trials, objective.metric, objective.mode)
+    callbacks = [progress] + ([EvaluateOnComplete(str(exp), settings.data, settings.workers_per_trial, objective.metric,
+                                                  objective.mode)] if settings.evaluate else [])
     t0 = time.perf_counter()
     if resume and tune.Tuner.can_restore(str(exp)):
         console.print(f"[bold]resuming[/] {exp}")
@@ -167,7 +219,8 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
         scheduler_name = settings.scheduler or space.scheduler.name
         if scheduler_name == "asha":
             scheduler = ASHAScheduler(time_attr="epochs_done", metric=objective.metric, mode=objective.mode,
-                                      max_t=_max_epochs(space), grace_period=space.scheduler.grace_period,
+                                      max_t=_max_epochs(space),
+                                      grace_period=settings.grace_period or space.scheduler.grace_period,
                                       reduction_factor=space.scheduler.reduction_factor)
         else:
             scheduler = FIFOScheduler()
@@ -179,7 +232,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
                                         reuse_actors=settings.workers_per_trial == 1,
                                         time_budget_s=settings.time_budget_s),
             run_config=tune.RunConfig(
-                name=settings.name, storage_path=str(exp.parent), verbose=0, callbacks=[progress],
+                name=settings.name, storage_path=str(exp.parent), verbose=0, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures)),
         )
     tuner.fit()
@@ -219,7 +272,7 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
     rows = []
     for t in analysis.trials:
         last = t.last_result or {}
-        df = analysis.trial_dataframes.get(t.path)
+        df = analysis.trial_dataframes.get(t.trial_id)
         ot = by_tune.get(t.trial_id)
         epochs = int(last.get("epochs_done") or last.get("training_iteration") or 0)
         status = {"TERMINATED": "completed" if epochs >= max_epochs else "stopped early",

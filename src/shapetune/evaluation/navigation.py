@@ -1,0 +1,108 @@
+"""Latent navigation: walk a subject's top latent along the classifier's gradient, class-mean shapes, wall thickness.
+
+The walk moves z_L in fixed-length steps along the gradient of the classifier's logit (towards HCM for a
+healthy subject, away for an HCM one) and decodes every step. A Ladder VAE decodes a top latent alone
+by following the prior means down the hierarchy (``decode_from_top``), so the path shows the remodeling
+the model associates with the diagnosis; a VAE decodes its single latent directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import binary_fill_holes
+
+from shapetune.data.indices import wall_thickness_points
+from shapetune.data.template import CAVITY, MYOCARDIUM
+
+
+def decode_top(model, z_top: torch.Tensor) -> torch.Tensor:
+    """Volume logits from a top-level latent."""
+    return model.decode_from_top(z_top) if hasattr(model, "decode_from_top") else model.decode(z_top)
+
+
+def walk(model, z_top: torch.Tensor, steps: int = 8, step_size: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Latents along the path (``[steps + 1, d]``) and the HCM probability at each, from ``z_top`` (``[d]``)."""
+    model.eval()
+    z = z_top.detach().clone().float()[None]
+    with torch.no_grad():
+        direction = -1.0 if torch.sigmoid(model.classify(z)).item() > 0.5 else 1.0
+    path, probs = [z.clone()], []
+    for _ in range(steps):
+        z.requires_grad_(True)
+        logit = model.classify(z).sum()
+        (g,) = torch.autograd.grad(logit, z)
+        with torch.no_grad():
+            probs.append(torch.sigmoid(logit).item())
+            z = z + direction * step_size * g / g.norm().clamp(min=1e-8)
+        path.append(z.detach().clone())
+    with torch.no_grad():
+        probs.append(torch.sigmoid(model.classify(z)).item())
+    return torch.cat(path).numpy(), np.array(probs)
+
+
+@torch.no_grad()
+def decode_path(model, path: np.ndarray) -> np.ndarray:
+    """Binary ``[steps, 2, D, H, W]`` myocardium volumes decoded along a latent path."""
+    return (decode_top(model, torch.from_numpy(path).float()) > 0).numpy().astype(np.uint8)
+
+
+def labels_from_myocardium(myo: np.ndarray) -> np.ndarray:
+    """Template labels (myocardium, cavity) from a myocardium mask: the cavity fills each short-axis ring."""
+    out = np.where(myo > 0, MYOCARDIUM, 0).astype(np.uint8)
+    for k in range(myo.shape[0]):  # axis 0 is the long axis: slices are short-axis rings
+        filled = binary_fill_holes(myo[k] > 0)
+        out[k][filled & (myo[k] == 0)] = CAVITY
+    return out
+
+
+def thickness_map(myo_ed: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thickness mm, zeta apex->base, alpha deg) at every epicardial point of a decoded ED myocardium."""
+    return wall_thickness_points(labels_from_myocardium(myo_ed), spacing)
+
+
+@torch.no_grad()
+def class_mean_shapes(model, top_latents: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Decode the mean top latent of each class: ``{0: healthy volume, 1: HCM volume}`` (binary, [2, D, H, W])."""
+    out = {}
+    for c in (0, 1):
+        if np.any(labels == c):
+            z = torch.from_numpy(top_latents[labels == c].mean(axis=0, keepdims=True)).float()
+            out[c] = (decode_top(model, z) > 0).numpy()[0].astype(np.uint8)
+    return out
+
+
+def navigation_figure(model, top_latents: np.ndarray, labels: np.ndarray, subject_z: np.ndarray, spacing: float,
+                      path_png, means_png) -> None:
+    """Two PNGs: the decoded walk of one subject (mid short-axis slice, ED) and the class-mean shapes with
+    their wall-thickness maps (thickness over the unrolled wall: angle around the LV vs apex->base)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path, probs = walk(model, torch.tensor(np.asarray(subject_z), dtype=torch.float32))
+    vols = decode_path(model, path)
+    k = vols.shape[2] // 2
+    fig, ax = plt.subplots(1, len(vols), figsize=(1.6 * len(vols), 1.9))
+    for i, a in enumerate(ax):
+        a.imshow(vols[i, 0, k].T, origin="lower", cmap="gray"), a.set_axis_off()
+        a.set_title(f"p(HCM) {probs[i]:.2f}", fontsize=7)
+    fig.suptitle("walk along the classifier gradient (ED, mid short-axis slice)", fontsize=8)
+    fig.tight_layout(), fig.savefig(path_png, dpi=110), plt.close(fig)
+    means = class_mean_shapes(model, top_latents, labels)
+    fig, ax = plt.subplots(1, 2 * len(means), figsize=(4.2 * len(means), 2.8))
+    vmax = 1.0
+    maps = {c: thickness_map(v[0], spacing) for c, v in means.items()}
+    for t, _, _ in maps.values():
+        vmax = max(vmax, float(np.percentile(t, 99)) if len(t) else vmax)
+    for j, (c, v) in enumerate(means.items()):
+        name = "HCM" if c else "healthy"
+        ax[2 * j].imshow(v[0, k].T, origin="lower", cmap="gray"), ax[2 * j].set_axis_off()
+        ax[2 * j].set_title(f"mean {name} (ED)", fontsize=8)
+        t, zeta, alpha = maps[c]
+        sc = ax[2 * j + 1].scatter(alpha, zeta, c=t, s=6, cmap="magma", vmin=0, vmax=vmax)
+        ax[2 * j + 1].set_xlabel("angle (deg)", fontsize=7), ax[2 * j + 1].set_ylabel("apex -> base", fontsize=7)
+        ax[2 * j + 1].set_title(f"{name} wall thickness (mm)", fontsize=8)
+    fig.colorbar(sc, ax=ax[-1])
+    fig.tight_layout(), fig.savefig(means_png, dpi=110), plt.close(fig)

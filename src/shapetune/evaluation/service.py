@@ -1,0 +1,284 @@
+"""The evaluation service: every candidate x split, in parallel as Ray tasks, cached, aggregated, reported.
+
+Candidates are a sweep's trials (``best``, ``all`` or ids), extra checkpoints by path (``NAME=DIR``, e.g.
+a VAE or AE run to compare against) and the baselines fitted on the experiment's training split. Each
+candidate x split result is cached in ``EXP/evaluation/cache/`` under a key made of the checkpoint's
+sha256 (or the baseline and its training data) and the split's fingerprint, written atomically; a
+re-run evaluates only what is new (``force`` redoes everything). A candidate that fails (a corrupted
+checkpoint, say) is reported in ``errors.json`` and the others still evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split
+from shapetune.platform.checkpoints import CHECKPOINT_FILE
+
+console = Console()
+SPLITS = ("imperial_test", "acdc_test")
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation request (unknown split or trial, missing ACDC folder, grid mismatch)."""
+
+
+@dataclass
+class Candidate:
+    name: str
+    checkpoint: Path | None = None  # None for baselines
+    baseline: str | None = None
+    key: str = ""
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    per_subject: pd.DataFrame
+    summary: pd.DataFrame
+    latents: pd.DataFrame
+    errors: list[dict] = field(default_factory=list)
+    evaluated: int = 0
+    cached: int = 0
+
+
+def _sha(path: Path) -> str:
+    from shapetune.platform.export import sha256
+
+    return sha256(path)[:16]
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    for cand in (path, path / "checkpoint_best"):
+        if (cand / CHECKPOINT_FILE).exists():
+            return cand
+    raise EvaluationError(f"{path}: no {CHECKPOINT_FILE} here or in {path / 'checkpoint_best'}")
+
+
+def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = ()) -> list[Candidate]:
+    """The checkpoints to evaluate: the sweep's best, all trials, or listed trial ids, plus ``NAME=DIR`` extras."""
+    from shapetune.platform.export import _best_checkpoint, choose
+    from shapetune.platform.sweep import SUMMARY_FILE, frozen_space, load_settings, write_summary
+
+    out: list[Candidate] = []
+    if trials:
+        settings = load_settings(exp_dir.parent, exp_dir.name)
+        obj = frozen_space(settings).objectives[0]
+        table = pd.read_parquet(exp_dir / SUMMARY_FILE) if (exp_dir / SUMMARY_FILE).exists() \
+            else write_summary(exp_dir, show=False)
+        if trials == "best":
+            c = choose(exp_dir)
+            out.append(Candidate(f"{exp_dir.name}:best({c.trial_id})", c.checkpoint))
+        else:
+            ids = list(table.trial_id) if trials == "all" else [t.strip() for t in trials.split(",") if t.strip()]
+            unknown = sorted(set(ids) - set(table.trial_id))
+            if unknown:
+                raise EvaluationError(f"{exp_dir}: no trial(s) {unknown}; known: {', '.join(table.trial_id)}")
+            for _, row in table[table.trial_id.isin(ids)].iterrows():
+                ck = _best_checkpoint(Path(row.path), obj.metric, obj.mode)
+                if ck is not None:
+                    out.append(Candidate(f"{exp_dir.name}:{row.trial_id}", ck))
+    for item in extra:
+        name, _, path = item.partition("=")
+        if not path:
+            raise EvaluationError(f"extra candidate {item!r} must look like NAME=CHECKPOINT_OR_RUN_DIR")
+        out.append(Candidate(name, _checkpoint_dir(Path(path))))
+    return out
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    os.close(fd)
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _score_task(checkpoint: str, name: str, split: EvalSplit, device: str):
+    from shapetune.evaluation.scoring import score_checkpoint
+
+    return score_checkpoint(checkpoint, name, split, device=device)
+
+
+def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str = "best", acdc: str | Path | None = None,
+             extra: list[str] | tuple = (), baselines: tuple[str, ...] = ("clinical", "pca"), force: bool = False,
+             use_ray: bool = True, n_boot: int = 2000) -> EvalResult:
+    """Evaluate and write ``EXP/evaluation/{per_subject,summary,latents}.parquet`` and the report."""
+    from shapetune.evaluation.aggregate import latent_projections, summarize
+    from shapetune.evaluation.baselines import BASELINES
+    from shapetune.evaluation.report import write_report
+    from shapetune.platform.sweep import load_settings
+
+    exp_dir = Path(exp_dir).resolve()
+    settings = load_settings(exp_dir.parent, exp_dir.name)
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise EvaluationError(f"unknown split(s) {sorted(unknown)}; choose from {', '.join(SPLITS)}")
+    out = exp_dir / "evaluation"
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    cands = candidates(exp_dir, trials, extra)
+    from shapetune.data.dataset import PreparedDataset
+
+    grid = PreparedDataset(settings.data).grid
+    loaded: dict[str, EvalSplit] = {}
+    for s in splits:
+        if s == "imperial_test":
+            loaded[s] = load_split(settings.data, "test", s, grid)
+        else:
+            if acdc is None:
+                raise EvaluationError("acdc_test needs --acdc DIR (a raw ACDC-layout folder or a prepared one)")
+            loaded[s] = load_split(acdc_prepared(acdc, grid, cache), None, s, grid)
+    for name in baselines:
+        if name not in BASELINES:
+            raise EvaluationError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    errors: list[dict] = []
+    for c in cands:
+        try:
+            c.key = _sha(c.checkpoint / CHECKPOINT_FILE)
+        except OSError as exc:
+            errors.append({"candidate": c.name, "problem": str(exc)})
+    cands = [c for c in cands if c.key]
+    train_fp = load_split(settings.data, "train", "train").fingerprint
+    cands += [Candidate(BASELINES[b]().name, baseline=b, key=f"{b}-{train_fp}") for b in baselines]
+
+    def cached(c: Candidate, s: EvalSplit) -> tuple[Path, Path]:
+        return cache_paths(cache, c.key, s.fingerprint)
+
+    todo = [(c, s) for c in cands for s in loaded.values() if force or not cached(c, s)[0].exists()]
+    n_cached = len(cands) * len(loaded) - len(todo)
+    console.print(f"evaluating {len(todo)} candidate x split pair(s); {n_cached} already evaluated (cache)")
+    results: dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]] = {}
+    ckpt_jobs = [(c, s) for c, s in todo if c.checkpoint is not None]
+    if ckpt_jobs:
+        results.update(_run_checkpoints(ckpt_jobs, use_ray, errors))
+    fitted = {}
+    for c, s in todo:
+        if c.baseline is None:
+            continue
+        if c.baseline not in fitted:
+            masks, labels, clinical = _train_arrays(settings.data)
+            fitted[c.baseline] = BASELINES[c.baseline]().fit(masks, labels, clinical)
+        from shapetune.evaluation.scoring import latent_rows, subject_rows
+
+        o = fitted[c.baseline].predict(s)
+        results[(c.name, s.name)] = (subject_rows(c.name, s, o.prob, o.recon), latent_rows(c.name, s, o.latents))
+    for c, s in todo:
+        if (c.name, s.name) in results:
+            subj, lat = results[(c.name, s.name)]
+            ps, pl = cached(c, s)
+            _atomic_parquet(subj, ps)
+            _atomic_parquet(lat, pl)
+    frames, lats = [], []
+    for c in cands:
+        for s in loaded.values():
+            ps, pl = cached(c, s)
+            if ps.exists():
+                frames.append(pd.read_parquet(ps).assign(model=c.name))
+                lats.append(pd.read_parquet(pl).assign(model=c.name))
+    if not frames:
+        raise EvaluationError(f"{exp_dir}: nothing could be evaluated; problems: {errors}")
+    per_subject = pd.concat(frames, ignore_index=True)
+    latents = latent_projections(pd.concat(lats, ignore_index=True))
+    summary = summarize(per_subject, n_boot=n_boot)
+    _atomic_parquet(per_subject, out / "per_subject.parquet")
+    _atomic_parquet(summary, out / "summary.parquet")
+    _atomic_parquet(latents, out / "latents.parquet")
+    (out / "errors.json").write_text(json.dumps(errors, indent=2))
+    result = EvalResult(out, per_subject, summary, latents, errors, len(todo), n_cached)
+    extra_figs = _navigation(cands, latents, loaded, out / "figures")
+    write_report(result, [c.name for c in cands], extra_figs)
+    return result
+
+
+def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig_dir: Path) -> list[str]:
+    """Latent walk and class-mean shapes of the first checkpoint candidate (on its first split)."""
+    from shapetune.evaluation.navigation import navigation_figure
+    from shapetune.platform.checkpoints import load_model
+
+    first = next((c for c in cands if c.checkpoint is not None and c.name in set(latents.model)), None)
+    if first is None:
+        return []
+    split = next(iter(loaded.values()))
+    lat = latents[(latents.model == first.name) & (latents.split == split.name)]
+    zcols = [c for c in lat.columns if c.startswith("z") and lat[c].notna().all()]
+    top_level = max(int(c[1:].split("_")[0]) for c in zcols)
+    top = lat[[c for c in zcols if c.startswith(f"z{top_level}_")]].to_numpy(np.float32)
+    labels = lat.label.to_numpy()
+    model, _, _ = load_model(first.checkpoint)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    start = top[np.flatnonzero(labels == 0)[0]] if (labels == 0).any() else top[0]
+    navigation_figure(model, top, labels, start, split.spacing, fig_dir / "navigation.png", fig_dir / "mean_shapes.png")
+    return ["navigation.png", "mean_shapes.png"]
+
+
+def cache_paths(cache: Path, key: str, fingerprint: str) -> tuple[Path, Path]:
+    """Cached per-subject rows and latents of one candidate (``key``) on one split (``fingerprint``)."""
+    stem = f"{key}_{fingerprint}"
+    return cache / f"{stem}.subjects.parquet", cache / f"{stem}.latents.parquet"
+
+
+def score_and_cache(checkpoint: str, name: str, split: EvalSplit, cache: str) -> str:
+    """Score a checkpoint on a split and write the result into the evaluation cache (a Ray task in sweeps)."""
+    from shapetune.evaluation.scoring import score_checkpoint
+
+    subj, lat = score_checkpoint(checkpoint, name, split)
+    ps, pl = cache_paths(Path(cache), _sha(Path(checkpoint) / CHECKPOINT_FILE), split.fingerprint)
+    ps.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_parquet(subj, ps)
+    _atomic_parquet(lat, pl)
+    return str(ps)
+
+
+def _train_arrays(data: str):
+    from shapetune.evaluation.splits import load_train
+
+    return load_train(data)
+
+
+def _run_checkpoints(jobs, use_ray: bool, errors: list[dict]) -> dict:
+    """Score checkpoints as parallel Ray tasks (one per checkpoint x split; a GPU each when there is one)."""
+    results = {}
+    if use_ray:
+        import ray
+
+        from shapetune.platform.ray_train import ensure_ray
+
+        ensure_ray()
+        gpu = ray.cluster_resources().get("GPU", 0) > 0
+        task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=0)(_score_task)
+        refs = {}
+        split_refs = {}
+        for c, s in jobs:
+            if s.name not in split_refs:
+                split_refs[s.name] = ray.put(s)
+            refs[(c.name, s.name)] = (c, task.remote(str(c.checkpoint), c.name, split_refs[s.name],
+                                                     "cuda" if gpu else "cpu"))
+        for key, (c, ref) in refs.items():
+            try:
+                results[key] = ray.get(ref)
+            except Exception as exc:  # one bad checkpoint must not sink the others
+                errors.append({"candidate": c.name, "split": key[1], "checkpoint": str(c.checkpoint),
+                               "problem": _root_cause(exc)})
+    else:
+        for c, s in jobs:
+            try:
+                results[(c.name, s.name)] = _score_task(str(c.checkpoint), c.name, s, "cpu")
+            except Exception as exc:
+                errors.append({"candidate": c.name, "split": s.name, "checkpoint": str(c.checkpoint),
+                               "problem": _root_cause(exc)})
+    for e in errors:
+        console.print(f"[red]could not evaluate[/] {e['candidate']} on {e.get('split', '-')}: {e['problem']}")
+    return results
+
+
+def _root_cause(exc: Exception) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {cause}".splitlines()[0]

@@ -1,0 +1,231 @@
+"""Export a sweep's chosen trial into a self-contained, checksummed model directory, and verify one.
+
+An export holds ``model.safetensors`` (weights only), ``config.yaml`` (the full training config),
+``template.json`` (grid, orientation, labels, preprocessing), ``metrics.json`` (the checkpoint's validation
+metrics, trial and parameters), ``MODEL_CARD.md`` and ``checksums.sha256``. It is written to a temporary
+sibling folder and renamed into place, so a reader never sees half an export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from shapetune import __version__
+from shapetune.data.template import ORIENTATION, TemplateGrid
+from shapetune.platform.checkpoints import CHECKPOINT_FILE, load_state
+
+EXPORT_FORMAT = 1
+WEIGHTS, CONFIG, TEMPLATE, METRICS, CARD, CHECKSUMS = ("model.safetensors", "config.yaml", "template.json",
+                                                       "metrics.json", "MODEL_CARD.md", "checksums.sha256")
+
+
+class ExportError(ValueError):
+    """A missing, corrupted or inconsistent export (or nothing exportable in an experiment)."""
+
+
+@dataclass
+class Choice:
+    trial_id: str
+    checkpoint: Path
+    reason: str
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in run_dir.rglob(CHECKPOINT_FILE))
+
+
+def _best_checkpoint(run_dir: Path, metric: str, mode: str) -> Path | None:
+    sign = 1.0 if mode == "max" else -1.0
+    scored = []
+    for ck in _checkpoints(run_dir):
+        m = load_state(ck)["metrics"]
+        if m.get(metric) is not None:
+            scored.append((sign * m[metric], -m["epoch"], ck))
+    return max(scored)[2] if scored else None
+
+
+def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None = None) -> Choice:
+    """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first), or a Pareto point."""
+    from shapetune.platform.sweep import SUMMARY_FILE, frozen_space, load_settings, trial_run_dir, write_summary
+
+    settings = load_settings(exp_dir.parent, exp_dir.name)
+    space = frozen_space(settings)
+    table = pd.read_parquet(exp_dir / SUMMARY_FILE) if (exp_dir / SUMMARY_FILE).exists() else write_summary(exp_dir, show=False)
+    if pareto_index is not None:
+        import optuna
+
+        from shapetune.platform.search import TUNE_TRIAL_ATTR, open_storage, sqlite_url
+
+        study = optuna.load_study(study_name=settings.name, storage=open_storage(settings.optuna_storage or sqlite_url(exp_dir)))
+        if len(space.objectives) < 2:
+            raise ExportError(f"{exp_dir}: --pareto-index needs a multi-objective sweep; this one has one objective")
+        front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=space.objectives[0].mode == "max")
+        if not 0 <= pareto_index < len(front):
+            raise ExportError(f"{exp_dir}: the Pareto front has {len(front)} trials; --pareto-index must be 0..{len(front) - 1}")
+        t = front[pareto_index]
+        tid = t.user_attrs[TUNE_TRIAL_ATTR]
+        # Optuna holds each trial's last reported values, so the Pareto point is the trial's latest checkpoint.
+        run = trial_run_dir(exp_dir, tid, settings.workers_per_trial)
+        latest = max(_checkpoints(run), key=lambda ck: load_state(ck)["epoch"], default=None)
+        if latest is None:
+            raise ExportError(f"{run}: no checkpoint for Pareto trial {tid}")
+        values = ", ".join(f"{o.metric}={v:.4f}" for o, v in zip(space.objectives, t.values))
+        return Choice(tid, latest, f"Pareto point {pareto_index} of {len(front)} ({values})")
+    obj = next((o for o in space.objectives if o.metric == objective), None) if objective else space.objectives[0]
+    metric, mode = (obj.metric, obj.mode) if obj else (objective, "min" if objective.endswith("loss") else "max")
+    col = f"best_{metric}" if f"best_{metric}" in table else metric
+    if col not in table:
+        raise ExportError(f"{exp_dir}: no trial reported {metric!r}")
+    ranked = table.dropna(subset=[col]).sort_values(col, ascending=mode == "min")
+    for _, row in ranked.iterrows():
+        ck = _best_checkpoint(Path(row.path), metric, mode)
+        if ck is not None:
+            return Choice(row.trial_id, ck, f"best {metric} ({mode}) over {len(table)} trials")
+    raise ExportError(f"{exp_dir}: no trial has a checkpoint to export")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = None,
+                 pareto_index: int | None = None) -> Path:
+    """Export the chosen trial of an experiment to ``out`` (atomically; an existing ``out`` is replaced)."""
+    from safetensors.torch import save_file
+
+    from shapetune.data.dataset import PreparedDataset
+    from shapetune.platform.config import TrainConfig
+    from shapetune.platform.sweep import load_settings
+
+    exp_dir, out = Path(exp_dir).resolve(), Path(out).resolve()
+    if not exp_dir.exists():
+        raise ExportError(f"{exp_dir}: no such experiment")
+    choice = choose(exp_dir, objective, pareto_index)
+    state = load_state(choice.checkpoint)
+    cfg = TrainConfig.model_validate(state["config"])
+    settings = load_settings(exp_dir.parent, exp_dir.name)
+    ds = PreparedDataset(settings.data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        save_file({k: v.contiguous() for k, v in state["model"].items()}, str(tmp / WEIGHTS),
+                  metadata={"format": "shapetune", "model": cfg.model.name})
+        (tmp / CONFIG).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        template = {"grid": ds.grid.to_dict(), "orientation": ORIENTATION,
+                    "labels": {"background": 0, "myocardium": 1, "cavity": 2},
+                    "channels": ["ED myocardium", "ES myocardium"],
+                    "preprocessing": {"in_plane": ds.meta.get("settings", {}).get("in_plane", "rv"),
+                                      "method": "LV frame from the ED cavity (long axis, apex by skew, septum from "
+                                                "the RV), shape-based resampling of signed distances"},
+                    "source_dataset": ds.meta.get("cohort")}
+        (tmp / TEMPLATE).write_text(json.dumps(template, indent=2))
+        metrics = {"trial_id": choice.trial_id, "selection": choice.reason, "epoch": int(state["epoch"]),
+                   "validation": {k: float(v) for k, v in state["metrics"].items() if k.startswith("val_")},
+                   "experiment": str(exp_dir), "checkpoint": str(choice.checkpoint), "data": settings.data,
+                   "shapetune_version": __version__, "format": EXPORT_FORMAT}
+        (tmp / METRICS).write_text(json.dumps(metrics, indent=2))
+        (tmp / CARD).write_text(model_card(cfg, metrics, ds.grid, len(ds.split("train")), len(ds.split("val"))))
+        files = sorted(p.name for p in tmp.iterdir())
+        (tmp / CHECKSUMS).write_text("".join(f"{sha256(tmp / f)}  {f}\n" for f in files))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def model_card(cfg, metrics: dict, grid: TemplateGrid, n_train: int, n_val: int) -> str:
+    v = metrics["validation"]
+    lat = " -> ".join(map(str, cfg.model.latent_dims))
+    return f"""# ShapeTune model card
+
+## Model
+- Architecture: `{cfg.model.name}`, latent sizes (bottom -> top) {lat}, width {cfg.model.width},
+  bottleneck {cfg.model.bottleneck}^3, {cfg.model.norm} normalisation.
+- Input: binary LV myocardium masks at end-diastole and end-systole on a {grid.shape[0]}x{grid.shape[1]}x{grid.shape[2]}
+  template grid of {grid.spacing} mm, aligned by ShapeTune's preprocessing (see `template.json`).
+- Outputs: per-voxel reconstruction logits (ED, ES), latent posterior means per level, and the HCM
+  probability from the classifier on the top latent.
+- Training: KL weight lambda={cfg.loss.lambda_kl:.3g}, classifier weight gamma={cfg.loss.gamma_cls:.3g},
+  lr={cfg.optim.lr:.3g}, batch size {cfg.optim.batch_size}, {cfg.optim.epochs} epochs (checkpoint of epoch
+  {metrics['epoch'] + 1}), seed {cfg.seed}. Selected as: {metrics['selection']} (trial {metrics['trial_id']}).
+
+## Data
+{n_train} training and {n_val} validation subjects from `{metrics['data']}`. ShapeTune ships a synthetic
+cohort generator; unless you trained on real segmentations, this model has seen synthetic shapes only.
+
+## Validation metrics
+| Dice ED | Dice ES | accuracy | AUC |
+|---|---|---|---|
+| {v.get('val_dice_ed', float('nan')):.3f} | {v.get('val_dice_es', float('nan')):.3f} | {v.get('val_acc', float('nan')):.3f} | {v.get('val_auc', float('nan')):.3f} |
+
+## Intended use
+Research on shape modelling of the left ventricle: reconstruction, latent-space analysis, and the
+healthy-vs-HCM separation studied in the reference paper. Not a medical device; not for diagnosis.
+
+## Limits
+- Inputs must be LV segmentations (myocardium, cavity and RV labels to fix the septum direction), not images.
+- Only the two classes seen in training (healthy vs HCM); other cardiomyopathies are out of scope.
+- Accuracy on a new site depends on its segmentation protocol and slice thickness; evaluate before use.
+"""
+
+
+def verify_export(path: str | Path):
+    """Check checksums and config/weights agreement; return ``(model, cfg, template, metrics)``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from shapetune.models.registry import build_model
+    from shapetune.platform.config import TrainConfig
+
+    path = Path(path)
+    sums = path / CHECKSUMS
+    if not sums.exists():
+        raise ExportError(f"{sums}: missing; not a ShapeTune export")
+    listed = {}
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        listed[name] = digest
+    for name in (WEIGHTS, CONFIG, TEMPLATE, METRICS):
+        if name not in listed:
+            raise ExportError(f"{path / name}: not listed in {CHECKSUMS}")
+    for name, digest in listed.items():
+        f = path / name
+        if not f.exists():
+            raise ExportError(f"{f}: missing from the export")
+        if sha256(f) != digest:
+            raise ExportError(f"{f}: checksum mismatch (the file was modified or corrupted)")
+    try:
+        cfg = TrainConfig.model_validate(yaml.safe_load((path / CONFIG).read_text()))
+    except Exception as exc:
+        raise ExportError(f"{path / CONFIG}: invalid model config ({exc})") from exc
+    try:
+        weights = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise ExportError(f"{path / WEIGHTS}: unreadable weights ({exc})") from exc
+    model = build_model(cfg.model)
+    expected = model.state_dict()
+    missing, extra = set(expected) - set(weights), set(weights) - set(expected)
+    bad = [k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape]
+    if missing or extra or bad:
+        raise ExportError(f"{path / WEIGHTS}: weights do not match {CONFIG} ({len(missing)} missing, {len(extra)} "
+                          f"unexpected, {len(bad)} with other shapes{', e.g. ' + bad[0] if bad else ''})")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    template = json.loads((path / TEMPLATE).read_text())
+    metrics = json.loads((path / METRICS).read_text())
+    return model.eval(), cfg, template, metrics

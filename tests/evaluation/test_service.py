@@ -1,0 +1,57 @@
+"""The evaluation service end to end: trials + baselines on the Imperial-style test split and an ACDC split."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from shapetune.evaluation.service import EvaluationError, evaluate
+
+
+@pytest.fixture(scope="module")
+def evaluated(finished_sweep, acdc_raw):
+    return evaluate(finished_sweep, trials="all", acdc=acdc_raw, n_boot=300)
+
+
+def test_tables_cover_every_model_split_and_metric(evaluated, finished_sweep):
+    ps, summary, lat = evaluated.per_subject, evaluated.summary, evaluated.latents
+    models = set(ps.model)
+    assert len(models) == 4 and {"clinical_indices+LR", "PCA(50)+LR"} <= models  # 2 trials + 2 baselines
+    assert set(ps.split) == {"imperial_test", "acdc_test"}
+    counts = ps.groupby(["model", "split"]).size()
+    assert (counts.xs("imperial_test", level="split") == 8).all() and (counts.xs("acdc_test", level="split") == 10).all()
+    trial_rows = ps[ps.model.str.startswith("exp:")]
+    for col in ("dice_ed", "hd_es", "hd95_ed", "assd_es", "rvd_ed", "abs_rvd_es"):
+        assert trial_rows[col].notna().all(), col
+    assert ps[ps.model == "clinical_indices+LR"].dice_ed.isna().all()  # it reconstructs nothing
+    acc = summary[(summary.metric == "accuracy")]
+    assert len(acc) == 8 and ((acc.lo <= acc["mean"]) & (acc["mean"] <= acc.hi)).all()
+    for view in ("top", "pca", "laplacian", "tsne"):
+        assert {f"{view}_x", f"{view}_y"} <= set(lat.columns)
+    out = finished_sweep / "evaluation"
+    for f in ("per_subject.parquet", "summary.parquet", "latents.parquet", "report.md", "figures/roc.png",
+              "figures/dice.png", "figures/latents.png"):
+        assert (out / f).exists(), f
+    report = (out / "report.md").read_text()
+    assert "| model | DC ED | DC ES | HD ED (mm)" in report and "McNemar" in report
+
+
+def test_rerun_changes_nothing_and_a_broken_checkpoint_is_reported(evaluated, finished_sweep, acdc_raw, tmp_path):
+    before = pd.read_parquet(finished_sweep / "evaluation" / "per_subject.parquet")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    again = evaluate(finished_sweep, trials="all", acdc=acdc_raw, extra=[f"broken={broken}"], n_boot=300)
+    assert again.cached == 8 and [e["candidate"] for e in again.errors] == ["broken", "broken"]
+    assert "unreadable checkpoint" in again.errors[0]["problem"]
+    pd.testing.assert_frame_equal(again.per_subject, before)  # nothing recomputed differently, nothing lost
+    assert "broken" in (finished_sweep / "evaluation" / "report.md").read_text()
+
+
+def test_bad_requests_are_clear(finished_sweep):
+    with pytest.raises(EvaluationError, match="needs --acdc"):
+        evaluate(finished_sweep, splits=("acdc_test",))
+    with pytest.raises(EvaluationError, match="unknown split"):
+        evaluate(finished_sweep, splits=("mars",))
+    with pytest.raises(EvaluationError, match="no trial"):
+        evaluate(finished_sweep, splits=("imperial_test",), trials="nope")

@@ -1,0 +1,134 @@
+"""Reconstruction metrics: hand-computed cases, edge cases, invariances, agreement with MONAI when installed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
+
+from shapetune.evaluation.surface import batch_metrics, pair_metrics
+
+
+def vol(shape=(12, 12, 12)):
+    return np.zeros(shape, dtype=bool)
+
+
+def ball(shape, centre, r):
+    g = np.indices(shape).astype(float)
+    return ((g - np.array(centre, float)[:, None, None, None]) ** 2).sum(0) <= r * r
+
+
+def test_single_voxels_anisotropic():
+    a, b = vol(), vol()
+    a[1, 1, 1] = True
+    b[4, 5, 1] = True
+    m = pair_metrics(a, b, spacing=(1, 1, 1))
+    assert (m.dice, m.hd, m.hd95, m.assd, m.rvd) == (0.0, 5.0, 5.0, 5.0, 0.0)
+    m = pair_metrics(a, b, spacing=(2.0, 1.0, 0.5))  # 3 voxels of 2 mm, 4 of 1 mm
+    assert m.hd == pytest.approx(math.sqrt(36 + 16)) and m.assd == pytest.approx(math.sqrt(52))
+
+
+def test_shifted_cube_under_anisotropic_spacing():
+    a, b = vol(), vol()
+    a[2:6, 2:6, 2:6] = True
+    b[3:7, 2:6, 2:6] = True  # one voxel along axis 0, which is 2 mm thick
+    m = pair_metrics(b, a, spacing=(2.0, 1.0, 1.0))
+    assert m.hd == pytest.approx(2.0) and m.dice == pytest.approx(2 * 48 / 128) and m.rvd == 0.0
+    m = pair_metrics(b, a, spacing=(1.0, 1.0, 1.0))
+    assert m.hd == pytest.approx(1.0)
+
+
+def test_identical_and_volume_difference():
+    a = ball((20, 20, 20), (10, 10, 10), 6)
+    m = pair_metrics(a, a, 1.5)
+    assert (m.dice, m.hd, m.hd95, m.assd, m.rvd) == (1.0, 0.0, 0.0, 0.0, 0.0)
+    big = ball((20, 20, 20), (10, 10, 10), 7)
+    m = pair_metrics(big, a)
+    assert m.rvd == pytest.approx(big.sum() / a.sum() - 1) and m.rvd > 0
+    assert pair_metrics(a, big).rvd < 0 and 0.9 <= m.hd <= 1.5  # concentric balls one voxel apart
+
+
+def test_empty_masks():
+    e, a = vol(), vol()
+    a[3:5, 3:5, 3:5] = True
+    both = pair_metrics(e, e)
+    assert (both.dice, both.hd, both.hd95, both.assd, both.rvd) == (1.0, 0.0, 0.0, 0.0, 0.0)
+    one = pair_metrics(e, a)
+    assert one.dice == 0.0 and math.isinf(one.hd) and math.isinf(one.assd) and one.rvd == -1.0
+    other = pair_metrics(a, e)
+    assert math.isinf(other.hd95) and math.isnan(other.rvd)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shapes differ"):
+        pair_metrics(vol((4, 4, 4)), vol((4, 4, 5)))
+
+
+def _naive(a, b, spacing):
+    """The same definition on the full volume, without the bounding-box crop."""
+    s = generate_binary_structure(3, 1)
+    ba, bb = a & ~binary_erosion(a, s, border_value=0), b & ~binary_erosion(b, s, border_value=0)
+    da = distance_transform_edt(~bb, sampling=spacing)[ba]
+    db = distance_transform_edt(~ba, sampling=spacing)[bb]
+    return max(da.max(), db.max()), max(np.percentile(da, 95), np.percentile(db, 95)), np.concatenate([da, db]).mean()
+
+
+blobs = st.tuples(st.integers(3, 13), st.integers(3, 13), st.integers(3, 13), st.floats(1.5, 4.0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(blobs, blobs, st.tuples(st.floats(0.5, 3), st.floats(0.5, 3), st.floats(0.5, 3)))
+def test_symmetry_crop_exactness_and_translation_invariance(p, q, spacing):
+    shape = (18, 18, 18)
+    a, b = ball(shape, p[:3], p[3]), ball(shape, q[:3], q[3])
+    m, r = pair_metrics(a, b, spacing), pair_metrics(b, a, spacing)
+    assert m.dice == r.dice and m.hd == r.hd and m.hd95 == pytest.approx(r.hd95) and m.assd == pytest.approx(r.assd)
+    hd, hd95, assd = _naive(a, b, spacing)
+    assert m.hd == pytest.approx(hd, abs=1e-9) and m.hd95 == pytest.approx(hd95, abs=1e-9)
+    assert m.assd == pytest.approx(assd, abs=1e-9)
+    shifted = pair_metrics(np.roll(np.pad(a, 3), (2, -1, 3), (0, 1, 2)), np.roll(np.pad(b, 3), (2, -1, 3), (0, 1, 2)),
+                           spacing)
+    assert shifted.hd == pytest.approx(m.hd) and shifted.dice == m.dice and shifted.assd == pytest.approx(m.assd)
+
+
+def test_batch_matches_pairs_and_threads():
+    rng = np.random.default_rng(0)
+    preds = np.stack([ball((16, 16, 16), rng.uniform(5, 11, 3), rng.uniform(2, 5)) for _ in range(6)])
+    refs = np.stack([ball((16, 16, 16), rng.uniform(5, 11, 3), rng.uniform(2, 5)) for _ in range(6)])
+    one = batch_metrics(preds, refs, (1.0, 1.2, 2.0))
+    assert one == batch_metrics(preds, refs, (1.0, 1.2, 2.0), workers=2)
+    assert one[3] == pair_metrics(preds[3], refs[3], (1.0, 1.2, 2.0))
+
+
+def test_agrees_with_monai_when_installed():
+    monai_metrics = pytest.importorskip("monai.metrics")
+    import torch
+
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        a = ball((24, 24, 24), rng.uniform(7, 17, 3), rng.uniform(3, 7))
+        b = ball((24, 24, 24), rng.uniform(7, 17, 3), rng.uniform(3, 7))
+        spacing = tuple(rng.uniform(0.5, 2.5, 3))
+        ours = pair_metrics(a, b, spacing)
+        ta, tb = (torch.from_numpy(x[None, None].astype(np.float32)) for x in (a, b))
+        hd = monai_metrics.compute_hausdorff_distance(ta, tb, spacing=spacing).item()
+        hd95 = monai_metrics.compute_hausdorff_distance(ta, tb, percentile=95, spacing=spacing).item()
+        asd = monai_metrics.compute_average_surface_distance(ta, tb, symmetric=True, spacing=spacing).item()
+        assert ours.hd == pytest.approx(hd, abs=1e-6) and ours.hd95 == pytest.approx(hd95, abs=1e-6)
+        assert ours.assd == pytest.approx(asd, abs=1e-6)
+
+
+def test_agrees_with_medpy_when_installed():
+    binary = pytest.importorskip("medpy.metric.binary")
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        a = ball((20, 20, 12), rng.uniform(6, 14, 3) * [1, 1, 0.6], rng.uniform(3, 6))
+        b = ball((20, 20, 12), rng.uniform(6, 14, 3) * [1, 1, 0.6], rng.uniform(3, 6))
+        spacing = (1.25, 1.25, 5.0)  # thick slices
+        ours = pair_metrics(a, b, spacing)
+        assert ours.hd == pytest.approx(binary.hd(a, b, spacing), abs=1e-9)
+        assert ours.assd == pytest.approx(binary.assd(a, b, spacing), abs=1e-9)
