@@ -55,3 +55,19 @@ def test_bad_requests_are_clear(finished_sweep):
         evaluate(finished_sweep, splits=("mars",))
     with pytest.raises(EvaluationError, match="no trial"):
         evaluate(finished_sweep, splits=("imperial_test",), trials="nope")
+
+
+def test_extra_candidates_resolve_run_folders(finished_sweep, tmp_path):
+    import json
+    import shutil
+
+    from shapetune.evaluation.service import checkpoint_dir
+
+    trial_ckpt = next((finished_sweep / "trials").glob("*/checkpoint_best"))
+    assert checkpoint_dir(trial_ckpt.parent) == trial_ckpt
+    run = tmp_path / "train_run"  # the layout `shapetune train` leaves: Ray-named checkpoints + summary.json
+    shutil.copytree(trial_ckpt, run / "checkpoint_2026-01-01_00-00-00.000000")
+    (run / "summary.json").write_text(json.dumps({"best_checkpoint": "/elsewhere/checkpoint_2026-01-01_00-00-00.000000"}))
+    assert checkpoint_dir(run) == run / "checkpoint_2026-01-01_00-00-00.000000"
+    with pytest.raises(EvaluationError, match="summary.json"):
+        checkpoint_dir(tmp_path)

@@ -56,11 +56,19 @@ def _sha(path: Path) -> str:
     return sha256(path)[:16]
 
 
-def _checkpoint_dir(path: Path) -> Path:
+def checkpoint_dir(path: Path) -> Path:
+    """A checkpoint folder, or the best checkpoint of a run folder (``checkpoint_best``, or the one a
+    ``shapetune train`` run names in its ``summary.json``)."""
     for cand in (path, path / "checkpoint_best"):
         if (cand / CHECKPOINT_FILE).exists():
             return cand
-    raise EvaluationError(f"{path}: no {CHECKPOINT_FILE} here or in {path / 'checkpoint_best'}")
+    summary = path / "summary.json"
+    if summary.exists():
+        best = Path(json.loads(summary.read_text()).get("best_checkpoint", ""))
+        for cand in (best, path / best.name):  # the run folder may have moved since it was written
+            if best.name and (cand / CHECKPOINT_FILE).exists():
+                return cand
+    raise EvaluationError(f"{path}: no {CHECKPOINT_FILE} here, in checkpoint_best/, or named by summary.json")
 
 
 def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = ()) -> list[Candidate]:
@@ -90,7 +98,7 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
         name, _, path = item.partition("=")
         if not path:
             raise EvaluationError(f"extra candidate {item!r} must look like NAME=CHECKPOINT_OR_RUN_DIR")
-        out.append(Candidate(name, _checkpoint_dir(Path(path))))
+        out.append(Candidate(name, checkpoint_dir(Path(path))))
     return out
 
 
