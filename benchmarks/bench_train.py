@@ -55,6 +55,7 @@ def main() -> None:
     import ray
 
     gpu = args.device == "cuda"
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as shapetune.platform.ray_train.ensure_ray does
     ray.init(num_cpus=args.threads, num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     rows = []

@@ -19,10 +19,11 @@ def test_walk_crosses_towards_the_other_class_and_decodes():
         assert path.shape == (7, 2) and probs.shape == (7,)
         towards_hcm = probs[0] <= 0.5
         assert (probs[-1] > probs[0]) == towards_hcm and np.all(np.diff(probs) * (1 if towards_hcm else -1) >= -1e-6)
-        vols = decode_path(model, path)
+        vols = decode_path(model, path, [np.zeros(8), np.ones(4)])
         assert vols.shape == (7, 2, 16, 16, 16) and set(np.unique(vols)) <= {0, 1}
-    means = class_mean_shapes(model, np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32),
-                              np.array([0, 1] * 5))
+    rng = np.random.default_rng(0)
+    levels = [rng.normal(size=(10, d)).astype(np.float32) for d in (8, 4, 2)]
+    means = class_mean_shapes(model, levels, np.array([0, 1] * 5))
     assert set(means) == {0, 1} and means[0].shape == (2, 16, 16, 16)
 
 

@@ -217,13 +217,14 @@ def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig
     split = next(iter(loaded.values()))
     lat = latents[(latents.model == first.name) & (latents.split == split.name)]
     zcols = [c for c in lat.columns if c.startswith("z") and lat[c].notna().all()]
-    top_level = max(int(c[1:].split("_")[0]) for c in zcols)
-    top = lat[[c for c in zcols if c.startswith(f"z{top_level}_")]].to_numpy(np.float32)
+    n_levels = max(int(c[1:].split("_")[0]) for c in zcols) + 1
+    levels = [lat[sorted((c for c in zcols if c.startswith(f"z{lvl}_")), key=lambda c: int(c.split("_")[1]))]
+              .to_numpy(np.float32) for lvl in range(n_levels)]
     labels = lat.label.to_numpy()
     model, _, _ = load_model(first.checkpoint)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    start = top[np.flatnonzero(labels == 0)[0]] if (labels == 0).any() else top[0]
-    navigation_figure(model, top, labels, start, split.spacing, fig_dir / "navigation.png", fig_dir / "mean_shapes.png")
+    start = int(np.flatnonzero(labels == 0)[0]) if (labels == 0).any() else 0
+    navigation_figure(model, levels, labels, start, split.spacing, fig_dir / "navigation.png", fig_dir / "mean_shapes.png")
     return ["navigation.png", "mean_shapes.png"]
 
 

@@ -88,6 +88,10 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
+        if not address:
+            # Ray starts its workers at nice 15 by default, below its own daemons; on a small machine that
+            # made the training workers lose ~10 points of throughput to them (benchmarks/RESULTS.md).
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address=address or None, num_cpus=None if address else num_cpus, log_to_driver=True,
                  configure_logging=False)
 
