@@ -17,17 +17,14 @@ difference, not an equality. Prints a table and writes ``benchmarks/results/benc
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
+
+from _results import publish
 
 from shapetune.evaluation.surface import pair_metrics, surface_distances
 
-RESULTS = Path(__file__).parent / "results"
 GRIDS = {"64³ @2 mm": ((64, 64, 64), (2.0, 2.0, 2.0)), "128³ @1 mm": ((128, 128, 128), (1.0, 1.0, 1.0)),
          "256×256×10 @1.5×1.5×10 mm": ((256, 256, 10), (1.5, 1.5, 10.0))}
 
@@ -119,21 +116,11 @@ def main() -> None:
                          "max_abs_diff_hd95_mm": None if lib == "surface-distance" else float(diff[1]),
                          "max_abs_diff_assd_mm": None if lib == "surface-distance" else float(diff[2])})
             print(rows[-1], flush=True)
-    t = Table(title=f"bench_metrics ({args.pairs} pairs per grid; HD, HD95, ASSD per pair)")
     cols = ["grid", "library", "ms_per_pair", "speedup_vs_fastest_other", "max_abs_diff_hd_mm",
             "max_abs_diff_hd95_mm", "max_abs_diff_assd_mm"]
-    for c in cols:
-        t.add_column(c)
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [r[c] if isinstance(r[c], str) else "–" if r[c] is None else f"{r[c]:.3g}" for c in cols]
-        t.add_row(*cells)
-        md.append("| " + " | ".join(cells) + " |")
-    Console().print(t)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_metrics.md").write_text(f"# bench_metrics\n\n{time.strftime('%Y-%m-%d')}, 1 CPU thread per call, "
-                                              f"{args.pairs} pairs per grid\n\n" + "\n".join(md) + "\n")
-    (RESULTS / "bench_metrics.json").write_text(json.dumps(rows, indent=2))
+    cells = [[r[c] if isinstance(r[c], str) else "–" if r[c] is None else f"{r[c]:.3g}" for c in cols] for r in rows]
+    publish("bench_metrics", f"bench_metrics ({args.pairs} pairs per grid; HD, HD95, ASSD per pair)",
+            f"1 CPU thread per call, {args.pairs} pairs per grid", cols, cells, rows)
 
 
 if __name__ == "__main__":

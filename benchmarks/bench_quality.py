@@ -14,32 +14,18 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 
-from shapetune.data.dataset import PreparedDataset
-from shapetune.data.template import MYOCARDIUM
+from _results import RESULTS, publish
+
+from shapetune.evaluation.splits import load_split
+from shapetune.evaluation.stats import mean_ci
 from shapetune.platform.checkpoints import load_model
 from shapetune.platform.config import load_config
 from shapetune.platform.engine import Engine, load_training_data
 from shapetune.platform.local import train_local
 
-RESULTS = Path(__file__).parent / "results"
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
-
-
-def test_split(path: str) -> tuple[np.ndarray, np.ndarray]:
-    ds = PreparedDataset(path)
-    t = ds.manifest[ds.manifest["split"] == "test"].sort_values("index")
-    return (np.asarray(ds.masks[t["index"].to_numpy()]) == MYOCARDIUM).astype(np.uint8), t["label"].to_numpy()
-
-
-def bootstrap_ci(correct: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    idx = np.random.default_rng(seed).integers(0, len(correct), (n, len(correct)))
-    means = correct[idx].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def main() -> None:
@@ -51,7 +37,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="dotted config overrides applied to every model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    x_test, y_test = test_split(args.data)
+    test = load_split(args.data, "test", "test")
+    x_test, y_test = test.masks, test.labels
     rows = []
     for name in args.models.split(","):
         cfg = load_config(CONFIGS / f"{name}.yaml", args.overrides)
@@ -70,29 +57,21 @@ def main() -> None:
         model, cfg2, state = load_model(best)
         dice, prob = Engine(cfg2, model, torch.device("cpu")).predict(x_test)
         correct = ((prob > 0.5) == y_test).astype(float)
-        lo, hi = bootstrap_ci(correct)
+        _, _, lo, hi = mean_ci(correct)
         rows.append({"model": name, "latent_dims": cfg.model.latent_dims, "best_epoch": state["epoch"] + 1,
                      "epochs": cfg.optim.epochs, "wall_s": wall, "val_dice_ed": state["metrics"]["val_dice_ed"],
                      "val_dice_es": state["metrics"]["val_dice_es"], "test_dice_ed": float(dice[:, 0].mean()),
                      "test_dice_es": float(dice[:, 1].mean()), "test_acc": float(correct.mean()),
                      "test_acc_ci": [lo, hi]})
         print(rows[-1], flush=True)
-    t = Table(title="bench_quality (32³ Imperial-style, CPU)")
-    for c in ("model", "latents", "best/epochs", "val Dice ED/ES", "test Dice ED/ES", "test acc [95% CI]", "wall"):
-        t.add_column(c)
-    md = ["| model | latents | best epoch / epochs | val Dice ED / ES | test Dice ED / ES | test accuracy [95 % CI] | wall |",
-          "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        cells = (r["model"], str(r["latent_dims"]), f"{r['best_epoch']}/{r['epochs']}",
-                 f"{r['val_dice_ed']:.3f} / {r['val_dice_es']:.3f}", f"{r['test_dice_ed']:.3f} / {r['test_dice_es']:.3f}",
-                 f"{r['test_acc']:.3f} [{r['test_acc_ci'][0]:.3f}, {r['test_acc_ci'][1]:.3f}]", f"{r['wall_s'] / 60:.1f} min")
-        t.add_row(*cells)
-        md.append("| " + " | ".join(cells) + " |")
-    Console().print(t)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_quality.md").write_text(f"# bench_quality\n\n{time.strftime('%Y-%m-%d')}, {args.threads} CPU threads, "
-                                              f"overrides {args.overrides}\n\n" + "\n".join(md) + "\n")
-    (RESULTS / "bench_quality.json").write_text(json.dumps(rows, indent=2))
+    cells = [[r["model"], str(r["latent_dims"]), f"{r['best_epoch']}/{r['epochs']}",
+              f"{r['val_dice_ed']:.3f} / {r['val_dice_es']:.3f}", f"{r['test_dice_ed']:.3f} / {r['test_dice_es']:.3f}",
+              f"{r['test_acc']:.3f} [{r['test_acc_ci'][0]:.3f}, {r['test_acc_ci'][1]:.3f}]", f"{r['wall_s'] / 60:.1f} min"]
+             for r in rows]
+    publish("bench_quality", "bench_quality (32³ Imperial-style, CPU)",
+            f"{args.threads} CPU threads, overrides {args.overrides}",
+            ["model", "latents", "best epoch / epochs", "val Dice ED / ES", "test Dice ED / ES",
+             "test accuracy [95 % CI]", "wall"], cells, rows)
 
 
 if __name__ == "__main__":

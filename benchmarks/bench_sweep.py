@@ -14,19 +14,17 @@ Prints a table and writes ``benchmarks/results/bench_sweep.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
+
+from _results import RESULTS, publish
 
 from shapetune.platform.sweep import SweepSettings, run_sweep
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def gaps(exp: Path) -> list[float]:
@@ -97,24 +95,13 @@ def main() -> None:
             raise SystemExit(f"unknown arm {a}")
         rows.append(r)
         print(r, flush=True)
-    t = Table(title=f"bench_sweep ({args.space}, {args.epochs} epochs/trial, budget {args.budget_s:.0f} s per search arm)")
     cols = ["arm", "trials_started", "trials_full_length", "stopped_early", "epochs_trained", "best_val_dice",
             "wall_s", "gap_median_s", "gap_max_s"]
-    for c in cols:
-        t.add_column(c)
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) and c.startswith("best") else
-                 f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
-        t.add_row(*cells)
-        md.append("| " + " | ".join(cells) + " |")
-    Console().print(t)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_sweep.md").write_text(
-        f"# bench_sweep\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, space {args.space}, data {args.data}, "
-        f"{args.epochs} epochs per trial, ASHA grace {args.grace}, concurrency {args.concurrency}, "
-        f"time budget {args.budget_s:.0f} s per search arm\n\n" + "\n".join(md) + "\n")
-    (RESULTS / "bench_sweep.json").write_text(json.dumps(rows, indent=2))
+    cells = [[f"{r[c]:.3f}" if isinstance(r[c], float) and c.startswith("best") else
+              f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    publish("bench_sweep", f"bench_sweep ({args.space}, {args.epochs} epochs/trial, budget {args.budget_s:.0f} s per search arm)",
+            f"{os.cpu_count()} CPUs, space {args.space}, data {args.data}, {args.epochs} epochs per trial, ASHA grace "
+            f"{args.grace}, concurrency {args.concurrency}, time budget {args.budget_s:.0f} s per search arm", cols, cells, rows)
 
 
 if __name__ == "__main__":

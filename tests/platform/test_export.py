@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from shapetune.cli import app
-from shapetune.platform.export import CHECKSUMS, ExportError, export_model, sha256, verify_export
+from shapetune.data.nifti import sha256_file
+from shapetune.platform.export import CHECKSUMS, ExportError, export_model, verify_export
 from shapetune.platform.predict import predict
 from shapetune.platform.sweep import SweepSettings, run_sweep
 
@@ -51,7 +52,7 @@ def test_tampered_or_mismatched_exports_are_refused(finished_sweep, tmp_path):
     cfg["model"]["latent_dims"] = [d + 1 for d in cfg["model"]["latent_dims"]]
     (out / "config.yaml").write_text(yaml.safe_dump(cfg))
     sums = (out / CHECKSUMS).read_text().splitlines()
-    sums = [f"{sha256(out / 'config.yaml')}  config.yaml" if s.endswith("  config.yaml") else s for s in sums]
+    sums = [f"{sha256_file(out / 'config.yaml')}  config.yaml" if s.endswith("  config.yaml") else s for s in sums]
     (out / CHECKSUMS).write_text("\n".join(sums) + "\n")  # checksums re-signed: only the mismatch remains
     with pytest.raises(ExportError, match="weights do not match config.yaml"):
         verify_export(out)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split
+from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, split_fingerprint
 from shapetune.platform.checkpoints import CHECKPOINT_FILE
 
 console = Console()
@@ -51,9 +51,9 @@ class EvalResult:
 
 
 def _sha(path: Path) -> str:
-    from shapetune.platform.export import sha256
+    from shapetune.data.nifti import sha256_file
 
-    return sha256(path)[:16]
+    return sha256_file(path)[:16]
 
 
 def checkpoint_dir(path: Path) -> Path:
@@ -73,15 +73,14 @@ def checkpoint_dir(path: Path) -> Path:
 
 def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = ()) -> list[Candidate]:
     """The checkpoints to evaluate: the sweep's best, all trials, or listed trial ids, plus ``NAME=DIR`` extras."""
-    from shapetune.platform.export import _best_checkpoint, choose
-    from shapetune.platform.sweep import SUMMARY_FILE, frozen_space, load_settings, write_summary
+    from shapetune.platform.export import best_checkpoint, choose
+    from shapetune.platform.sweep import frozen_space, load_settings, load_summary
 
     out: list[Candidate] = []
     if trials:
         settings = load_settings(exp_dir.parent, exp_dir.name)
         obj = frozen_space(settings).objectives[0]
-        table = pd.read_parquet(exp_dir / SUMMARY_FILE) if (exp_dir / SUMMARY_FILE).exists() \
-            else write_summary(exp_dir, show=False)
+        table = load_summary(exp_dir)
         if trials == "best":
             c = choose(exp_dir)
             out.append(Candidate(f"{exp_dir.name}:best({c.trial_id})", c.checkpoint))
@@ -91,7 +90,7 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
             if unknown:
                 raise EvaluationError(f"{exp_dir}: no trial(s) {unknown}; known: {', '.join(table.trial_id)}")
             for _, row in table[table.trial_id.isin(ids)].iterrows():
-                ck = _best_checkpoint(Path(row.path), obj.metric, obj.mode)
+                ck = best_checkpoint(Path(row.path), obj.metric, obj.mode)
                 if ck is not None:
                     out.append(Candidate(f"{exp_dir.name}:{row.trial_id}", ck))
     for item in extra:
@@ -135,7 +134,8 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     cands = candidates(exp_dir, trials, extra)
     from shapetune.data.dataset import PreparedDataset
 
-    grid = PreparedDataset(settings.data).grid
+    data_ds = PreparedDataset(settings.data)
+    grid = data_ds.grid
     loaded: dict[str, EvalSplit] = {}
     for s in splits:
         if s == "imperial_test":
@@ -154,7 +154,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
         except OSError as exc:
             errors.append({"candidate": c.name, "problem": str(exc)})
     cands = [c for c in cands if c.key]
-    train_fp = load_split(settings.data, "train", "train").fingerprint
+    train_fp = split_fingerprint(data_ds, "train")  # no need to load the masks here
     cands += [Candidate(BASELINES[b]().name, baseline=b, key=f"{b}-{train_fp}") for b in baselines]
 
     def cached(c: Candidate, s: EvalSplit) -> tuple[Path, Path]:

@@ -29,7 +29,8 @@ class EvalSplit:
     fingerprint: str
 
 
-def _fingerprint(ds: PreparedDataset, split: str | None) -> str:
+def split_fingerprint(ds: PreparedDataset, split: str | None) -> str:
+    """Identifies a split of a prepared dataset (its inputs, settings and grid) for the evaluation cache."""
     key = f"{ds.meta.get('fingerprint', '')}|{ds.grid.shape}|{ds.grid.spacing}|{split}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -49,7 +50,7 @@ def load_split(path: str | Path, split: str | None, name: str, grid: TemplateGri
     if missing:
         raise DataError(ds.path / "manifest.parquet", f"clinical index columns missing: {missing}")
     return EvalSplit(name, masks, m["label"].to_numpy().astype(int), m["subject"].tolist(),
-                     m[list(CLINICAL_FEATURES)].reset_index(drop=True), ds.grid.spacing, _fingerprint(ds, split))
+                     m[list(CLINICAL_FEATURES)].reset_index(drop=True), ds.grid.spacing, split_fingerprint(ds, split))
 
 
 def load_train(path: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

@@ -94,13 +94,21 @@ def set_dotted(d: dict, key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
-def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
-    """Apply ``section.key=value`` strings (values parsed as YAML: ``model.latent_dims=[32,8,2]``)."""
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``section.key=value`` strings -> ``{dotted key: value}`` (values parsed as YAML: ``model.latent_dims=[32,8,2]``)."""
+    out: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
-        set_dotted(data, key.strip(), yaml.safe_load(raw))
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``section.key=value`` strings to a nested config dict."""
+    for key, value in parse_overrides(overrides).items():
+        set_dotted(data, key, value)
     return data
 
 

@@ -8,7 +8,6 @@ sibling folder and renamed into place, so a reader never sees half an export.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import pandas as pd
 import yaml
 
 from shapetune import __version__
+from shapetune.data.nifti import sha256_file
 from shapetune.data.template import ORIENTATION, TemplateGrid
 from shapetune.platform.checkpoints import CHECKPOINT_FILE, load_state
 
@@ -43,7 +43,8 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in run_dir.rglob(CHECKPOINT_FILE))
 
 
-def _best_checkpoint(run_dir: Path, metric: str, mode: str) -> Path | None:
+def best_checkpoint(run_dir: Path, metric: str, mode: str) -> Path | None:
+    """The checkpoint under ``run_dir`` whose recorded ``metric`` is best (latest epoch on ties)."""
     sign = 1.0 if mode == "max" else -1.0
     scored = []
     for ck in _checkpoints(run_dir):
@@ -55,11 +56,12 @@ def _best_checkpoint(run_dir: Path, metric: str, mode: str) -> Path | None:
 
 def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None = None) -> Choice:
     """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first), or a Pareto point."""
-    from shapetune.platform.sweep import SUMMARY_FILE, frozen_space, load_settings, trial_run_dir, write_summary
+    from shapetune.platform.sweep import frozen_space, load_settings, load_summary
+    from shapetune.platform.trial import trial_run_dir
 
     settings = load_settings(exp_dir.parent, exp_dir.name)
     space = frozen_space(settings)
-    table = pd.read_parquet(exp_dir / SUMMARY_FILE) if (exp_dir / SUMMARY_FILE).exists() else write_summary(exp_dir, show=False)
+    table = load_summary(exp_dir)
     if pareto_index is not None:
         import optuna
 
@@ -87,18 +89,10 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
         raise ExportError(f"{exp_dir}: no trial reported {metric!r}")
     ranked = table.dropna(subset=[col]).sort_values(col, ascending=mode == "min")
     for _, row in ranked.iterrows():
-        ck = _best_checkpoint(Path(row.path), metric, mode)
+        ck = best_checkpoint(Path(row.path), metric, mode)
         if ck is not None:
             return Choice(row.trial_id, ck, f"best {metric} ({mode}) over {len(table)} trials")
     raise ExportError(f"{exp_dir}: no trial has a checkpoint to export")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = None,
@@ -139,7 +133,7 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2))
         (tmp / CARD).write_text(model_card(cfg, metrics, ds.grid, len(ds.split("train")), len(ds.split("val"))))
         files = sorted(p.name for p in tmp.iterdir())
-        (tmp / CHECKSUMS).write_text("".join(f"{sha256(tmp / f)}  {f}\n" for f in files))
+        (tmp / CHECKSUMS).write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in files))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -208,7 +202,7 @@ def verify_export(path: str | Path):
         f = path / name
         if not f.exists():
             raise ExportError(f"{f}: missing from the export")
-        if sha256(f) != digest:
+        if sha256_file(f) != digest:
             raise ExportError(f"{f}: checksum mismatch (the file was modified or corrupted)")
     try:
         cfg = TrainConfig.model_validate(yaml.safe_load((path / CONFIG).read_text()))

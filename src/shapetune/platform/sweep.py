@@ -17,9 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from ray.tune import Callback
 
-from shapetune.platform.config import ConfigError, apply_overrides
+from shapetune.platform.config import ConfigError, parse_overrides
+from shapetune.platform.trial import trial_run_dir
 from shapetune.search_spaces import load_space, parse_space
-from shapetune.search_spaces.spec import SearchSpace
+from shapetune.search_spaces.sampling import base_config
+from shapetune.search_spaces.spec import SearchSpace, config_field_exists
 
 SETTINGS_FILE = "sweep.json"
 SPACE_FILE = "space.yaml"
@@ -68,34 +70,18 @@ def frozen_space(settings: SweepSettings) -> SearchSpace:
     """The sweep's space (the copy in the experiment directory once started) with CLI overrides in ``fixed``."""
     copy = settings.exp_dir / SPACE_FILE
     space = parse_space(copy.read_text(), str(copy)) if copy.exists() else load_space(settings.space)
-    extra = apply_overrides({}, settings.overrides)
-    fixed = dict(space.fixed)
-    _flatten(extra, "", fixed)
-    merged = space.model_copy(update={"fixed": fixed})
-    from shapetune.search_spaces.spec import _config_field_exists
-
+    fixed = {**space.fixed, **parse_overrides(settings.overrides)}
     for key in fixed:
-        if not _config_field_exists(key):
+        if not config_field_exists(key):
             raise ConfigError(f"override {key!r}: unknown configuration field")
-    return merged
-
-
-def _flatten(d: dict, prefix: str, out: dict) -> None:
-    for k, v in d.items():
-        if isinstance(v, dict):
-            _flatten(v, f"{prefix}{k}.", out)
-        else:
-            out[f"{prefix}{k}"] = v
+    return space.model_copy(update={"fixed": fixed})
 
 
 def _max_epochs(space: SearchSpace) -> int:
-    from shapetune.search_spaces.sampling import trial_config
-
     p = space.params.get("optim.epochs")
     if p is not None:
         return int(max(p.choices) if p.choices else p.high)
-    base = trial_config(space.model_copy(update={"params": {}, "hierarchy": None}), {})
-    return int(space.fixed.get("optim.epochs", base.optim.epochs))
+    return base_config(space).optim.epochs
 
 
 class ProgressCallback(Callback):
@@ -137,9 +123,9 @@ class EvaluateOnComplete(Callback):
 
         from shapetune.evaluation.service import score_and_cache
         from shapetune.evaluation.splits import load_split
-        from shapetune.platform.export import _best_checkpoint
+        from shapetune.platform.export import best_checkpoint
 
-        ck = _best_checkpoint(trial_run_dir(Path(self.exp_dir), trial.trial_id, self.workers), self.objective, self.mode)
+        ck = best_checkpoint(trial_run_dir(Path(self.exp_dir), trial.trial_id, self.workers), self.objective, self.mode)
         if ck is None:
             return
         if self._split_ref is None:
@@ -160,12 +146,10 @@ class EvaluateOnComplete(Callback):
 def _load_data(settings: SweepSettings, space: SearchSpace):
     """The prepared train/val data at the space's grid (checked before anything is started)."""
     from shapetune.platform.engine import load_training_data
-    from shapetune.search_spaces.sampling import trial_config
 
     if "model.grid" in space.params:
         raise ConfigError(f"{space.source}: model.grid cannot be searched (the data is prepared at one grid)")
-    grid = trial_config(space.model_copy(update={"params": {}, "hierarchy": None}), {}).model.grid
-    return load_training_data(settings.data, grid)
+    return load_training_data(settings.data, base_config(space).model.grid)
 
 
 def _trainable(settings: SweepSettings, space: SearchSpace, data):
@@ -291,9 +275,10 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def trial_run_dir(exp: Path, trial_id: str, workers: int) -> Path:
-    """Where a trial keeps its checkpoints: its own folder (1 worker) or its nested Train run (several)."""
-    return exp / ("trials" if workers == 1 else "train_runs") / trial_id
+def load_summary(exp_dir: Path) -> pd.DataFrame:
+    """``trials.parquet`` of an experiment, written first if the sweep never got that far."""
+    f = exp_dir / SUMMARY_FILE
+    return pd.read_parquet(f) if f.exists() else write_summary(exp_dir, show=False)
 
 
 def write_summary(exp_dir: str | Path, show: bool = True) -> pd.DataFrame:

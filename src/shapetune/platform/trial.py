@@ -34,9 +34,11 @@ class TrialSettings:
     gpus_per_worker: float = 0.0
     exp_dir: str = ""  # the experiment directory (shared storage on a cluster)
 
-    def trial_dir(self, kind: str, trial_id: str) -> Path:
-        """Per-trial folder under the experiment (``train_runs``: nested Train runs; ``faults``: fault markers)."""
-        return Path(self.exp_dir) / kind / trial_id
+
+
+def trial_run_dir(exp: str | Path, trial_id: str, workers: int) -> Path:
+    """Where a trial keeps its checkpoints: its own folder (1 worker) or its nested Train run (several)."""
+    return Path(exp) / ("trials" if workers == 1 else "train_runs") / trial_id
 
 
 def build_trial_config(settings: TrialSettings, params: dict) -> TrainConfig:
@@ -68,7 +70,7 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
     device = torch.device("cuda" if settings.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu")
     engine = Engine(cfg, build_model(cfg.model).to(device), device)
     trial_id = tune.get_context().get_trial_id()
-    ckpt_dir = settings.trial_dir("trials", trial_id)
+    ckpt_dir = trial_run_dir(settings.exp_dir, trial_id, settings.workers)
     start, history = 0, []
     if (ckpt_dir / "checkpoint_latest" / CHECKPOINT_FILE).exists():  # a restarted or resumed trial
         state = load_state(ckpt_dir / "checkpoint_latest")
@@ -81,7 +83,7 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
         tune.report({**history[-1], "epochs_done": len(history), "first_step_time": first_step,
                      "report_time": time.time()})
     for epoch in range(start, cfg.optim.epochs):
-        inject_fault(cfg, epoch, 0, settings.trial_dir("faults", trial_id))
+        inject_fault(cfg, epoch, 0, Path(settings.exp_dir) / "faults" / trial_id)
         metrics = {"epoch": epoch, **engine.train_epoch(data, epoch), **engine.validate(data)}
         metrics["resumed_from_epoch"] = start - 1 if start else -1
         history.append(metrics)
@@ -100,6 +102,6 @@ def _train_in_tune(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -
 
     from shapetune.platform.ray_train import run_training
 
-    run_dir = settings.trial_dir("train_runs", tune.get_context().get_trial_id())
+    run_dir = trial_run_dir(settings.exp_dir, tune.get_context().get_trial_id(), settings.workers)
     run_training(cfg, data, run_dir, workers=settings.workers, gpus_per_worker=settings.gpus_per_worker,
                  cpus_per_worker=settings.cpus_per_worker, callbacks=[TuneReportCallback()], summary=False)

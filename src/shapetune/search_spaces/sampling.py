@@ -65,6 +65,11 @@ def params_to_overrides(space: SearchSpace, params: dict[str, Any]) -> dict[str,
     return out
 
 
+def base_config(space: SearchSpace) -> TrainConfig:
+    """What every trial shares: the base file with the space's fixed overrides, nothing sampled."""
+    return trial_config(space.model_copy(update={"params": {}, "hierarchy": None}), {})
+
+
 def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrainConfig:
     """The full training config of one trial: base file, fixed overrides, then the sampled values."""
     base = load_config(space.base_path())

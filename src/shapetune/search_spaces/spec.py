@@ -212,7 +212,7 @@ def _fail(src: str, line: int | None, msg: str) -> SpaceError:
     return SpaceError(f"{src}:{line}: {msg}" if line else f"{src}: {msg}")
 
 
-def _config_field_exists(dotted: str) -> bool:
+def config_field_exists(dotted: str) -> bool:
     from shapetune.platform.config import TrainConfig
 
     model: Any = TrainConfig
@@ -256,10 +256,10 @@ def _check_semantics(space: SearchSpace, lines: dict, source: str) -> None:
                         "with a 'hierarchy' section, latent sizes and depth come from it; remove model.latent_dims/"
                         "model.depth from params and fixed")
     for key in space.fixed:
-        if not _config_field_exists(key):
+        if not config_field_exists(key):
             raise _fail(source, lines.get(("fixed", key)), f"fixed: unknown configuration field {key!r}")
     for name, p in space.params.items():
-        if not _config_field_exists(name):
+        if not config_field_exists(name):
             raise _fail(source, lines.get(("params", name)), f"params: unknown configuration field {name!r}")
         if p.when is not None and p.when.param not in sampled:
             raise _fail(source, lines.get(("params", name, "when", "param")) or lines.get(("params", name)),
