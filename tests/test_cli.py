@@ -14,7 +14,8 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("args", [[], ["data"], ["data", "synth"], ["data", "prepare"], ["data", "show"], ["train"],
-                                  ["tune"], ["export"], ["predict"]])
+                                  ["tune"], ["export"], ["predict"], ["evaluate"],
+                                  ["dashboard"]])
 def test_help_for_every_command(args):
     res = runner.invoke(app, [*args, "--help"])
     assert res.exit_code == 0, res.output
@@ -71,3 +72,11 @@ def test_tune_errors_are_clear(tmp_path):
     res = runner.invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "x",
                               "--storage-path", "s3://bucket/exp"])
     assert res.exit_code == 2 and "URIs are not supported yet" in res.output
+
+
+def test_dashboard_refuses_paths_without_experiments(tmp_path):
+    res = runner.invoke(app, ["dashboard", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "nowhere" in res.output
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["dashboard", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "not an experiment" in res.output

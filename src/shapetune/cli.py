@@ -231,15 +231,16 @@ def export_cmd(
     storage_path: Annotated[Path, typer.Option(help="Where experiments live.")] = Path("experiments"),
     objective: Annotated[str | None, typer.Option(help="Pick the best trial by this metric (default: the sweep's objective).")] = None,
     pareto_index: Annotated[int | None, typer.Option(help="Multi-objective sweeps: export this point of the Pareto front.")] = None,
+    trial: Annotated[str | None, typer.Option(help="Export this trial (its best checkpoint) instead of the best one.")] = None,
 ) -> None:
-    """Export a sweep's best trial (or a Pareto point): safetensors weights, config, template, metrics, model card, checksums."""
+    """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template, metrics, model card, checksums."""
     from shapetune.data.errors import DataError
     from shapetune.platform.config import ConfigError
     from shapetune.platform.export import ExportError, export_model
 
     exp = Path(experiment) if Path(experiment).is_dir() else storage_path / experiment
     try:
-        path = export_model(exp, out, objective, pareto_index)
+        path = export_model(exp, out, objective, pareto_index, trial)
     except (ExportError, ConfigError, DataError, FileNotFoundError) as exc:
         _fail(exc)
     import json
@@ -322,6 +323,26 @@ def _print_eval(res) -> None:
     console.print(t)
     console.print(f"evaluated {res.evaluated} candidate x split pair(s), {res.cached} from cache; "
                   f"report: {res.out_dir / 'report.md'}")
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    experiments: Annotated[list[str], typer.Argument(help="Experiment folders, or folders holding several (a --storage-path).")],
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind; the default keeps it on this machine (use SSH port forwarding).")] = "127.0.0.1",
+) -> None:
+    """Open the results dashboard (Streamlit): runs, comparisons, latent clusters, shapes, export."""
+    from shapetune.dashboard.experiments import DashboardError
+    from shapetune.dashboard.launch import serve
+
+    try:
+        from shapetune.dashboard.launch import environment
+
+        environment(experiments)  # fail here, in the terminal, on a path that is not an experiment
+    except DashboardError as exc:
+        _fail(exc)
+    console.print(f"ShapeTune dashboard on http://{host}:{port} (Ctrl-C to stop)")
+    raise typer.Exit(serve(experiments, host, port))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -34,6 +37,11 @@ def test_tables_cover_every_model_split_and_metric(evaluated, finished_sweep):
         assert (out / f).exists(), f
     report = (out / "report.md").read_text()
     assert "| model | DC ED | DC ES | HD ED (mm)" in report and "McNemar" in report
+    manifest = json.loads((out / "manifest.json").read_text())  # what the dashboard reads back
+    rows = {c["name"]: c for c in manifest["candidates"]}
+    assert set(rows) == models
+    assert all(Path(c["checkpoint"]).is_dir() and c["trial_id"] in c["name"] for c in rows.values() if not c["baseline"])
+    assert manifest["splits"]["imperial_test"]["split"] == "test" and manifest["splits"]["acdc_test"]["split"] is None
 
 
 def test_rerun_changes_nothing_and_a_broken_checkpoint_is_reported(evaluated, finished_sweep, acdc_raw, tmp_path):

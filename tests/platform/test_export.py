@@ -77,6 +77,20 @@ def test_cli_export_and_predict_on_acdc_writes_subject_space_nifti(finished_swee
     assert r.exit_code == 2 and "checksums.sha256: missing" in r.output
 
 
+
+def test_export_a_chosen_trial_by_id(finished_sweep, tmp_path):
+    import pandas as pd
+
+    table = pd.read_parquet(finished_sweep / "trials.parquet")
+    best = json.loads((export_model(finished_sweep, tmp_path / "best") / "metrics.json").read_text())["trial_id"]
+    other = next(t for t in table.trial_id if t != best)
+    r = CliRunner().invoke(app, ["export", str(finished_sweep), "--trial", other, "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["trial_id"] == other
+    verify_export(tmp_path / "m")
+    r = CliRunner().invoke(app, ["export", str(finished_sweep), "--trial", "nope", "--out", str(tmp_path / "n")])
+    assert r.exit_code == 2 and "trial 'nope' has no checkpoint" in r.output
+
 @pytest.mark.slow
 def test_two_worker_trials_nest_ray_train_and_export(tiny_prepared, ray_local, tmp_path):
     space = write_space(tmp_path / "tiny.yaml", epochs=2)

@@ -10,12 +10,23 @@ stay far from the posteriors and such decodings are nearly empty: seen on the de
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pandas as pd
 import torch
 from scipy.ndimage import binary_fill_holes
 
 from shapetune.data.indices import wall_thickness_points
 from shapetune.data.template import CAVITY, MYOCARDIUM
+
+
+def latent_levels(latents: pd.DataFrame) -> list[np.ndarray]:
+    """Per-level posterior means (bottom -> top) from the evaluation's latent table of one model and split."""
+    zcols = [c for c in latents.columns if re.fullmatch(r"z\d+_\d+", c) and latents[c].notna().all()]
+    n_levels = max(int(c[1:].split("_")[0]) for c in zcols) + 1
+    return [latents[sorted((c for c in zcols if c.startswith(f"z{lvl}_")), key=lambda c: int(c.split("_")[1]))]
+            .to_numpy(np.float32) for lvl in range(n_levels)]
 
 
 def decode_levels(model, levels: list[torch.Tensor]) -> torch.Tensor:
@@ -47,7 +58,7 @@ def walk(model, z_top: torch.Tensor, steps: int = 8, step_size: float = 0.5) -> 
 def decode_path(model, path: np.ndarray, lower: list[np.ndarray] = ()) -> np.ndarray:
     """Binary ``[steps, 2, D, H, W]`` volumes along a top-latent path, the lower levels held at ``lower``."""
     top = torch.from_numpy(np.asarray(path, dtype=np.float32))
-    levels = [torch.from_numpy(np.asarray(z, dtype=np.float32)).reshape(1, -1).expand(len(top), -1) for z in lower]
+    levels = [torch.from_numpy(np.array(z, dtype=np.float32)).reshape(1, -1).expand(len(top), -1) for z in lower]
     return (decode_levels(model, [*levels, top]) > 0).numpy().astype(np.uint8)
 
 

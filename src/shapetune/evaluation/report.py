@@ -42,8 +42,8 @@ def seed_table(summary: pd.DataFrame, models: list[str]) -> str:
 
 
 def split_table(summary: pd.DataFrame, models: list[str], split: str) -> str:
-    head = ["model", "DC ED", "DC ES", "HD95 ED (mm)", "HD95 ES (mm)", "ASSD ED (mm)", "ASSD ES (mm)", "|RVD| ED",
-            "|RVD| ES", "accuracy", "balanced acc.", "sensitivity", "specificity", "AUC"]
+    head = ["model", "DC ED", "DC ES", "HD95 ED (mm)", "HD95 ES (mm)", "ASSD ED (mm)", "ASSD ES (mm)", "abs RVD ED",
+            "abs RVD ES", "accuracy", "balanced acc.", "sensitivity", "specificity", "AUC"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in models:
         cells = [m] + [_cell(summary, m, split, met, ph) for met in ("dice", "hd95", "assd", "abs_rvd")

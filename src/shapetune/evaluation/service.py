@@ -37,6 +37,7 @@ class Candidate:
     checkpoint: Path | None = None  # None for baselines
     baseline: str | None = None
     key: str = ""
+    trial_id: str | None = None  # the sweep trial it comes from
 
 
 @dataclass
@@ -83,7 +84,7 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
         table = load_summary(exp_dir)
         if trials == "best":
             c = choose(exp_dir)
-            out.append(Candidate(f"{exp_dir.name}:best({c.trial_id})", c.checkpoint))
+            out.append(Candidate(f"{exp_dir.name}:best({c.trial_id})", c.checkpoint, trial_id=c.trial_id))
         else:
             ids = list(table.trial_id) if trials == "all" else [t.strip() for t in trials.split(",") if t.strip()]
             unknown = sorted(set(ids) - set(table.trial_id))
@@ -92,7 +93,7 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
             for _, row in table[table.trial_id.isin(ids)].iterrows():
                 ck = best_checkpoint(Path(row.path), obj.metric, obj.mode)
                 if ck is not None:
-                    out.append(Candidate(f"{exp_dir.name}:{row.trial_id}", ck))
+                    out.append(Candidate(f"{exp_dir.name}:{row.trial_id}", ck, trial_id=row.trial_id))
     for item in extra:
         name, _, path = item.partition("=")
         if not path:
@@ -137,13 +138,15 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     data_ds = PreparedDataset(settings.data)
     grid = data_ds.grid
     loaded: dict[str, EvalSplit] = {}
+    sources: dict[str, dict] = {}  # where each split's masks live, for the dashboard
     for s in splits:
         if s == "imperial_test":
-            loaded[s] = load_split(settings.data, "test", s, grid)
+            sources[s] = {"data": str(Path(settings.data).resolve()), "split": "test"}
         else:
             if acdc is None:
                 raise EvaluationError("acdc_test needs --acdc DIR (a raw ACDC-layout folder or a prepared one)")
-            loaded[s] = load_split(acdc_prepared(acdc, grid, cache), None, s, grid)
+            sources[s] = {"data": str(acdc_prepared(acdc, grid, cache).resolve()), "split": None}
+        loaded[s] = load_split(sources[s]["data"], sources[s]["split"], s, grid)
     for name in baselines:
         if name not in BASELINES:
             raise EvaluationError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
@@ -200,6 +203,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     _atomic_parquet(summary, out / "summary.parquet")
     _atomic_parquet(latents, out / "latents.parquet")
     (out / "errors.json").write_text(json.dumps(errors, indent=2))
+    write_manifest(out, cands, sources, set(per_subject.model))
     result = EvalResult(out, per_subject, summary, latents, errors, len(todo), n_cached)
     extra_figs = _navigation(cands, latents, loaded, out / "figures")
     write_report(result, [c.name for c in cands], extra_figs)
@@ -208,7 +212,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
 
 def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig_dir: Path) -> list[str]:
     """Latent walk and class-mean shapes of the first checkpoint candidate (on its first split)."""
-    from shapetune.evaluation.navigation import navigation_figure
+    from shapetune.evaluation.navigation import latent_levels, navigation_figure
     from shapetune.platform.checkpoints import load_model
 
     first = next((c for c in cands if c.checkpoint is not None and c.name in set(latents.model)), None)
@@ -216,16 +220,25 @@ def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig
         return []
     split = next(iter(loaded.values()))
     lat = latents[(latents.model == first.name) & (latents.split == split.name)]
-    zcols = [c for c in lat.columns if c.startswith("z") and lat[c].notna().all()]
-    n_levels = max(int(c[1:].split("_")[0]) for c in zcols) + 1
-    levels = [lat[sorted((c for c in zcols if c.startswith(f"z{lvl}_")), key=lambda c: int(c.split("_")[1]))]
-              .to_numpy(np.float32) for lvl in range(n_levels)]
+    levels = latent_levels(lat)
     labels = lat.label.to_numpy()
     model, _, _ = load_model(first.checkpoint)
     fig_dir.mkdir(parents=True, exist_ok=True)
     start = int(np.flatnonzero(labels == 0)[0]) if (labels == 0).any() else 0
     navigation_figure(model, levels, labels, start, split.spacing, fig_dir / "navigation.png", fig_dir / "mean_shapes.png")
     return ["navigation.png", "mean_shapes.png"]
+
+
+MANIFEST = "manifest.json"
+
+
+def write_manifest(out: Path, cands: list[Candidate], sources: dict[str, dict], evaluated: set[str]) -> None:
+    """``manifest.json``: each evaluated candidate's checkpoint (or baseline) and each split's data folder."""
+    rows = [{"name": c.name, "checkpoint": str(c.checkpoint) if c.checkpoint else None, "baseline": c.baseline,
+             "trial_id": c.trial_id, "key": c.key} for c in cands if c.name in evaluated]
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"candidates": rows, "splits": sources}, indent=2))
+    os.replace(tmp, out / MANIFEST)
 
 
 def cache_paths(cache: Path, key: str, fingerprint: str) -> tuple[Path, Path]:

@@ -54,13 +54,22 @@ def best_checkpoint(run_dir: Path, metric: str, mode: str) -> Path | None:
     return max(scored)[2] if scored else None
 
 
-def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None = None) -> Choice:
-    """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first), or a Pareto point."""
+def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None = None,
+           trial_id: str | None = None) -> Choice:
+    """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first), a Pareto point,
+    or the best checkpoint of one named trial."""
     from shapetune.platform.sweep import frozen_space, load_settings, load_summary
     from shapetune.platform.trial import trial_run_dir
 
     settings = load_settings(exp_dir.parent, exp_dir.name)
     space = frozen_space(settings)
+    if trial_id is not None:
+        obj = space.objectives[0]
+        ck = best_checkpoint(trial_run_dir(exp_dir, trial_id, settings.workers_per_trial), obj.metric, obj.mode)
+        if ck is None:
+            raise ExportError(f"{exp_dir}: trial {trial_id!r} has no checkpoint (unknown trial, or it failed "
+                              "before its first validation)")
+        return Choice(trial_id, ck, f"trial {trial_id} chosen by hand (its best {obj.metric})")
     table = load_summary(exp_dir)
     if pareto_index is not None:
         import optuna
@@ -96,7 +105,7 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
 
 
 def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = None,
-                 pareto_index: int | None = None) -> Path:
+                 pareto_index: int | None = None, trial_id: str | None = None) -> Path:
     """Export the chosen trial of an experiment to ``out`` (atomically; an existing ``out`` is replaced)."""
     from safetensors.torch import save_file
 
@@ -107,7 +116,7 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
     exp_dir, out = Path(exp_dir).resolve(), Path(out).resolve()
     if not exp_dir.exists():
         raise ExportError(f"{exp_dir}: no such experiment")
-    choice = choose(exp_dir, objective, pareto_index)
+    choice = choose(exp_dir, objective, pareto_index, trial_id)
     state = load_state(choice.checkpoint)
     cfg = TrainConfig.model_validate(state["config"])
     settings = load_settings(exp_dir.parent, exp_dir.name)

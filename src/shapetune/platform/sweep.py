@@ -303,14 +303,14 @@ def print_table(df: pd.DataFrame) -> None:
         t.add_column(c, overflow="fold")
     order = df.sort_values(best_col, ascending=False, na_position="last") if best_col else df
     for _, r in order.iterrows():
-        cells = [str(r.trial_id), str(r.status), str(r.epochs), _latents(r)]
+        cells = [str(r.trial_id), str(r.status), str(r.epochs), latent_sizes(r)]
         cells += [_fmt(r[p]) for p in params]
         cells += [_fmt(r[best_col or "val_dice"]), _fmt(r.val_acc), f"#{_fmt(r.optuna_number)} {r.optuna_state}"]
         t.add_row(*cells)
     console.print(t)
 
 
-def _latents(r: pd.Series) -> str:
+def latent_sizes(r: pd.Series) -> str:
     from shapetune.search_spaces.spec import HIERARCHY_TOP
 
     top = r.get(f"param:{HIERARCHY_TOP}")

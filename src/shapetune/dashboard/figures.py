@@ -1,0 +1,135 @@
+"""Figures of the dashboard (plotly where interaction helps, matplotlib for slice mosaics); no Streamlit here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+CLASS_NAMES = {0: "healthy", 1: "HCM"}
+CLASS_COLOURS = {"healthy": "#1f77b4", "HCM": "#d62728"}
+SPLIT_SYMBOLS = {"imperial_test": "circle", "acdc_test": "diamond"}
+PLANES = ("short axis", "long axis 1", "long axis 2")  # axis 0 runs apex -> base
+
+
+def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str) -> go.Figure:
+    """One line per trial through its parameters, ending on the objective (colour = objective)."""
+    dims = []
+    for p in [*params, objective]:
+        v = trials[p]
+        label = p.removeprefix("param:")
+        if pd.api.types.is_numeric_dtype(v):
+            vals = v.astype(float)
+            log = label.endswith(("lambda_kl", "lr", "weight_decay")) and (vals > 0).all()
+            dims.append(dict(label=f"log10 {label}" if log else label, values=np.log10(vals) if log else vals))
+        else:  # categorical strings: one tick per category
+            cats = sorted(v.dropna().astype(str).unique())
+            codes = v.astype(str).map({c: i for i, c in enumerate(cats)})
+            dims.append(dict(label=label, values=codes, tickvals=list(range(len(cats))), ticktext=cats))
+    colour = trials[objective].astype(float)
+    fig = go.Figure(go.Parcoords(line=dict(color=colour, colorscale="Viridis", showscale=True,
+                                           colorbar=dict(title=objective)), dimensions=dims))
+    fig.update_layout(margin=dict(l=60, r=40, t=40, b=20), height=420)
+    return fig
+
+
+def latent_scatter(df: pd.DataFrame, x: str, y: str, title: str, boundary: tuple | None = None) -> go.Figure:
+    """Subjects in a 2D latent view: colour = diagnosis, symbol = split, misclassified ringed in black;
+    ``boundary`` = (xs, ys, p) draws the classifier's p(HCM) and its 0.5 contour."""
+    fig = go.Figure()
+    if boundary is not None:
+        xs, ys, p = boundary
+        fig.add_trace(go.Contour(x=xs, y=ys, z=p, colorscale="RdBu_r", opacity=0.35, zmin=0, zmax=1,
+                                 contours=dict(start=0, end=1, size=0.1), showscale=True, line_width=0,
+                                 colorbar=dict(title="p(HCM)", len=0.6), hoverinfo="skip", name="p(HCM)"))
+        fig.add_trace(go.Contour(x=xs, y=ys, z=p, contours=dict(start=0.5, end=0.5, size=1, coloring="lines"),
+                                 line=dict(color="black", width=2, dash="dash"), showscale=False, hoverinfo="skip",
+                                 name="decision boundary (p = 0.5)", showlegend=True))
+    for split, g_split in df.groupby("split", sort=False):
+        for label, g in g_split.groupby("label", sort=True):
+            name = CLASS_NAMES.get(int(label), str(label))
+            wrong = g.correct == 0
+            fig.add_trace(go.Scatter(
+                x=g[x], y=g[y], mode="markers", name=f"{name} · {split.replace('_', ' ')}",
+                marker=dict(color=CLASS_COLOURS.get(name, "grey"), symbol=SPLIT_SYMBOLS.get(split, "square"),
+                            size=np.where(wrong, 13, 8), line=dict(color="black", width=np.where(wrong, 2.5, 0.5))),
+                customdata=np.stack([g.subject, g.split, g.prob_hcm.round(3), np.where(wrong, "misclassified", "")],
+                                    axis=1),
+                hovertemplate="%{customdata[0]} (%{customdata[1]})<br>p(HCM) %{customdata[2]}<br>%{customdata[3]}"
+                              "<extra></extra>"))
+    fig.update_layout(title=title, height=560, legend=dict(orientation="h", y=-0.15), xaxis_title=x, yaxis_title=y,
+                      margin=dict(l=40, r=20, t=50, b=40), clickmode="event+select")
+    return fig
+
+
+def _overlay(ref: np.ndarray, rec: np.ndarray) -> np.ndarray:
+    """RGB: agreement light grey, missed by the reconstruction red, added by it blue."""
+    img = np.zeros((*ref.shape, 3))
+    img[(ref > 0) & (rec > 0)] = (0.85, 0.85, 0.85)
+    img[(ref > 0) & (rec == 0)] = (0.9, 0.1, 0.1)
+    img[(ref == 0) & (rec > 0)] = (0.15, 0.45, 1.0)
+    return img
+
+
+def plane(vol: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """A 2D slice, oriented for display (rows up)."""
+    return np.take(vol, index, axis=axis).T[::-1]
+
+
+def slices_figure(ref: np.ndarray, rec: np.ndarray, centre: tuple[int, int, int], title: str = ""):
+    """Input vs reconstruction, ED and ES, in three orthogonal planes with the error overlay (matplotlib)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(2, 3, figsize=(8, 5.4))
+    for r, phase in enumerate(("ED", "ES")):
+        for a, name in enumerate(PLANES):
+            ax = axes[r, a]
+            ax.imshow(_overlay(plane(ref[r], a, centre[a]), plane(rec[r], a, centre[a])), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{phase} · {name} (slice {centre[a]})", fontsize=8)
+    fig.legend(handles=[Patch(color=(0.85, 0.85, 0.85), label="both"), Patch(color=(0.9, 0.1, 0.1), label="missed"),
+                        Patch(color=(0.15, 0.45, 1.0), label="added")], loc="lower center", ncol=3, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def mosaic(volumes: list[tuple[str, np.ndarray]], centre: tuple[int, int, int], ref: np.ndarray | None = None):
+    """One column per volume (``[2, D, H, W]``): ED short-axis and long-axis slices; overlay against ``ref``."""
+    import matplotlib.pyplot as plt
+
+    n = len(volumes)
+    fig, axes = plt.subplots(2, n, figsize=(2.3 * n, 4.6), squeeze=False)
+    for j, (title, vol) in enumerate(volumes):
+        for r, axis in enumerate((0, 1)):
+            a, b = plane(vol[0], axis, centre[axis]), None if ref is None else plane(ref[0], axis, centre[axis])
+            img = _overlay(b, a) if b is not None else a
+            axes[r, j].imshow(img, cmap="gray", interpolation="nearest")
+            axes[r, j].set_xticks([]), axes[r, j].set_yticks([])
+        axes[0, j].set_title(title, fontsize=8)
+    axes[0, 0].set_ylabel("ED short axis", fontsize=8), axes[1, 0].set_ylabel("ED long axis", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def thickness_bullseye(means: dict[int, dict]) -> go.Figure:
+    """Wall thickness of each class's decoded mean shape as a bull's-eye: apex at the centre, base outside,
+    angle around the LV; one shared colour scale."""
+    classes = sorted(means)
+    vmax = max([float(np.percentile(m["thickness"], 99)) for m in means.values() if len(m["thickness"])] + [1.0])
+    fig = make_subplots(rows=1, cols=len(classes), specs=[[{"type": "polar"}] * len(classes)],
+                        subplot_titles=[f"mean {CLASS_NAMES[c]} shape (ED)" for c in classes])
+    for j, c in enumerate(classes):
+        m = means[c]
+        fig.add_trace(go.Scatterpolar(
+            r=m["zeta"], theta=m["alpha"], mode="markers", name=CLASS_NAMES[c],
+            marker=dict(color=m["thickness"], cmin=0, cmax=vmax, colorscale="Magma", size=5,
+                        showscale=j == len(classes) - 1, colorbar=dict(title="wall (mm)")),
+            hovertemplate="angle %{theta:.0f}°<br>apex→base %{r:.2f}<br>%{marker.color:.1f} mm<extra></extra>"),
+            row=1, col=j + 1)
+    fig.update_polars(radialaxis=dict(range=[0, 1], showticklabels=False), angularaxis=dict(direction="clockwise"))
+    fig.update_layout(height=380, showlegend=False, margin=dict(l=30, r=30, t=60, b=20))
+    return fig

@@ -1,0 +1,115 @@
+"""Shapes: a subject's input vs reconstruction, reconstructions per hierarchy prefix, class means, latent walk."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+from scipy.ndimage import center_of_mass  # noqa: E402
+
+from shapetune.dashboard import common  # noqa: E402
+from shapetune.dashboard import decode  # noqa: E402
+from shapetune.dashboard import experiments as ex  # noqa: E402
+from shapetune.dashboard.figures import mosaic, slices_figure, thickness_bullseye  # noqa: E402
+from shapetune.evaluation.navigation import latent_levels  # noqa: E402
+
+
+@st.cache_data(show_spinner="decoding ...", max_entries=32)
+def _subject(checkpoint: str, data: str, subject: str, _stamp: int):
+    s = decode.load_subject(data, subject)
+    m = common.model_of(checkpoint)
+    rec, prob = decode.reconstruct(m, s.masks)
+    return s, rec, prob, decode.prefix_reconstructions(m, s.masks)
+
+
+@st.cache_data(show_spinner="decoding the class means ...", max_entries=16)
+def _means(checkpoint: str, _lat, spacing: float, key: tuple):
+    return decode.class_means(common.model_of(checkpoint), latent_levels(_lat), _lat.label.to_numpy(), spacing)
+
+
+@st.cache_data(show_spinner="walking the latent path ...", max_entries=32)
+def _walk(checkpoint: str, _lat, index: int, key: tuple):
+    return decode.latent_walk(common.model_of(checkpoint), latent_levels(_lat), _lat.label.to_numpy(), index)
+
+
+def _show(fig) -> None:
+    st.pyplot(fig, clear_figure=True, width="content")
+    plt.close(fig)
+
+
+def render() -> None:
+    st.title("Shapes")
+    exps = common.selected_experiments()
+    subj, _, lat, info = common.models_table(exps)
+    if subj.empty:
+        common.not_evaluated_message(exps)
+        return
+    decoders = info[info.checkpoint.notna()]
+    if decoders.empty:
+        st.info("No evaluated model with a checkpoint: the baselines have no decoder to draw shapes with.")
+        return
+    target = st.session_state.get("shapes_target", {})
+    labels = decoders.label.tolist()
+    c1, c2, c3 = st.columns([2, 1, 2])
+    label = c1.selectbox("Model", labels, index=labels.index(target["model"]) if target.get("model") in labels else 0)
+    row = decoders[decoders.label == label].iloc[0]
+    e = next(x for x in exps if x.name == row.experiment)
+    mlat = lat[lat.model == label]
+    splits = list(dict.fromkeys(mlat.split))
+    split = c2.selectbox("Split", splits, index=splits.index(target["split"]) if target.get("split") in splits else 0,
+                         format_func=lambda s: ex.SPLIT_LABELS.get(s, s))
+    slat = mlat[mlat.split == split].reset_index(drop=True)
+    subjects = slat.subject.tolist()
+    subject = c3.selectbox("Subject", subjects,
+                           index=subjects.index(target["subject"]) if target.get("subject") in subjects else 0)
+    ev = common.evaluation_of(e)
+    data = ex.split_data(e, ev, split)
+    ck_stamp = (Path(row.checkpoint) / "checkpoint.pt").stat().st_mtime_ns
+    s, rec, prob, prefixes = _subject(row.checkpoint, data, subject, ck_stamp)
+    scores = subj[(subj.model == label) & (subj.split == split) & (subj.subject == subject)]
+    m = st.columns(4)
+    m[0].metric("diagnosis", "HCM" if s.label else "healthy")
+    m[1].metric("p(HCM)", f"{prob:.3f}", delta="correct" if (prob > 0.5) == bool(s.label) else "misclassified",
+                delta_color="normal" if (prob > 0.5) == bool(s.label) else "inverse")
+    if not scores.empty and "dice_ed" in scores:
+        r = scores.iloc[0]
+        m[2].metric("Dice ED / ES", f"{r.dice_ed:.3f} / {r.dice_es:.3f}")
+        m[3].metric("HD ED / ES (mm)", f"{r.hd_ed:.1f} / {r.hd_es:.1f}")
+
+    com = [int(round(c)) for c in center_of_mass(s.masks[0])] if s.masks[0].any() else [d // 2 for d in s.masks.shape[1:]]
+    st.subheader("Input vs reconstruction")
+    sl = st.columns(3)
+    centre = tuple(sl[a].slider(name, 0, s.masks.shape[1 + a] - 1, com[a], key=f"slice_{a}")
+                   for a, name in enumerate(("short-axis slice (apex → base)", "long-axis slice 1", "long-axis slice 2")))
+    _show(slices_figure(s.masks, rec, centre, f"{subject} · {label}"))
+
+    st.subheader("Reconstruction from each prefix of the hierarchy")
+    st.caption("Left to right: more levels read from the input (top first); the others follow the prior means. "
+               "Overlay against the input: red missed, blue added.")
+    _show(mosaic([(f"reads {name}", v) for name, v in prefixes], centre, ref=s.masks))
+
+    key = (label, split, len(slat))
+    st.subheader("Class-mean shapes and wall thickness")
+    means = _means(row.checkpoint, slat, s.spacing, key)
+    if len(means) < 2:
+        st.info("Both classes are needed for class means (this split has one).")
+    else:
+        _show(mosaic([(f"mean {'HCM' if c else 'healthy'}", means[c]["volume"]) for c in sorted(means)], centre))
+        st.plotly_chart(thickness_bullseye(means), width="stretch")
+
+    st.subheader("Latent path from healthy to HCM")
+    if len(set(slat.label)) < 2:
+        st.info("The walk is scaled by the gap between the class means, so it needs both classes in the split.")
+        return
+    vols, probs = _walk(row.checkpoint, slat, subjects.index(subject), key)
+    step = st.slider("Step along the classifier gradient", 0, len(vols) - 1, 0, key="walk_step")
+    st.caption(f"p(HCM) at this step: {probs[step]:.3f} (start {probs[0]:.3f}, end {probs[-1]:.3f}); "
+               "the subject's lower levels are kept, the overlay compares with the start.")
+    _show(mosaic([("start", vols[0]), (f"step {step}", vols[step])], centre, ref=None))
+    _show(mosaic([(f"step {step} vs start", vols[step])], centre, ref=vols[0]))
+
+
+common.guard(render)
