@@ -62,6 +62,8 @@ demo: $(STAMP)
 	@echo "  exported best model    $(DEMO_DIR)/model (MODEL_CARD.md, model.safetensors, checksums.sha256)"
 	@echo "  ACDC predictions       $(DEMO_DIR)/predictions/acdc (predictions.csv, <patient>/recon_{ED,ES}.nii.gz)"
 	@echo "  evaluation report      $(DEMO_EXP)/demo/evaluation/report.md (per_subject/summary/latents.parquet, figures/)"
+	@echo
+	@echo "Look at it in the dashboard:  $(ST) dashboard $(DEMO_EXP)   (then open http://127.0.0.1:8501)"
 
 browser:
 	@[ -x $(CHROMIUM) ] || [ "$(SHAPETUNE_REQUIRE_BROWSER)" = 0 ] || { \

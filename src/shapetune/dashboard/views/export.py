@@ -41,8 +41,9 @@ def render() -> None:
         return
     ids = t.trial_id.tolist()
     chosen = run.split("/")[1] if run.startswith(f"{e.name}/") else ids[0]
+    score = dict(zip(t.trial_id, t[col]))
     tid = st.selectbox(f"Trial (best {col} first)", ids, index=ids.index(chosen) if chosen in ids else 0,
-                       format_func=lambda i: f"{i} · {col} {t.set_index('trial_id').loc[i, col]:.4f}")
+                       format_func=lambda i: f"{i} · {col} {score[i]:.4f}")
     # A stable key: the folder the user typed survives choosing another trial.
     parent = Path(st.text_input("Export into", value=str(Path.cwd() / "exports"), key="export_parent"))
     out = parent.expanduser() / f"{e.name}-{tid}"
