@@ -70,8 +70,13 @@ def test_tune_errors_are_clear(tmp_path):
     res = runner.invoke(app, ["tune", "--resume", "nothing", "--storage-path", str(tmp_path)])
     assert res.exit_code == 2 and "no sweep named 'nothing'" in res.output
     res = runner.invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "x",
-                              "--storage-path", "s3://bucket/exp"])
-    assert res.exit_code == 2 and "URIs are not supported yet" in res.output
+                              "--storage-path", "s3://"])
+    assert res.exit_code == 2 and "a URI needs a bucket and a path" in res.output
+    missing = f"file://{tmp_path}/bucket/no-data"
+    res = runner.invoke(app, ["tune", "--space", "lvae_hcm", "--data", missing, "--name", "x",
+                              "--storage-path", f"file://{tmp_path}/bucket/exp"])
+    assert res.exit_code == 2 and f"{missing}: not found" in res.output
+    assert not (tmp_path / "s3:").exists() and not list(tmp_path.glob("file:*"))  # no URI taken for a folder
 
 
 def test_dashboard_refuses_paths_without_experiments(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from enum import Enum
 from pathlib import Path
@@ -180,11 +181,11 @@ class SamplerName(str, Enum):
 def tune_cmd(
     ctx: typer.Context,
     space: Annotated[str | None, typer.Option(help="Search space: a shipped name (lvae_hcm, vae_hcm, lvae_hcm_pareto) or a YAML file.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Prepared dataset folder.")] = None,
+    data: Annotated[str | None, typer.Option(help="Prepared dataset: a folder or a URI (s3://bucket/data/imperial).")] = None,
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 8,
     concurrency: Annotated[int, typer.Option(help="Trials running at once.")] = 1,
     name: Annotated[str | None, typer.Option(help="Experiment name (a folder under --storage-path).")] = None,
-    storage_path: Annotated[str, typer.Option(help="Where experiments live (a shared filesystem path on a cluster).")] = "experiments",
+    storage_path: Annotated[str, typer.Option(help="Where experiments live: a folder, or a URI (s3://, gs://, file://) on a cluster.")] = "experiments",
     resume: Annotated[str | None, typer.Option(help="Continue the interrupted experiment of this name.")] = None,
     optuna_storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL for the Optuna study (default: SQLite in the experiment folder).")] = None,
     workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial (1 = in the trial's own process).")] = 1,
@@ -201,6 +202,7 @@ def tune_cmd(
     """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every trial."""
     from shapetune.data.errors import DataError
     from shapetune.platform.config import ConfigError
+    from shapetune.platform import storage
     from shapetune.platform.sweep import SweepSettings, load_settings, run_sweep
     from shapetune.search_spaces import SpaceError
 
@@ -212,23 +214,33 @@ def tune_cmd(
         if not (space and data and name):
             raise ConfigError("--space, --data and --name are required (or --resume NAME)")
         settings = SweepSettings(
-            name=name, space=space, data=str(data.resolve()), trials=trials, concurrency=concurrency,
-            storage_path=storage_path if "://" in storage_path else str(Path(storage_path).resolve()), optuna_storage=optuna_storage, workers_per_trial=workers_per_trial,
+            name=name, space=space, data=storage.normalise(data), trials=trials, concurrency=concurrency,
+            storage_path=storage.normalise(storage_path), optuna_storage=optuna_storage,
+            workers_per_trial=workers_per_trial,
             cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
             scheduler=scheduler.value if scheduler else None, sampler=sampler.value if sampler else None, seed=seed,
             grace_period=grace_period,
             overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s,
             evaluate=evaluate)
         run_sweep(settings)
-    except (ConfigError, DataError, SpaceError, ValueError) as exc:
+    except (ConfigError, DataError, SpaceError, ValueError, storage.StorageError) as exc:
         _fail(exc)
+
+
+def _experiment(experiment: str, storage_path: str) -> str:
+    """An experiment given by its folder or URI, or by its name under ``--storage-path``."""
+    from shapetune.platform import storage
+
+    if storage.is_uri(experiment) or Path(experiment).is_dir():
+        return experiment
+    return storage.join(storage_path, experiment)
 
 
 @app.command("export")
 def export_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (under --storage-path) or its folder.")],
-    out: Annotated[Path, typer.Option(help="Export folder (replaced atomically if it exists).")],
-    storage_path: Annotated[Path, typer.Option(help="Where experiments live.")] = Path("experiments"),
+    out: Annotated[str, typer.Option(help="Export folder or storage URI (replaced atomically if it exists).")],
+    storage_path: Annotated[str, typer.Option(help="Where experiments live (a folder or a URI such as s3://bucket/experiments).")] = "experiments",
     objective: Annotated[str | None, typer.Option(help="Pick the best trial by this metric (default: the sweep's objective).")] = None,
     pareto_index: Annotated[int | None, typer.Option(help="Multi-objective sweeps: export this point of the Pareto front.")] = None,
     trial: Annotated[str | None, typer.Option(help="Export this trial (its best checkpoint) instead of the best one.")] = None,
@@ -238,22 +250,21 @@ def export_cmd(
     from shapetune.platform.config import ConfigError
     from shapetune.platform.export import ExportError, export_model
 
-    exp = Path(experiment) if Path(experiment).is_dir() else storage_path / experiment
-    try:
-        path = export_model(exp, out, objective, pareto_index, trial)
-    except (ExportError, ConfigError, DataError, FileNotFoundError) as exc:
-        _fail(exc)
-    import json
+    from shapetune.platform import storage
 
-    m = json.loads((path / "metrics.json").read_text())
+    try:
+        path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial)
+        m = json.loads(storage.read_text(storage.join(path, "metrics.json")))
+    except (ExportError, ConfigError, DataError, FileNotFoundError, storage.StorageError) as exc:
+        _fail(exc)
     console.print(f"[green]exported[/] trial {m['trial_id']} ({m['selection']}, epoch {m['epoch'] + 1}) to {path}")
     console.print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in m["validation"].items()))
 
 
 @app.command("predict")
 def predict_cmd(
-    export_dir: Annotated[Path, typer.Argument(help="A folder written by `shapetune export`.")],
-    input: Annotated[Path, typer.Argument(help="ACDC patient folder (or a folder of them), a prepared dataset, or an ED NIfTI with --es.")],
+    export_dir: Annotated[str, typer.Argument(help="A folder (or URI) written by `shapetune export`.")],
+    input: Annotated[str, typer.Argument(help="ACDC patient folder (or a folder of them), a prepared dataset, or an ED NIfTI with --es; or a URI of one.")],
     out: Annotated[Path, typer.Option(help="Output folder: predictions.csv/.parquet and SUBJECT/recon_{ED,ES}.nii.gz.")],
     es: Annotated[Path | None, typer.Option(help="ES label map when INPUT is an ED NIfTI file.")] = None,
     split: Annotated[str | None, typer.Option(help="Prepared datasets: only this split (train, val, test).")] = None,
@@ -284,10 +295,10 @@ def predict_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (under --storage-path) or its folder.")],
-    storage_path: Annotated[Path, typer.Option(help="Where experiments live.")] = Path("experiments"),
+    storage_path: Annotated[str, typer.Option(help="Where experiments live (a folder or a URI).")] = "experiments",
     splits: Annotated[str, typer.Option(help="Comma-separated: imperial_test, acdc_test.")] = "imperial_test,acdc_test",
     trials: Annotated[str, typer.Option(help="best, all, or trial ids separated by commas ('' for none).")] = "best",
-    acdc: Annotated[Path | None, typer.Option(help="ACDC-layout folder (prepared on the fly, cached) or a prepared ACDC dataset.")] = None,
+    acdc: Annotated[str | None, typer.Option(help="ACDC-layout folder or URI (prepared on the fly, cached) or a prepared ACDC dataset.")] = None,
     extra: Annotated[list[str] | None, typer.Option(help="More checkpoints to compare, NAME=RUN_OR_CHECKPOINT_DIR (repeatable).")] = None,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines: clinical, pca ('' for none).")] = "clinical,pca",
     force: Annotated[bool, typer.Option(help="Re-evaluate what is already cached.")] = False,
@@ -298,11 +309,12 @@ def evaluate_cmd(
     from shapetune.evaluation.service import EvaluationError, evaluate
     from shapetune.platform.config import ConfigError
 
-    exp = Path(experiment) if Path(experiment).is_dir() else storage_path / experiment
+    from shapetune.platform.storage import StorageError
+
     try:
-        res = evaluate(exp, tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
+        res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
                        tuple(b.strip() for b in baselines.split(",") if b.strip()), force, use_ray=ray)
-    except (EvaluationError, DataError, ConfigError) as exc:
+    except (EvaluationError, DataError, ConfigError, StorageError) as exc:
         _fail(exc)
     _print_eval(res)
 

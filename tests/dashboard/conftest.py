@@ -5,7 +5,6 @@ just started (settings written, no trial yet)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -68,7 +67,7 @@ def app_for(monkeypatch):
     from shapetune.dashboard.launch import APP
 
     def make(*paths: Path) -> AppTest:
-        monkeypatch.setenv(ENV_VAR, os.pathsep.join(map(str, paths)))
+        monkeypatch.setenv(ENV_VAR, "\n".join(map(str, paths)))
         return AppTest.from_file(str(APP), default_timeout=180)
 
     return make

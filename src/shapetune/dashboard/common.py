@@ -12,13 +12,13 @@ import streamlit as st
 
 from shapetune.dashboard import experiments as ex
 
-ENV_VAR = "SHAPETUNE_DASHBOARD_EXPERIMENTS"  # os.pathsep-separated paths, set by `shapetune dashboard`
+ENV_VAR = "SHAPETUNE_DASHBOARD_EXPERIMENTS"  # one path or URI per line, set by `shapetune dashboard`
 log = logging.getLogger("shapetune.dashboard")
 _CHOSEN = "chosen_experiments"
 
 
 def experiment_paths() -> list[str]:
-    return [p for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    return [p for p in os.environ.get(ENV_VAR, "").split("\n") if p]
 
 
 @st.cache_data(show_spinner=False)
@@ -29,7 +29,7 @@ def _discover(paths: tuple[str, ...], listing: tuple) -> list[ex.Experiment]:
 def all_experiments() -> list[ex.Experiment]:
     paths = tuple(experiment_paths())
     # the folder listing is part of the key: a new experiment under a storage folder shows up on refresh
-    listing = tuple(sorted(str(p) for root in paths for p in Path(root).glob("*/sweep.json")))
+    listing = tuple(sorted(str(p) for root in paths for p in ex.local_root(root).glob("*/sweep.json")))
     return _discover(paths, listing)
 
 
@@ -54,7 +54,10 @@ def sidebar() -> None:
         st.session_state["experiments"] = [n for n in st.session_state.get(_CHOSEN, names) if n in names]
         st.multiselect("Experiments", names, key="experiments",
                        on_change=lambda: st.session_state.update({_CHOSEN: st.session_state["experiments"]}))
-        if st.button("Refresh", help="Re-read the experiment files (a running sweep shows its new trials)"):
+        if st.button("Refresh", help="Re-read the experiment files (a running sweep shows its new trials); "
+                     "experiments at a storage URI are synced to their local mirror first"):
+            with st.spinner("syncing from storage ..."):
+                ex.sync(experiment_paths())
             st.rerun()
         st.caption(f"read {time.strftime('%H:%M:%S')} · read-only on the experiment folders")
 

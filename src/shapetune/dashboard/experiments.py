@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from shapetune.platform import storage
 from shapetune.platform.sweep import SETTINGS_FILE, SUMMARY_FILE, SweepSettings
 
 EVAL_DIR = "evaluation"
@@ -33,14 +34,19 @@ class Experiment:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.path.name  # a mirror of a URI keeps the experiment's folder name
 
 
 def discover(paths: list[str | Path]) -> list[Experiment]:
     """Experiments named by ``paths``: sweep folders (with ``sweep.json``) or folders holding several."""
     found: list[Experiment] = []
-    for p in map(Path, paths):
-        p = p.expanduser().resolve()
+    for raw in paths:
+        p = local_root(raw)
+        if storage.is_uri(raw) and not p.exists():
+            try:
+                storage.local_copy(raw)
+            except (OSError, ValueError) as exc:
+                raise DashboardError(f"{raw}: cannot read this storage location ({exc})") from exc
         if (p / SETTINGS_FILE).exists():
             found.append(open_experiment(p))
         elif p.is_dir():
@@ -55,6 +61,20 @@ def discover(paths: list[str | Path]) -> list[Experiment]:
     if dupes:
         raise DashboardError(f"several experiments are named {sorted(dupes)}; open them in separate dashboards")
     return found
+
+
+def local_root(location: str | Path) -> Path:
+    """Where the dashboard reads ``location``: the folder itself, or the local mirror of a storage URI."""
+    if storage.is_uri(location):
+        return storage.mirror_path(str(location))
+    return Path(location).expanduser().resolve()
+
+
+def sync(locations: list[str]) -> None:
+    """Bring the local mirrors of the storage URIs among ``locations`` up to date (Refresh)."""
+    for loc in locations:
+        if storage.is_uri(loc):
+            storage.local_copy(loc)
 
 
 def open_experiment(path: Path) -> Experiment:
@@ -222,7 +242,7 @@ def split_data(exp: Experiment, ev: Evaluation, split: str) -> str:
     if src:
         return src["data"]
     if split == "imperial_test":
-        return exp.settings.data
+        return str(storage.local_copy(exp.settings.data, refresh=False))
     cached = sorted((exp.path / EVAL_DIR / "cache").glob("acdc_*/dataset.json"))
     if cached:
         return str(cached[0].parent)

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from shapetune.dashboard.common import ENV_VAR
-from shapetune.dashboard.experiments import discover
+from shapetune.dashboard.experiments import DashboardError, discover, sync
+from shapetune.platform import storage
 
 APP = Path(__file__).with_name("app.py")
 
@@ -22,8 +23,13 @@ def command(host: str, port: int) -> list[str]:
 
 def environment(paths: list[str]) -> dict[str, str]:
     """The environment for the app, after checking that every path holds an experiment."""
+    try:
+        sync(paths)  # experiments at a storage URI: a fresh local mirror to read
+    except OSError as exc:
+        raise DashboardError(f"cannot read from storage: {exc}") from exc
     found = discover(paths)  # raises DashboardError with the bad path
-    return {**os.environ, ENV_VAR: os.pathsep.join(str(p) for p in dict.fromkeys(Path(x).resolve() for x in paths)),
+    keep = dict.fromkeys(x if storage.is_uri(x) else str(Path(x).resolve()) for x in paths)
+    return {**os.environ, ENV_VAR: "\n".join(keep),
             "SHAPETUNE_DASHBOARD_COUNT": str(len(found))}
 
 

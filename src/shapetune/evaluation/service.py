@@ -76,6 +76,7 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
     """The checkpoints to evaluate: the sweep's best, all trials, or listed trial ids, plus ``NAME=DIR`` extras."""
     from shapetune.platform.export import best_checkpoint, choose
     from shapetune.platform.sweep import frozen_space, load_settings, load_summary
+    from shapetune.platform.trial import trial_run_dir
 
     out: list[Candidate] = []
     if trials:
@@ -91,7 +92,8 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
             if unknown:
                 raise EvaluationError(f"{exp_dir}: no trial(s) {unknown}; known: {', '.join(table.trial_id)}")
             for _, row in table[table.trial_id.isin(ids)].iterrows():
-                ck = best_checkpoint(Path(row.path), obj.metric, obj.mode)
+                ck = best_checkpoint(trial_run_dir(exp_dir, row.trial_id, settings.workers_per_trial), obj.metric,
+                                     obj.mode)
                 if ck is not None:
                     out.append(Candidate(f"{exp_dir.name}:{row.trial_id}", ck, trial_id=row.trial_id))
     for item in extra:
@@ -124,8 +126,20 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     from shapetune.evaluation.report import write_report
     from shapetune.platform.sweep import load_settings
 
+    from shapetune.platform import storage
+    from shapetune.platform.sweep import data_dir
+
+    if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
+        if not storage.exists(storage.join(exp_dir, "sweep.json")):
+            raise EvaluationError(f"{exp_dir}: no such experiment")
+        res = evaluate(storage.local_copy(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot)
+        storage.upload(res.out_dir, storage.join(exp_dir, "evaluation"))
+        return res
+    if acdc is not None and storage.is_uri(acdc):
+        acdc = storage.local_copy(acdc)
     exp_dir = Path(exp_dir).resolve()
     settings = load_settings(exp_dir.parent, exp_dir.name)
+    settings = settings.model_copy(update={"data": str(data_dir(settings))})
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise EvaluationError(f"unknown split(s) {sorted(unknown)}; choose from {', '.join(SPLITS)}")

@@ -98,21 +98,34 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
         raise ExportError(f"{exp_dir}: no trial reported {metric!r}")
     ranked = table.dropna(subset=[col]).sort_values(col, ascending=mode == "min")
     for _, row in ranked.iterrows():
-        ck = best_checkpoint(Path(row.path), metric, mode)
+        ck = best_checkpoint(trial_run_dir(exp_dir, row.trial_id, settings.workers_per_trial), metric, mode)
         if ck is not None:
             return Choice(row.trial_id, ck, f"best {metric} ({mode}) over {len(table)} trials")
     raise ExportError(f"{exp_dir}: no trial has a checkpoint to export")
 
 
 def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = None,
-                 pareto_index: int | None = None, trial_id: str | None = None) -> Path:
-    """Export the chosen trial of an experiment to ``out`` (atomically; an existing ``out`` is replaced)."""
+                 pareto_index: int | None = None, trial_id: str | None = None) -> Path | str:
+    """Export the chosen trial of an experiment to ``out`` (atomically; an existing ``out`` is replaced).
+    Either may be a storage URI: the experiment is mirrored locally, the export uploaded."""
     from safetensors.torch import save_file
 
     from shapetune.data.dataset import PreparedDataset
     from shapetune.platform.config import TrainConfig
     from shapetune.platform.sweep import load_settings
 
+    from shapetune.platform import storage
+    from shapetune.platform.sweep import data_dir
+
+    if storage.is_uri(out):  # build on this machine, then upload the finished folder
+        with tempfile.TemporaryDirectory() as staging:
+            local = export_model(exp_dir, Path(staging) / storage.name_of(out), objective, pareto_index, trial_id)
+            storage.upload(local, out)
+        return out
+    if storage.is_uri(exp_dir):
+        if not storage.exists(storage.join(exp_dir, "sweep.json")):
+            raise ExportError(f"{exp_dir}: no such experiment")
+        exp_dir = storage.local_copy(exp_dir)
     exp_dir, out = Path(exp_dir).resolve(), Path(out).resolve()
     if not exp_dir.exists():
         raise ExportError(f"{exp_dir}: no such experiment")
@@ -120,7 +133,7 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
     state = load_state(choice.checkpoint)
     cfg = TrainConfig.model_validate(state["config"])
     settings = load_settings(exp_dir.parent, exp_dir.name)
-    ds = PreparedDataset(settings.data)
+    ds = PreparedDataset(data_dir(settings))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

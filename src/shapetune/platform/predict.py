@@ -88,6 +88,9 @@ def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | 
     from shapetune.data.nifti import save_nifti
     from shapetune.data.preprocess import template_to_subject
 
+    from shapetune.platform import storage
+
+    export_dir, inp = storage.local_copy(export_dir), storage.local_copy(inp)  # an export or input in a bucket
     model, cfg, template, _ = verify_export(export_dir)
     grid = TemplateGrid(tuple(template["grid"]["shape"]), float(template["grid"]["spacing"]))
     subjects = load_inputs(Path(inp), grid, Path(es) if es else None, split,

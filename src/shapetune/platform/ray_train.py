@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shapetune.platform import storage
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.engine import Engine, TrainData, load_training_data, seed_everything
 from shapetune.platform.faults import inject_fault
@@ -50,7 +51,9 @@ def train_loop_per_worker(config: dict) -> None:
         start, history = state["epoch"] + 1, list(state["history"])
     first_step = time.time()
     for epoch in range(start, cfg.optim.epochs):
-        inject_fault(cfg, epoch, rank, config["run_dir"])
+        run_dir = config["run_dir"]  # fault markers need a local folder; a URI run keeps them in the cache
+        inject_fault(cfg, epoch, rank, storage.cache_root() / "faults" / storage.name_of(run_dir)
+                     if storage.is_uri(run_dir) else run_dir)
         metrics = {"epoch": epoch, "epochs_done": epoch + 1, **engine.train_epoch(data, epoch)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.optim.epochs:
             metrics.update(engine.validate(data))
@@ -108,7 +111,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | 
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    out = Path(out).resolve()
+    out = str(out) if storage.is_uri(out) else Path(out).resolve()  # Ray Train persists to URIs itself
     data = data_dir if isinstance(data_dir, TrainData) else load_training_data(str(data_dir), cfg.model.grid)
     ensure_ray()
     t0 = time.perf_counter()
@@ -123,7 +126,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | 
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
                                                placement_strategy=placement_strategy),
         run_config=ray.train.RunConfig(
-            name=out.name, storage_path=str(out.parent),
+            name=storage.name_of(out), storage_path=storage.parent_of(out),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ck.keep, checkpoint_score_attribute=ck.metric,
                                                          checkpoint_score_order=ck.mode),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures), callbacks=callbacks or None),

@@ -42,6 +42,25 @@ def sqlite_url(exp_dir: str | Path) -> str:
     return f"sqlite:///{Path(exp_dir).resolve() / 'optuna.db'}"
 
 
+def publish_sqlite(db: Path, location: str) -> None:
+    """Copy an SQLite study to ``location`` (a URI or a path) as a consistent snapshot, even while it is written."""
+    import sqlite3
+    import tempfile
+
+    from shapetune.platform import storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = Path(tmp) / db.name
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+        dst = sqlite3.connect(snap)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        storage.upload(snap, location)
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage (SQLite or any SQLAlchemy URL, e.g. PostgreSQL)."""
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}

@@ -3,6 +3,11 @@
 An experiment directory ``STORAGE/NAME`` holds Tune's own state and trial checkpoints, ``sweep.json``
 (the settings, so ``--resume NAME`` needs nothing else), ``space.yaml`` (a frozen copy of the space),
 ``optuna.db`` (the study, unless another SQLAlchemy URL was given) and ``trials.parquet`` (the summary).
+
+``STORAGE`` is a local folder or a URI (``s3://``, ``gs://``, ``file://``). With a URI, Tune writes its state
+there itself, every trial uploads its checkpoints from the node it runs on, and the driver keeps its
+files in a local mirror of the experiment and publishes them (the SQLite study as a consistent snapshot
+after every finished trial), so the bucket alone holds the whole experiment.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 from ray.tune import Callback
 
+from shapetune.platform import storage
 from shapetune.platform.config import ConfigError, parse_overrides
-from shapetune.platform.trial import trial_run_dir
+from shapetune.platform.trial import trial_location
 from shapetune.search_spaces import load_space, parse_space
 from shapetune.search_spaces.sampling import base_config
 from shapetune.search_spaces.spec import SearchSpace, config_field_exists
@@ -53,17 +59,34 @@ class SweepSettings(BaseModel):
     time_budget_s: float | None = None
     evaluate: bool = Field(False, description="Score each finished trial on the test split as soon as it ends.")
 
-    @field_validator("storage_path")
+    @field_validator("storage_path", "data")
     @classmethod
-    def _posix(cls, v: str) -> str:
-        if "://" in v:
-            raise ValueError(f"--storage-path {v!r}: URIs are not supported yet; the sweep keeps its study and trial "
-                             "checkpoints on a POSIX path - use a local folder or a shared filesystem mount (NFS)")
+    def _location(cls, v: str) -> str:
+        if storage.is_uri(v) and not v.split("://", 1)[1].strip("/"):
+            raise ValueError(f"{v!r}: a URI needs a bucket and a path")
         return v
 
     @property
+    def remote(self) -> bool:
+        """Results go to a storage URI rather than a local (or NFS) folder."""
+        return storage.is_uri(self.storage_path)
+
+    @property
+    def exp_location(self) -> str:
+        """The experiment's home: ``STORAGE/NAME`` as a URI or an absolute path."""
+        if self.remote:
+            return storage.join(self.storage_path, self.name)
+        return str(Path(self.storage_path).resolve() / self.name)
+
+    @property
     def exp_dir(self) -> Path:
-        return Path(self.storage_path).resolve() / self.name
+        """The experiment folder on this machine: itself, or the local mirror of a URI."""
+        return storage.mirror_path(self.exp_location) if self.remote else Path(self.exp_location)
+
+
+def data_dir(settings: SweepSettings) -> Path:
+    """The sweep's prepared dataset on this machine (a URI is mirrored into the cache first)."""
+    return storage.local_copy(settings.data)
 
 
 def frozen_space(settings: SweepSettings) -> SearchSpace:
@@ -125,7 +148,7 @@ class EvaluateOnComplete(Callback):
         from shapetune.evaluation.splits import load_split
         from shapetune.platform.export import best_checkpoint
 
-        ck = best_checkpoint(trial_run_dir(Path(self.exp_dir), trial.trial_id, self.workers), self.objective, self.mode)
+        ck = best_checkpoint(Path(trial_location(self.exp_dir, trial.trial_id, self.workers)), self.objective, self.mode)
         if ck is None:
             return
         if self._split_ref is None:
@@ -149,7 +172,7 @@ def _load_data(settings: SweepSettings, space: SearchSpace):
 
     if "model.grid" in space.params:
         raise ConfigError(f"{space.source}: model.grid cannot be searched (the data is prepared at one grid)")
-    return load_training_data(settings.data, base_config(space).model.grid)
+    return load_training_data(str(data_dir(settings)), base_config(space).model.grid)
 
 
 def _trainable(settings: SweepSettings, space: SearchSpace, data):
@@ -158,13 +181,37 @@ def _trainable(settings: SweepSettings, space: SearchSpace, data):
     from shapetune.platform.trial import TrialSettings, sweep_trial
 
     ts = TrialSettings(space=space, workers=settings.workers_per_trial, cpus_per_worker=settings.cpus_per_worker,
-                       gpus_per_worker=settings.gpus_per_worker, exp_dir=str(settings.exp_dir))
+                       gpus_per_worker=settings.gpus_per_worker, exp_dir=settings.exp_location)
     fn = tune.with_parameters(sweep_trial, data=data, settings=ts)  # data goes through the object store
     if settings.workers_per_trial > 1:
         resources = {"CPU": 0.01}  # the Train workers reserve their own CPUs/GPUs
     else:
         resources = {"CPU": settings.cpus_per_worker, **({"GPU": settings.gpus_per_worker} if settings.gpus_per_worker else {})}
     return tune.with_resources(fn, resources)
+
+
+class PublishStudy(Callback):
+    """With a URI storage path: copy the driver's SQLite study to the bucket after every finished trial."""
+
+    def __init__(self, db: Path, location: str):
+        self.db, self.location = db, location
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._publish()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._publish()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._publish()
+
+    def _publish(self) -> None:
+        from shapetune.platform.search import publish_sqlite
+
+        try:
+            publish_sqlite(self.db, self.location)
+        except OSError as exc:  # the bucket being briefly unreachable must not stop the sweep
+            console.print(f"[yellow]could not publish the study to {self.location}:[/] {exc}")
 
 
 def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
@@ -176,10 +223,15 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     from shapetune.platform.ray_train import ensure_ray
     from shapetune.platform.search import make_searcher, sqlite_url
 
-    exp = settings.exp_dir
-    if not resume and (exp / SETTINGS_FILE).exists():
-        raise ConfigError(f"{exp}: experiment {settings.name!r} already exists; continue it with --resume "
+    exp, home = settings.exp_dir, settings.exp_location
+    if not resume and storage.exists(storage.join(home, SETTINGS_FILE)):
+        raise ConfigError(f"{home}: experiment {settings.name!r} already exists; continue it with --resume "
                           f"{settings.name} or choose another --name")
+    if settings.remote and settings.evaluate:
+        raise ConfigError("--evaluate scores trials from local checkpoints; with a URI --storage-path run "
+                          "`shapetune evaluate NAME --storage-path URI` after the sweep")
+    if settings.remote and resume:
+        storage.local_copy(home)  # the driver's files (the SQLite study) as the bucket has them
     space = frozen_space(settings)
     data = _load_data(settings, space)
     exp.mkdir(parents=True, exist_ok=True)
@@ -187,6 +239,9 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
         (exp / SPACE_FILE).write_text(Path(space.source).read_text())
     if not resume:
         _atomic_write(exp / SETTINGS_FILE, settings.model_dump_json(indent=2))
+    if settings.remote:
+        for f in (SPACE_FILE, SETTINGS_FILE):
+            storage.upload(exp / f, storage.join(home, f))
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save Tune's state often: a kill loses little
     ensure_ray()
     objective = space.objectives[0]
@@ -195,10 +250,12 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     progress = ProgressCallback(settings.trials, objective.metric, objective.mode)
     callbacks = [progress] + ([EvaluateOnComplete(str(exp), settings.data, settings.workers_per_trial, objective.metric,
                                                   objective.mode)] if settings.evaluate else [])
+    if settings.remote and not settings.optuna_storage:
+        callbacks.append(PublishStudy(exp / "optuna.db", storage.join(home, "optuna.db")))
     t0 = time.perf_counter()
-    if resume and tune.Tuner.can_restore(str(exp)):
-        console.print(f"[bold]resuming[/] {exp}")
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    if resume and tune.Tuner.can_restore(home):
+        console.print(f"[bold]resuming[/] {home}")
+        tuner = tune.Tuner.restore(home, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         scheduler_name = settings.scheduler or space.scheduler.name
         if scheduler_name == "asha":
@@ -216,7 +273,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
                                         reuse_actors=settings.workers_per_trial == 1,
                                         time_budget_s=settings.time_budget_s),
             run_config=tune.RunConfig(
-                name=settings.name, storage_path=str(exp.parent), verbose=0, callbacks=callbacks,
+                name=settings.name, storage_path=storage.parent_of(home), verbose=0, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures)),
         )
     tuner.fit()
@@ -231,11 +288,11 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def load_settings(storage_path: str | Path, name: str) -> SweepSettings:
-    """Settings of an existing experiment."""
-    f = Path(storage_path).resolve() / name / SETTINGS_FILE
-    if not f.exists():
+    """Settings of an existing experiment (a local folder or a URI)."""
+    f = storage.join(storage.normalise(storage_path), name, SETTINGS_FILE)
+    if not storage.exists(f):
         raise ConfigError(f"{f}: no sweep named {name!r} under {storage_path}")
-    return SweepSettings.model_validate_json(f.read_text())
+    return SweepSettings.model_validate_json(storage.read_text(f))
 
 
 def trial_table(exp_dir: str | Path) -> pd.DataFrame:
@@ -249,10 +306,12 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
     settings = SweepSettings.model_validate_json((exp / SETTINGS_FILE).read_text())
     space = frozen_space(settings)
     metrics = [o.metric for o in space.objectives]
-    analysis = ExperimentAnalysis(str(exp))
+    # Tune's records live where Tune wrote them (the bucket, for a URI storage path); the study on this machine
+    analysis = ExperimentAnalysis(settings.exp_location if settings.remote else str(exp))
     study = optuna.load_study(study_name=settings.name, storage=open_storage(settings.optuna_storage or sqlite_url(exp)))
     by_tune = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
     max_epochs = _max_epochs(space)
+    home = settings.exp_location if settings.remote else str(exp)
     rows = []
     for t in analysis.trials:
         last = t.last_result or {}
@@ -263,7 +322,7 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
                   "ERROR": "failed"}.get(t.status, t.status.lower())
         row = {"trial_id": t.trial_id, "status": status, "epochs": epochs,
                "optuna_number": ot.number if ot else None, "optuna_state": ot.state.name if ot else None,
-               "path": str(trial_run_dir(exp, t.trial_id, settings.workers_per_trial))}
+               "path": trial_location(home, t.trial_id, settings.workers_per_trial)}
         row.update({f"param:{k}": v for k, v in (t.config or {}).items()})
         for m in ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc", "train_loss"):
             row[m] = last.get(m)
@@ -271,6 +330,8 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
             if df is not None and m in df:
                 row[f"best_{m}"] = float(df[m].max() if o.mode == "max" else df[m].min())
         row["wall_s"] = last.get("time_total_s")
+        row["node_id"] = last.get("node_id")  # the Ray node that ran the trial's last epoch
+        row["resumed_from_epoch"] = last.get("resumed_from_epoch")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -282,13 +343,20 @@ def load_summary(exp_dir: Path) -> pd.DataFrame:
 
 
 def write_summary(exp_dir: str | Path, show: bool = True) -> pd.DataFrame:
-    """Write ``trials.parquet`` and print the table."""
+    """Write ``trials.parquet`` (and, for a URI storage path, publish it and the study) and print the table."""
+    from shapetune.platform.search import publish_sqlite
+
     exp = Path(exp_dir).resolve()
     df = trial_table(exp)
     df.to_parquet(exp / SUMMARY_FILE, index=False)
+    settings = SweepSettings.model_validate_json((exp / SETTINGS_FILE).read_text())
+    if settings.remote:
+        storage.upload(exp / SUMMARY_FILE, storage.join(settings.exp_location, SUMMARY_FILE))
+        if not settings.optuna_storage and (exp / "optuna.db").exists():
+            publish_sqlite(exp / "optuna.db", storage.join(settings.exp_location, "optuna.db"))
     if show:
         print_table(df)
-        console.print(f"summary: {exp / SUMMARY_FILE}")
+        console.print(f"summary: {storage.join(settings.exp_location, SUMMARY_FILE)}")
     return df
 
 

@@ -8,15 +8,20 @@ Tune's state taken just before a SIGKILL can name a checkpoint that retention de
 the resumed trial then cannot restore (seen here with ``num_to_keep=2``). A trial
 with several workers nests a Ray Train run (Train V2's way inside Tune): a ``TorchTrainer`` named after
 the Tune trial, so a restarted trial resumes its Train run, reporting through ``TuneReportCallback``.
+
+When the experiment lives at a storage URI, a one-worker trial keeps its checkpoints in a scratch folder of
+the node it runs on and uploads each one to ``EXP/trials/TRIAL_ID`` in the bucket; a trial restarted on
+another node (its node died) finds no scratch copy there and continues from the bucket's
+``checkpoint_latest``. Nested Train runs write to the bucket through Ray Train's own ``storage_path``.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shapetune.platform import storage
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.engine import Engine, TrainData, seed_everything
 from shapetune.platform.faults import inject_fault
@@ -36,9 +41,23 @@ class TrialSettings:
 
 
 
+def trial_location(exp: str | Path, trial_id: str, workers: int) -> str:
+    """Where a trial keeps its checkpoints (a path or a URI): its own folder (1 worker) or its nested Train
+    run (several)."""
+    return storage.join(exp, "trials" if workers == 1 else "train_runs", trial_id)
+
+
 def trial_run_dir(exp: str | Path, trial_id: str, workers: int) -> Path:
-    """Where a trial keeps its checkpoints: its own folder (1 worker) or its nested Train run (several)."""
-    return Path(exp) / ("trials" if workers == 1 else "train_runs") / trial_id
+    """:func:`trial_location` in a local experiment folder (or a local mirror of a remote one)."""
+    return Path(trial_location(exp, trial_id, workers))
+
+
+def scratch_dir(exp_location: str, trial_id: str) -> Path:
+    """This node's working copy of a remote trial's checkpoints (one folder per Ray node: they share no disk)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()[:12]
+    return storage.cache_root() / "trials" / node / storage.name_of(exp_location) / trial_id
 
 
 def build_trial_config(settings: TrialSettings, params: dict) -> TrainConfig:
@@ -59,6 +78,7 @@ def sweep_trial(params: dict, data: TrainData, settings: TrialSettings) -> None:
 
 
 def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> None:
+    import ray
     import torch
     from ray import tune
 
@@ -70,7 +90,13 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
     device = torch.device("cuda" if settings.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu")
     engine = Engine(cfg, build_model(cfg.model).to(device), device)
     trial_id = tune.get_context().get_trial_id()
-    ckpt_dir = trial_run_dir(settings.exp_dir, trial_id, settings.workers)
+    node_id = ray.get_runtime_context().get_node_id()
+    home = trial_location(settings.exp_dir, trial_id, settings.workers)
+    remote = storage.is_uri(home)
+    ckpt_dir = scratch_dir(settings.exp_dir, trial_id) if remote else Path(home)
+    if remote and not (ckpt_dir / "checkpoint_latest" / CHECKPOINT_FILE).exists() \
+            and storage.exists(storage.join(home, "checkpoint_latest", CHECKPOINT_FILE)):
+        storage.download(home, ckpt_dir)  # restarted on a node that has never seen this trial
     start, history = 0, []
     if (ckpt_dir / "checkpoint_latest" / CHECKPOINT_FILE).exists():  # a restarted or resumed trial
         state = load_state(ckpt_dir / "checkpoint_latest")
@@ -79,21 +105,28 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
     sign = 1.0 if cfg.checkpoint.mode == "max" else -1.0
     best = max((sign * h[cfg.checkpoint.metric] for h in history), default=None)
     first_step = time.time()
+    where = {"node_id": node_id, "first_step_time": first_step}
     if start >= cfg.optim.epochs and history:  # finished before the driver died: tell Tune once more
-        tune.report({**history[-1], "epochs_done": len(history), "first_step_time": first_step,
-                     "report_time": time.time()})
+        tune.report({**history[-1], **where, "epochs_done": len(history), "report_time": time.time()})
+    markers = storage.cache_root() / "faults" / trial_id if remote else Path(settings.exp_dir) / "faults" / trial_id
     for epoch in range(start, cfg.optim.epochs):
-        inject_fault(cfg, epoch, 0, Path(settings.exp_dir) / "faults" / trial_id)
+        inject_fault(cfg, epoch, 0, markers)
         metrics = {"epoch": epoch, **engine.train_epoch(data, epoch), **engine.validate(data)}
         metrics["resumed_from_epoch"] = start - 1 if start else -1
+        metrics["node_id"] = node_id
         history.append(metrics)
         state = engine.state(epoch, metrics, history)
         score = sign * metrics[cfg.checkpoint.metric]
+        saved = ["checkpoint_latest"]
         if best is None or score > best:
             best = score
             save_state(ckpt_dir / "checkpoint_best", state)
+            saved.insert(0, "checkpoint_best")  # best first: a copy of latest never names a missing best
         save_state(ckpt_dir / "checkpoint_latest", state)
-        tune.report({**metrics, "epochs_done": epoch + 1, "first_step_time": first_step, "report_time": time.time()})
+        if remote:
+            for name in saved:
+                storage.upload(ckpt_dir / name, storage.join(home, name))
+        tune.report({**metrics, **where, "epochs_done": epoch + 1, "report_time": time.time()})
 
 
 def _train_in_tune(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> None:
@@ -102,6 +135,6 @@ def _train_in_tune(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -
 
     from shapetune.platform.ray_train import run_training
 
-    run_dir = trial_run_dir(settings.exp_dir, tune.get_context().get_trial_id(), settings.workers)
+    run_dir = trial_location(settings.exp_dir, tune.get_context().get_trial_id(), settings.workers)
     run_training(cfg, data, run_dir, workers=settings.workers, gpus_per_worker=settings.gpus_per_worker,
                  cpus_per_worker=settings.cpus_per_worker, callbacks=[TuneReportCallback()], summary=False)

@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 from scipy.ndimage import center_of_mass  # noqa: E402
 
