@@ -138,8 +138,8 @@ def _config_path(config: str) -> Path:
 def train(
     ctx: typer.Context,
     config: Annotated[str, typer.Option(help="Config YAML file, or a shipped one: lvae, vae, ae.")],
-    data: Annotated[Path, typer.Option(help="Prepared dataset folder (shapetune data prepare).")],
-    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, history.csv, summary.json, learning_curves.png.")],
+    data: Annotated[str, typer.Option(help="Prepared dataset folder (shapetune data prepare), or its URI.")],
+    out: Annotated[str, typer.Option(help="Run folder or URI: checkpoints, history.csv, summary.json, learning_curves.png.")],
     workers: Annotated[int, typer.Option(help="Ray Train workers (DDP).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
@@ -147,13 +147,14 @@ def train(
     """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]."""
     from shapetune.data.errors import DataError
     from shapetune.platform.config import ConfigError, load_config
+    from shapetune.platform import storage
     from shapetune.platform.ray_train import run_training
 
     try:
         cfg = load_config(_config_path(config), list(ctx.args))
-        outcome = run_training(cfg, data, out, workers=workers, gpus_per_worker=gpus_per_worker,
+        outcome = run_training(cfg, storage.local_copy(data), out, workers=workers, gpus_per_worker=gpus_per_worker,
                                cpus_per_worker=cpus_per_worker)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, storage.StorageError) as exc:
         _fail(exc)
     m = outcome.best_metrics
     t = Table(title=f"best checkpoint by {cfg.checkpoint.metric} ({cfg.checkpoint.mode})")

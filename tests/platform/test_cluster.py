@@ -7,6 +7,7 @@ own scratch folder (one per node id) and the bucket is the only place they meet,
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -19,9 +20,9 @@ from typer.testing import CliRunner
 from shapetune.cli import app
 from shapetune.dashboard.common import ENV_VAR
 from shapetune.dashboard.launch import environment
-from shapetune.evaluation.service import evaluate
+from shapetune.evaluation.service import checkpoint_dir, evaluate
 from shapetune.platform import storage
-from shapetune.platform.export import verify_export
+from shapetune.platform.export import export_model, verify_export
 from shapetune.platform.checkpoints import load_state
 from shapetune.platform.sweep import SweepSettings, run_sweep
 
@@ -134,3 +135,30 @@ def test_a_node_killed_mid_sweep_is_retried_elsewhere(cluster, bucket, tmp_path)
     assert row.node_id != killed["node_id"]  # finished on another node
     assert row.resumed_from_epoch >= killed["epoch"]  # from the bucket's checkpoint, not from scratch
     assert [t.state.name for t in _study(settings).get_trials()] == ["COMPLETE"] * 2  # no duplicate trial
+
+
+@pytest.mark.slow
+def test_ddp_runs_across_nodes_write_to_the_bucket(cluster, bucket, tmp_path):
+    """Ray Train with 2 workers on 2 nodes (gloo): `shapetune train` to a bucket URI, and a sweep of 2-worker
+    trials whose nested Train runs persist to the bucket and export from there."""
+    tiny = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
+            "optim.batch_size=4", "optim.epochs=1"]
+    run = storage.join(bucket, "runs", "lvae")
+    r = CliRunner().invoke(app, ["train", "--config", "lvae", "--data", storage.join(bucket, "data", "tiny"),
+                                 "--out", run, "--workers", "2", *tiny])
+    assert r.exit_code == 0, r.output
+    assert storage.exists(storage.join(run, "summary.json")) and storage.exists(storage.join(run, "history.csv"))
+    assert (checkpoint_dir(storage.local_copy(run)) / "checkpoint.pt").exists()  # usable as an --extra from the bucket
+
+    space = write_space(tmp_path / "space.yaml", epochs=1)
+    settings = SweepSettings(name="ddp", space=str(space), data=storage.join(bucket, "data", "tiny"), trials=1,
+                             storage_path=storage.join(bucket, "experiments"), workers_per_trial=2)
+    df = run_sweep(settings)
+    assert (df.status == "completed").all()
+    tid = df.trial_id.iloc[0]
+    exp = storage.join(bucket, "experiments", "ddp")
+    fs, path = storage.resolve(storage.join(exp, "train_runs", tid))
+    names = [i.base_name for i in fs.get_file_info(storage.pafs.FileSelector(path))]
+    assert any(n.startswith("checkpoint_") for n in names), names  # Ray Train persisted to the bucket
+    out = export_model(exp, tmp_path / "model")
+    assert json.loads((out / "metrics.json").read_text())["trial_id"] == tid

@@ -100,7 +100,9 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
         name, _, path = item.partition("=")
         if not path:
             raise EvaluationError(f"extra candidate {item!r} must look like NAME=CHECKPOINT_OR_RUN_DIR")
-        out.append(Candidate(name, checkpoint_dir(Path(path))))
+        from shapetune.platform import storage
+
+        out.append(Candidate(name, checkpoint_dir(storage.local_copy(path))))  # a run in a bucket: its mirror
     return out
 
 

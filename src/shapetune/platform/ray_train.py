@@ -9,6 +9,7 @@ configured validation metric plus the latest, and restarts a crashed worker grou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -141,16 +142,20 @@ def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | 
     with best.as_directory() as d:
         best_metrics = load_state(d)["metrics"]
     outcome = TrainOutcome(out, Path(best.path), best_metrics, history, wall)
-    if summary:
+    if summary and storage.is_uri(out):  # Train wrote the checkpoints to the bucket; the summary joins them
+        with tempfile.TemporaryDirectory() as tmp:
+            write_run_summary(dataclasses.replace(outcome, run_dir=Path(tmp)), cfg, str(best.path))
+            storage.upload(tmp, out)
+    elif summary:
         write_run_summary(outcome, cfg)
     return outcome
 
 
-def write_run_summary(o: TrainOutcome, cfg: TrainConfig) -> None:
+def write_run_summary(o: TrainOutcome, cfg: TrainConfig, best: str | None = None) -> None:
     """``summary.json``, ``history.csv`` and ``learning_curves.png`` in the run directory."""
     o.run_dir.mkdir(parents=True, exist_ok=True)
     o.history.to_csv(o.run_dir / "history.csv", index=False)
-    summary = {"best_checkpoint": str(o.best_checkpoint), "best_metrics": o.best_metrics, "wall_s": o.wall_s,
+    summary = {"best_checkpoint": best or str(o.best_checkpoint), "best_metrics": o.best_metrics, "wall_s": o.wall_s,
                "epochs": int(o.history["epoch"].max()) + 1, "config": cfg.model_dump(mode="json")}
     (o.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     plot_learning_curves(o.history, o.run_dir / "learning_curves.png")
