@@ -66,7 +66,7 @@ def ray_local():
 
     if not ray.is_initialized():
         # The dashboard stays on: Tune frees an early-stopped trial's placement group through the State API.
-        ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

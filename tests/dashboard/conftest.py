@@ -1,6 +1,6 @@
 """A small real experiment folder for the dashboard: a 3-trial 16^3 sweep (2D top latent) evaluated on the
-Imperial-style test split and an ACDC-style split, a sweep whose only trial failed, and a sweep that has
-just started (settings written, no trial yet)."""
+Imperial-style test split and an ACDC-style split, a two-objective sweep (Pareto front), a sweep whose only
+trial failed, and a sweep that has just started (settings written, no trial yet)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ params:
 
 @pytest.fixture(scope="session")
 def dash_storage(tiny_prepared, acdc_raw, ray_local, tmp_path_factory) -> Path:
-    """A storage folder holding the experiments ``lv2d`` (evaluated), ``broken`` and ``starting``."""
+    """A storage folder holding the experiments ``lv2d`` (evaluated), ``pareto``, ``broken`` and ``starting``."""
     from shapetune.evaluation.service import evaluate
     from shapetune.platform.sweep import SweepSettings, run_sweep
 
@@ -52,6 +52,11 @@ def dash_storage(tiny_prepared, acdc_raw, ray_local, tmp_path_factory) -> Path:
                                                  "  fault_injection.once: false\n"))
     run_sweep(SweepSettings(name="broken", space=str(broken), data=str(tiny_prepared), trials=1,
                             storage_path=str(storage), max_failures=0))
+    pareto = write_space(root / "pareto.yaml", epochs=1)
+    pareto.write_text(pareto.read_text().replace("  - {metric: val_dice, mode: max}\n",
+                                                 "  - {metric: val_dice, mode: max}\n  - {metric: val_acc, mode: max}\n"))
+    run_sweep(SweepSettings(name="pareto", space=str(pareto), data=str(tiny_prepared), trials=3, concurrency=2,
+                            storage_path=str(storage)))
     settings = json.loads((storage / "lv2d" / "sweep.json").read_text())
     (storage / "starting").mkdir()
     (storage / "starting" / "sweep.json").write_text(json.dumps({**settings, "name": "starting"}))

@@ -64,7 +64,7 @@ def test_runs_page_lists_trials_filters_and_plots_the_search(lv2d_app, dash_stor
 
 def test_partial_experiments_show_clear_messages(app_for, dash_storage):
     at = app_for(dash_storage).run()  # the storage folder: all three experiments
-    assert set(at.sidebar.multiselect[0].value) == {"lv2d", "broken", "starting"}
+    assert set(at.sidebar.multiselect[0].value) == {"lv2d", "pareto", "broken", "starting"}
     text = _texts(_page(at, "runs"))
     assert "**starting**: no trials recorded yet" in text
     assert "**broken**: 1 trial(s) failed" in text and "RuntimeError" in text  # the injected fault's message
@@ -73,6 +73,17 @@ def test_partial_experiments_show_clear_messages(app_for, dash_storage):
         assert "No evaluation stored for broken" in _texts(_page(at, page))
     at.sidebar.multiselect[0].set_value(["starting"]).run()
     assert "no trials yet: nothing to export" in _texts(_page(at, "export"))
+
+
+def test_runs_page_draws_the_pareto_front_of_a_two_objective_sweep(app_for, dash_storage):
+    at = _page(app_for(dash_storage / "pareto").run(), "runs")
+    assert len(at.dataframe[0].value) == 3
+    plots = _plots(at)
+    titles = [str(p["layout"].get("title", {}).get("text", "")) for p in plots]
+    assert "Pareto-front Plot" in titles
+    front = plots[titles.index("Pareto-front Plot")]
+    axes = (front["layout"]["xaxis"]["title"]["text"], front["layout"]["yaxis"]["title"]["text"])
+    assert axes == ("val_dice", "val_acc")
 
 
 def test_compare_page_tables_tests_distributions_and_curves(lv2d_app):

@@ -43,7 +43,7 @@ def cluster(ray_local):
     yield c, workers
     ray.shutdown()
     c.shutdown()
-    ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)
 
 
 @pytest.fixture()
@@ -63,6 +63,7 @@ def _study(settings: SweepSettings) -> optuna.Study:
     return optuna.load_study(study_name=settings.name, storage=f"sqlite:///{local / 'optuna.db'}")
 
 
+@pytest.mark.timeout(900)
 def test_sweep_spreads_over_nodes_with_results_in_the_bucket(cluster, bucket, tmp_path):
     space = write_space(tmp_path / "space.yaml", epochs=2)
     settings = SweepSettings(name="multi", space=str(space), data=storage.join(bucket, "data", "tiny"), trials=4,
@@ -97,6 +98,7 @@ def test_sweep_spreads_over_nodes_with_results_in_the_bucket(cluster, bucket, tm
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_node_killed_mid_sweep_is_retried_elsewhere(cluster, bucket, tmp_path):
     c, workers = cluster
     space = write_space(tmp_path / "space.yaml", epochs=6)
@@ -129,6 +131,8 @@ def test_a_node_killed_mid_sweep_is_retried_elsewhere(cluster, bucket, tmp_path)
     killer.start()
     df = run_sweep(settings)
     killer.join(timeout=5)
+    workers[:] = [w for w in workers if w.node_id != killed.get("node_id")]
+    workers.append(c.add_node(num_cpus=1))  # replace it, as an autoscaler would (from the main thread: signals)
     assert killed, "no node was killed (the trials finished before the killer saw a checkpoint)"
     assert len(df) == 2 and (df.status == "completed").all() and (df.epochs == 6).all()
     row = df.set_index("trial_id").loc[killed["trial"]]
@@ -138,9 +142,19 @@ def test_a_node_killed_mid_sweep_is_retried_elsewhere(cluster, bucket, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_ddp_runs_across_nodes_write_to_the_bucket(cluster, bucket, tmp_path):
     """Ray Train with 2 workers on 2 nodes (gloo): `shapetune train` to a bucket URI, and a sweep of 2-worker
     trials whose nested Train runs persist to the bucket and export from there."""
+    import ray
+
+    c, workers = cluster
+    def alive_cpus() -> float:
+        return sum(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+
+    while alive_cpus() < 3:  # a 2-worker trial needs 2 CPUs + its 0.01-CPU function
+        workers.append(c.add_node(num_cpus=1))
+        c.wait_for_nodes()
     tiny = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
             "optim.batch_size=4", "optim.epochs=1"]
     run = storage.join(bucket, "runs", "lvae")

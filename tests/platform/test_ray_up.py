@@ -63,7 +63,7 @@ def test_ray_up_job_submit_ray_down(tiny_prepared, ray_local, tmp_path):
         assert "local.cluster.node" in status.stdout  # the launcher's head node, known to the autoscaler
     finally:
         down = subprocess.run([RAY, "down", "-y", str(config)], capture_output=True, text=True, timeout=300, env=env)
-        ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)  # the session's Ray again
+        ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)  # the session's Ray again
     assert down.returncode == 0, down.stderr[-3000:]
     exp = storage.join(bucket, "experiments", "viajob")
     trials = pd.read_parquet(storage.local_copy(exp) / "trials.parquet")

@@ -38,7 +38,7 @@ def s3(ray_local):
     host, port = server.get_host_and_port()
     boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="shapetune")
     ray.shutdown()  # workers inherit the environment when Ray starts
-    ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)
     yield lambda *parts: storage.join("s3://shapetune", *parts) + f"?endpoint_override={host}:{port}&scheme=http"
     ray.shutdown()
     server.stop()
@@ -47,7 +47,7 @@ def s3(ray_local):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    ray.init(num_cpus=2, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)
 
 
 def test_sweep_export_and_predict_through_s3(s3, tiny_prepared, tmp_path, monkeypatch):
