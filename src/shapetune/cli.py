@@ -346,16 +346,14 @@ def dashboard_cmd(
 ) -> None:
     """Open the results dashboard (Streamlit): runs, comparisons, latent clusters, shapes, export."""
     from shapetune.dashboard.experiments import DashboardError
-    from shapetune.dashboard.launch import serve
+    from shapetune.dashboard.launch import environment, serve
 
     try:
-        from shapetune.dashboard.launch import environment
-
-        environment(experiments)  # fail here, in the terminal, on a path that is not an experiment
+        env = environment(experiments)  # fail here, in the terminal, on a path that is not an experiment
     except DashboardError as exc:
         _fail(exc)
     console.print(f"ShapeTune dashboard on http://{host}:{port} (Ctrl-C to stop)")
-    raise typer.Exit(serve(experiments, host, port))
+    raise typer.Exit(serve(env, host, port))
 
 
 if __name__ == "__main__":

@@ -183,7 +183,12 @@ def models_table(exps: list[ex.Experiment]) -> tuple[pd.DataFrame, pd.DataFrame,
     return tuple(pd.concat(x, ignore_index=True) for x in (subj, summ, lat, info))
 
 
-def not_evaluated_message(exps: list[ex.Experiment]) -> None:
-    names = ", ".join(e.name for e in exps) or "(none selected)"
-    st.info(f"No evaluation stored for {names} yet. Run `shapetune evaluate NAME --storage-path STORAGE "
-            "[--acdc RAW_ACDC --trials all]`, then press Refresh.")
+def evaluated_tables(exps: list[ex.Experiment]) -> tuple[pd.DataFrame, ...] | None:
+    """:func:`models_table` of the experiments, or None after saying what to run when none is evaluated."""
+    tables = models_table(exps)
+    if tables[0].empty:
+        names = ", ".join(e.name for e in exps) or "(none selected)"
+        st.info(f"No evaluation stored for {names} yet. Run `shapetune evaluate NAME --storage-path STORAGE "
+                "[--acdc RAW_ACDC --trials all]`, then press Refresh.")
+        return None
+    return tables

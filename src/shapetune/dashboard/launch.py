@@ -27,13 +27,10 @@ def environment(paths: list[str]) -> dict[str, str]:
         sync(paths)  # experiments at a storage URI: a fresh local mirror to read
     except OSError as exc:
         raise DashboardError(f"cannot read from storage: {exc}") from exc
-    found = discover(paths)  # raises DashboardError with the bad path
-    keep = dict.fromkeys(x if storage.is_uri(x) else str(Path(x).resolve()) for x in paths)
-    return {**os.environ, ENV_VAR: "\n".join(keep),
-            "SHAPETUNE_DASHBOARD_COUNT": str(len(found))}
+    discover(paths)  # raises DashboardError with the bad path
+    return {**os.environ, ENV_VAR: "\n".join(dict.fromkeys(map(storage.normalise, paths)))}
 
 
-def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8501) -> int:
-    """Run the dashboard until interrupted; returns Streamlit's exit code."""
-    env = environment(paths)
+def serve(env: dict[str, str], host: str = "127.0.0.1", port: int = 8501) -> int:
+    """Run the dashboard with the :func:`environment` of its experiments until interrupted; Streamlit's exit code."""
     return subprocess.call(command(host, port), env=env)

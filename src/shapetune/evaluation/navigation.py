@@ -22,8 +22,11 @@ from shapetune.data.template import CAVITY, MYOCARDIUM
 
 
 def latent_levels(latents: pd.DataFrame) -> list[np.ndarray]:
-    """Per-level posterior means (bottom -> top) from the evaluation's latent table of one model and split."""
+    """Per-level posterior means (bottom -> top) from the evaluation's latent table of one model and split;
+    empty for a model without latents (a baseline)."""
     zcols = [c for c in latents.columns if re.fullmatch(r"z\d+_\d+", c) and latents[c].notna().all()]
+    if not zcols:
+        return []
     n_levels = max(int(c[1:].split("_")[0]) for c in zcols) + 1
     return [latents[sorted((c for c in zcols if c.startswith(f"z{lvl}_")), key=lambda c: int(c.split("_")[1]))]
             .to_numpy(np.float32) for lvl in range(n_levels)]

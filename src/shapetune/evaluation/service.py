@@ -126,15 +126,11 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     from shapetune.evaluation.aggregate import latent_projections, summarize
     from shapetune.evaluation.baselines import BASELINES
     from shapetune.evaluation.report import write_report
-    from shapetune.platform.sweep import load_settings
-
     from shapetune.platform import storage
-    from shapetune.platform.sweep import data_dir
+    from shapetune.platform.sweep import data_dir, load_settings, local_experiment
 
     if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
-        if not storage.exists(storage.join(exp_dir, "sweep.json")):
-            raise EvaluationError(f"{exp_dir}: no such experiment")
-        res = evaluate(storage.local_copy(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot)
+        res = evaluate(local_experiment(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot)
         storage.upload(res.out_dir, storage.join(exp_dir, "evaluation"))
         return res
     if acdc is not None and storage.is_uri(acdc):

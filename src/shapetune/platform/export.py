@@ -111,22 +111,16 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
     from safetensors.torch import save_file
 
     from shapetune.data.dataset import PreparedDataset
-    from shapetune.platform.config import TrainConfig
-    from shapetune.platform.sweep import load_settings
-
     from shapetune.platform import storage
-    from shapetune.platform.sweep import data_dir
+    from shapetune.platform.config import TrainConfig
+    from shapetune.platform.sweep import data_dir, load_settings, local_experiment
 
     if storage.is_uri(out):  # build on this machine, then upload the finished folder
         with tempfile.TemporaryDirectory() as staging:
             local = export_model(exp_dir, Path(staging) / storage.name_of(out), objective, pareto_index, trial_id)
             storage.upload(local, out)
         return out
-    if storage.is_uri(exp_dir):
-        if not storage.exists(storage.join(exp_dir, "sweep.json")):
-            raise ExportError(f"{exp_dir}: no such experiment")
-        exp_dir = storage.local_copy(exp_dir)
-    exp_dir, out = Path(exp_dir).resolve(), Path(out).resolve()
+    exp_dir, out = local_experiment(exp_dir), Path(out).resolve()
     if not exp_dir.exists():
         raise ExportError(f"{exp_dir}: no such experiment")
     choice = choose(exp_dir, objective, pareto_index, trial_id)

@@ -8,6 +8,16 @@ from pathlib import Path
 from shapetune.platform.config import TrainConfig
 
 
+def marker_dir(location: str | Path) -> Path:
+    """A local folder for the fault markers of a run at ``location``; a run at a storage URI keeps them in the
+    cache (markers are test bookkeeping, not results)."""
+    from shapetune.platform import storage
+
+    if storage.is_uri(location):
+        return storage.cache_root() / "faults" / storage.name_of(location)
+    return Path(location)
+
+
 def inject_fault(cfg: TrainConfig, epoch: int, rank: int, marker_dir: str | Path) -> None:
     """Fail as ``cfg.fault_injection`` says; each injected failure appends a line to a marker file."""
     fi = cfg.fault_injection

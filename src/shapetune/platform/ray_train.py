@@ -23,7 +23,7 @@ import pandas as pd
 from shapetune.platform import storage
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.engine import Engine, TrainData, load_training_data, seed_everything
-from shapetune.platform.faults import inject_fault
+from shapetune.platform.faults import inject_fault, marker_dir
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -51,10 +51,9 @@ def train_loop_per_worker(config: dict) -> None:
         engine.load_state(state)
         start, history = state["epoch"] + 1, list(state["history"])
     first_step = time.time()
+    markers = marker_dir(config["run_dir"])
     for epoch in range(start, cfg.optim.epochs):
-        run_dir = config["run_dir"]  # fault markers need a local folder; a URI run keeps them in the cache
-        inject_fault(cfg, epoch, rank, storage.cache_root() / "faults" / storage.name_of(run_dir)
-                     if storage.is_uri(run_dir) else run_dir)
+        inject_fault(cfg, epoch, rank, markers)
         metrics = {"epoch": epoch, "epochs_done": epoch + 1, **engine.train_epoch(data, epoch)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.optim.epochs:
             metrics.update(engine.validate(data))
@@ -144,18 +143,18 @@ def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | 
     outcome = TrainOutcome(out, Path(best.path), best_metrics, history, wall)
     if summary and storage.is_uri(out):  # Train wrote the checkpoints to the bucket; the summary joins them
         with tempfile.TemporaryDirectory() as tmp:
-            write_run_summary(dataclasses.replace(outcome, run_dir=Path(tmp)), cfg, str(best.path))
+            write_run_summary(dataclasses.replace(outcome, run_dir=Path(tmp)), cfg)
             storage.upload(tmp, out)
     elif summary:
         write_run_summary(outcome, cfg)
     return outcome
 
 
-def write_run_summary(o: TrainOutcome, cfg: TrainConfig, best: str | None = None) -> None:
+def write_run_summary(o: TrainOutcome, cfg: TrainConfig) -> None:
     """``summary.json``, ``history.csv`` and ``learning_curves.png`` in the run directory."""
     o.run_dir.mkdir(parents=True, exist_ok=True)
     o.history.to_csv(o.run_dir / "history.csv", index=False)
-    summary = {"best_checkpoint": best or str(o.best_checkpoint), "best_metrics": o.best_metrics, "wall_s": o.wall_s,
+    summary = {"best_checkpoint": str(o.best_checkpoint), "best_metrics": o.best_metrics, "wall_s": o.wall_s,
                "epochs": int(o.history["epoch"].max()) + 1, "config": cfg.model_dump(mode="json")}
     (o.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     plot_learning_curves(o.history, o.run_dir / "learning_curves.png")

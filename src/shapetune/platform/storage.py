@@ -57,7 +57,7 @@ def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(s).expanduser().resolve())
     try:
         return pafs.FileSystem.from_uri(s)
-    except (OSError, ValueError, pafs.ArrowInvalid if hasattr(pafs, "ArrowInvalid") else ValueError) as exc:
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise StorageError(f"{s}: cannot open this storage location ({exc})") from exc
 
 
@@ -95,12 +95,8 @@ def upload(local: str | os.PathLike, location: str | os.PathLike) -> None:
     """Copy a local file or folder to ``location`` (a URI or another path), replacing what is there."""
     local = Path(local)
     fs, path = resolve(location)
-    if local.is_dir():
-        fs.create_dir(path, recursive=True)
-        pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-    else:
-        fs.create_dir(posixpath.dirname(path), recursive=True)
-        pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    fs.create_dir(path if local.is_dir() else posixpath.dirname(path), recursive=True)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
 
 def download(location: str | os.PathLike, local: str | os.PathLike) -> Path:

@@ -84,6 +84,15 @@ class SweepSettings(BaseModel):
         return storage.mirror_path(self.exp_location) if self.remote else Path(self.exp_location)
 
 
+def local_experiment(location: str | Path) -> Path:
+    """An experiment folder on this machine: the folder itself, or a fresh mirror of an experiment at a URI."""
+    if storage.is_uri(location):
+        if not storage.exists(storage.join(location, SETTINGS_FILE)):
+            raise ConfigError(f"{location}: no such experiment (no {SETTINGS_FILE})")
+        return storage.local_copy(location)
+    return Path(location).resolve()
+
+
 def data_dir(settings: SweepSettings) -> Path:
     """The sweep's prepared dataset on this machine (a URI is mirrored into the cache first)."""
     return storage.local_copy(settings.data)
@@ -191,7 +200,8 @@ def _trainable(settings: SweepSettings, space: SearchSpace, data):
 
 
 class PublishStudy(Callback):
-    """With a URI storage path: copy the driver's SQLite study to the bucket after every finished trial."""
+    """With a URI storage path: copy the driver's SQLite study to the bucket after every finished trial (the
+    final copy comes with ``write_summary``)."""
 
     def __init__(self, db: Path, location: str):
         self.db, self.location = db, location
@@ -200,9 +210,6 @@ class PublishStudy(Callback):
         self._publish()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._publish()
-
-    def on_experiment_end(self, trials, **info) -> None:
         self._publish()
 
     def _publish(self) -> None:
@@ -307,11 +314,11 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
     space = frozen_space(settings)
     metrics = [o.metric for o in space.objectives]
     # Tune's records live where Tune wrote them (the bucket, for a URI storage path); the study on this machine
-    analysis = ExperimentAnalysis(settings.exp_location if settings.remote else str(exp))
+    home = settings.exp_location if settings.remote else str(exp)
+    analysis = ExperimentAnalysis(home)
     study = optuna.load_study(study_name=settings.name, storage=open_storage(settings.optuna_storage or sqlite_url(exp)))
     by_tune = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
     max_epochs = _max_epochs(space)
-    home = settings.exp_location if settings.remote else str(exp)
     rows = []
     for t in analysis.trials:
         last = t.last_result or {}

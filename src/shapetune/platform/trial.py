@@ -24,7 +24,7 @@ from pathlib import Path
 from shapetune.platform import storage
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.engine import Engine, TrainData, seed_everything
-from shapetune.platform.faults import inject_fault
+from shapetune.platform.faults import inject_fault, marker_dir
 from shapetune.search_spaces.sampling import trial_config
 from shapetune.search_spaces.spec import SearchSpace
 
@@ -105,10 +105,10 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
     sign = 1.0 if cfg.checkpoint.mode == "max" else -1.0
     best = max((sign * h[cfg.checkpoint.metric] for h in history), default=None)
     first_step = time.time()
-    where = {"node_id": node_id, "first_step_time": first_step}
     if start >= cfg.optim.epochs and history:  # finished before the driver died: tell Tune once more
-        tune.report({**history[-1], **where, "epochs_done": len(history), "report_time": time.time()})
-    markers = storage.cache_root() / "faults" / trial_id if remote else Path(settings.exp_dir) / "faults" / trial_id
+        tune.report({**history[-1], "epochs_done": len(history), "first_step_time": first_step,
+                     "report_time": time.time()})
+    markers = marker_dir(storage.join(settings.exp_dir, "faults", trial_id))
     for epoch in range(start, cfg.optim.epochs):
         inject_fault(cfg, epoch, 0, markers)
         metrics = {"epoch": epoch, **engine.train_epoch(data, epoch), **engine.validate(data)}
@@ -126,7 +126,7 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
         if remote:
             for name in saved:
                 storage.upload(ckpt_dir / name, storage.join(home, name))
-        tune.report({**metrics, **where, "epochs_done": epoch + 1, "report_time": time.time()})
+        tune.report({**metrics, "epochs_done": epoch + 1, "first_step_time": first_step, "report_time": time.time()})
 
 
 def _train_in_tune(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> None:

@@ -25,10 +25,10 @@ def _default(info: pd.DataFrame) -> list[str]:
 def render() -> None:
     st.title("Compare")
     exps = common.selected_experiments()
-    subj, summ, _, info = common.models_table(exps)
-    if subj.empty:
-        common.not_evaluated_message(exps)
+    tables = common.evaluated_tables(exps)
+    if tables is None:
         return
+    subj, summ, _, info = tables
     models = st.multiselect("Models (runs, extra checkpoints, baselines)", info.label.tolist(), default=_default(info))
     if len(models) < 2:
         st.info("Choose at least two models to compare.")

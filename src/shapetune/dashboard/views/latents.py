@@ -6,6 +6,7 @@ import streamlit as st
 from shapetune.dashboard import common
 from shapetune.dashboard.decode import boundary_grid
 from shapetune.dashboard.figures import latent_scatter
+from shapetune.evaluation.navigation import latent_levels
 
 PROJECTIONS = {"top": "top latent z_L", "pca": "PCA", "laplacian": "Laplacian eigenmaps", "tsne": "t-SNE"}
 
@@ -18,15 +19,14 @@ def open_in_shapes(model_label: str, split: str, subject: str) -> None:
 def render() -> None:
     st.title("Latent clusters")
     exps = common.selected_experiments()
-    subj, _, lat, info = common.models_table(exps)
-    if lat.empty:
-        common.not_evaluated_message(exps)
+    tables = common.evaluated_tables(exps)
+    if tables is None:
         return
+    subj, _, lat, info = tables
     label = st.selectbox("Model", list(dict.fromkeys(lat.model)))
     g = lat[lat.model == label]
-    top_dims = [c for c in g.columns if c.startswith("z") and "_" in c and g[c].notna().all()]
-    top_level = max((int(c[1:].split("_")[0]) for c in top_dims), default=0)
-    dim = sum(c.startswith(f"z{top_level}_") for c in top_dims)
+    levels = latent_levels(g)  # none for a baseline without a latent
+    top_level, dim = len(levels) - 1, (levels[-1].shape[1] if levels else 0)
     options = (["top"] if dim == 2 else []) + [p for p in ("pca", "laplacian", "tsne") if g[f"{p}_x"].notna().all()]
     proj = st.radio("View", options, format_func=PROJECTIONS.get, horizontal=True)
     if dim != 2:

@@ -42,10 +42,10 @@ def _show(fig) -> None:
 def render() -> None:
     st.title("Shapes")
     exps = common.selected_experiments()
-    subj, _, lat, info = common.models_table(exps)
-    if subj.empty:
-        common.not_evaluated_message(exps)
+    tables = common.evaluated_tables(exps)
+    if tables is None:
         return
+    subj, _, lat, info = tables
     decoders = info[info.checkpoint.notna()]
     if decoders.empty:
         st.info("No evaluated model with a checkpoint: the baselines have no decoder to draw shapes with.")
