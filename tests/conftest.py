@@ -60,6 +60,46 @@ def tiny_prepared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fetal_raw(tmp_path_factory) -> Path:
+    """A 15-subject fetal-skull cohort at 32^3 (3 folds of 3 test subjects), raw NIfTI layout."""
+    from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
+
+    out = tmp_path_factory.mktemp("fetal_raw")
+    synth_fetal(out, FetalConfig(seed=1, n_subjects=15, grid=32, n_test=3, n_val=2), workers=2, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fetal_prepared(fetal_raw, tmp_path_factory) -> Path:
+    from shapetune.data.fetal.prepare import prepare_fetal
+
+    out = tmp_path_factory.mktemp("fetal_prep")
+    prepare_fetal(fetal_raw, out, 32, workers=2, quiet=True)
+    return out
+
+
+FETAL_TINY = ["model.width=4", "model.ladder_hidden=32", "optim.batch_size=4", "model.norm=group"]
+
+
+def fetal_config(name: str, epochs: int = 2, *extra: str):
+    """A shipped fetal config shrunk for tests (32^3 grid, width 4)."""
+    from shapetune.platform.config import load_config
+
+    path = Path(__file__).parents[1] / "src" / "shapetune" / "configs" / f"{name}.yaml"
+    return load_config(path, ["model.grid=32", f"optim.epochs={epochs}", *FETAL_TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def fetal_study(fetal_prepared, ray_local, tmp_path_factory):
+    """A finished fetal-skull study: CVAE and HCVAE x 3 folds, 2 epochs each (Ray Train), scored."""
+    from shapetune.evaluation.fetal.study import run_study
+
+    out = tmp_path_factory.mktemp("study")
+    configs = {"cvae": fetal_config("cvae"), "hcvae": fetal_config("hcvae", 2, "model.latent_dims=[8,8,4]")}
+    return run_study(configs, fetal_prepared, out, samples=3), configs
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray instance for the session (2 CPUs); shut down at the end, never `ray stop`."""
     import ray

@@ -25,6 +25,7 @@ err_console = Console(stderr=True)
 class Cohort(str, Enum):
     imperial = "imperial"
     acdc = "acdc"
+    fetal = "fetal"
 
 
 def _version(value: bool) -> None:
@@ -53,15 +54,21 @@ def data_synth(
     spacing: Annotated[float, typer.Option(help="Imperial: template spacing in mm.")] = 2.0,
     borderline_fraction: Annotated[float, typer.Option(help="Fraction of HCM cases that are borderline (13-16 mm).")] = 0.15,
     n_per_group: Annotated[int, typer.Option(help="ACDC: patients per group (NOR, HCM).")] = 20,
+    subjects: Annotated[int, typer.Option(help="Fetal: cohort size (72 in the reference study; 3 folds x 14 test).")] = 72,
     workers: Annotated[int, typer.Option(help="Parallel processes (0 = all cores).")] = 0,
 ) -> None:
-    """Generate a synthetic cohort: Imperial-style 3D template masks or an ACDC-layout test set."""
+    """Generate a synthetic cohort: Imperial-style 3D template masks, an ACDC-layout test set, or fetal skulls
+    with their 2D standard planes (--grid 64 for CPU, 96 as in the reference study; spacing follows the grid)."""
     from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
 
     try:
         cfg = SynthConfig(seed=seed, grid=grid, spacing=spacing, borderline_fraction=borderline_fraction)
         t0 = time.perf_counter()
-        if cohort is Cohort.imperial:
+        if cohort is Cohort.fetal:
+            from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
+
+            gt = synth_fetal(out, FetalConfig(seed=seed, n_subjects=subjects, grid=grid), workers=workers or None)
+        elif cohort is Cohort.imperial:
             gt = synth_imperial(out, cfg, workers=workers or None)
         else:
             gt = synth_acdc(out, cfg, n_per_group=n_per_group, workers=workers or None)
@@ -90,8 +97,14 @@ def data_prepare(
     from shapetune.data.template import TemplateGrid
 
     try:
-        tg = TemplateGrid.cube(grid, spacing)
         t0 = time.perf_counter()
+        if format is Cohort.fetal:  # fetal skulls keep their field of view: spacing follows the grid
+            from shapetune.data.fetal.prepare import prepare_fetal
+
+            n = prepare_fetal(src, out, grid, workers=workers or None)
+            console.print(f"[green]prepared {n} fetal subjects into {out}[/] in {time.perf_counter() - t0:.1f} s")
+            return
+        tg = TemplateGrid.cube(grid, spacing)
         rep = prepare(src, format.value, out, tg, tuple(g.strip() for g in groups.split(",") if g.strip()),
                       skip_bad=skip_bad, in_plane=in_plane, workers=workers or None)
     except (DataError, ValueError) as exc:
@@ -137,14 +150,15 @@ def _config_path(config: str) -> Path:
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    config: Annotated[str, typer.Option(help="Config YAML file, or a shipped one: lvae, vae, ae.")],
+    config: Annotated[str, typer.Option(help="Config YAML file, or a shipped one: lvae, vae, ae (cardiac); cvae, hcvae, tlnet (fetal).")],
     data: Annotated[str, typer.Option(help="Prepared dataset folder (shapetune data prepare), or its URI.")],
     out: Annotated[str, typer.Option(help="Run folder or URI: checkpoints, history.csv, summary.json, learning_curves.png.")],
     workers: Annotated[int, typer.Option(help="Ray Train workers (DDP).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
 ) -> None:
-    """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]."""
+    """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]
+    (fetal models: data.fold=K picks the cross-validation fold)."""
     from shapetune.data.errors import DataError
     from shapetune.platform.config import ConfigError, load_config
     from shapetune.platform import storage
@@ -156,12 +170,14 @@ def train(
                                cpus_per_worker=cpus_per_worker)
     except (ConfigError, DataError, storage.StorageError) as exc:
         _fail(exc)
+    from shapetune.platform.tasks import task_of
+
     m = outcome.best_metrics
+    keys = task_of(cfg).val_keys
     t = Table(title=f"best checkpoint by {cfg.checkpoint.metric} ({cfg.checkpoint.mode})")
-    for c in ("epoch", "val Dice ED", "val Dice ES", "val acc", "val AUC"):
+    for c in ("epoch", *keys):
         t.add_column(c, justify="right")
-    t.add_row(str(m.get("epoch", -1) + 1), *(f"{m.get(k, float('nan')):.3f}" for k in
-                                              ("val_dice_ed", "val_dice_es", "val_acc", "val_auc")))
+    t.add_row(str(m.get("epoch", -1) + 1), *(f"{m.get(k, float('nan')):.3f}" for k in keys))
     console.print(t)
     console.print(f"checkpoint: {outcome.best_checkpoint}\nrun folder: {outcome.run_dir} "
                   f"(history.csv, summary.json, learning_curves.png); wall {outcome.wall_s:.0f} s")
@@ -307,6 +323,7 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate trials and baselines: DC/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a report."""
     from shapetune.data.errors import DataError
+    from shapetune.evaluation.fetal.study import StudyError
     from shapetune.evaluation.service import EvaluationError, evaluate
     from shapetune.platform.config import ConfigError
 
@@ -315,8 +332,12 @@ def evaluate_cmd(
     try:
         res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
                        tuple(b.strip() for b in baselines.split(",") if b.strip()), force, use_ray=ray)
-    except (EvaluationError, DataError, ConfigError, StorageError) as exc:
+    except (EvaluationError, DataError, ConfigError, StorageError, StudyError) as exc:
         _fail(exc)
+    if hasattr(res, "table"):  # a fetal-skull sweep: the study table by view subset
+        _print_study(res.table)
+        console.print(f"table: {res.out / 'table.md'}, figures: {res.out / 'figures'}")
+        return
     _print_eval(res)
 
 
@@ -336,6 +357,53 @@ def _print_eval(res) -> None:
     console.print(t)
     console.print(f"evaluated {res.evaluated} candidate x split pair(s), {res.cached} from cache; "
                   f"report: {res.out_dir / 'report.md'}")
+
+
+@app.command("study", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def study_cmd(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option(help="Prepared fetal-skull dataset (shapetune data prepare --format fetal), or its URI.")],
+    out: Annotated[Path, typer.Option(help="Study folder: runs/, scores/, table.md, per_case.parquet, figures/.")],
+    model: Annotated[list[str], typer.Option(help="A shipped config (cvae, hcvae, tlnet) or NAME=CONFIG.yaml; repeatable.")] = ["cvae", "hcvae", "tlnet"],  # noqa: B006
+    folds: Annotated[str | None, typer.Option(help="Comma-separated folds (default: all).")] = None,
+    samples: Annotated[int, typer.Option(help="Prior samples per case for the uncertainty maps.")] = 8,
+    force: Annotated[bool, typer.Option(help="Re-score every run (training is never repeated).")] = False,
+    workers: Annotated[int, typer.Option(help="Ray Train workers per run (DDP).")] = 1,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker (its torch threads).")] = 1.0,
+) -> None:
+    """Fetal-skull study: train each model on each fold (Ray Train), then DC/HD/RVD by view subset (3, 2, 1
+    views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted overrides for every model."""
+    from shapetune.data.errors import DataError
+    from shapetune.evaluation.fetal.study import StudyError, run_study
+    from shapetune.platform import storage
+    from shapetune.platform.config import ConfigError, load_config
+
+    try:
+        configs = {}
+        for item in model:
+            name, _, path = item.partition("=")
+            configs[name] = load_config(_config_path(path or name), list(ctx.args))
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+        res = run_study(configs, storage.local_copy(data), out, fold_list, samples=samples, force=force, workers=workers,
+                        cpus_per_worker=cpus_per_worker)
+    except (ConfigError, DataError, StudyError, storage.StorageError, ValueError) as exc:
+        _fail(exc)
+    _print_study(res.table)
+    console.print(f"trained {len(res.trained)} run(s), scored {len(res.scored)}; table: {res.out / 'table.md'}, "
+                  f"figures: {res.out / 'figures'}")
+
+
+def _print_study(table) -> None:
+    from shapetune.evaluation.fetal.study import SUBSET_LABELS
+
+    t = Table(title="fetal skull reconstruction: mean ± sd over folds")
+    for c in ("model", "views", "DC", "HD mm", "RVD", "uncertainty"):
+        t.add_column(c)
+    for _, r in table.iterrows():
+        pm = lambda m, f: f"{r[m + '_mean']:{f}} ± {r[m + '_sd']:{f}}" if r[m + "_mean"] == r[m + "_mean"] else "-"  # noqa: E731
+        t.add_row(r.model, SUBSET_LABELS[r.views], pm("dice", ".3f"), pm("hd", ".2f"), pm("rvd", ".3f"),
+                  pm("uncertainty", ".4f"))
+    console.print(t)
 
 
 @app.command("dashboard")

@@ -159,3 +159,34 @@ def test_dashboard_never_writes_into_experiments(app_for, dash_storage):
     for page in ("runs", "compare", "latents", "shapes", "export"):
         _page(at, page)
     assert snapshot(dash_storage) == before
+
+
+def test_fetal_study_page(app_for, fetal_study):
+    """The study's table by view subset, the metric bars, a case with its planes and the uncertainty overlay."""
+    res, _ = fetal_study
+    snap = snapshot(res.out)
+    at = _page(app_for(res.out).run(), "fetal")
+    rows = at.dataframe[0].value
+    assert set(rows.model) == {"cvae", "hcvae"} and len(rows) == 6 and rows.DC.str.contains("±").all()
+    plots = _plots(at)
+    bars = [d for d in plots[0]["data"] if d["type"] == "bar"]
+    assert len(bars) == 6  # 2 models x (Dice, HD, |RVD|)
+    dice_hcvae = _array(next(b for b in bars if b["name"] == "hcvae")["y"])
+    t = res.table[res.table.model == "hcvae"].set_index("views")
+    np.testing.assert_allclose(dice_hcvae, t.loc[["3v", "2v", "1v"], "dice_mean"], rtol=1e-6)
+    titles = [a["text"] for a in plots[1]["layout"]["annotations"]]
+    assert titles == ["axial", "sagittal", "coronal"]  # all three planes acquired in the 3-view subset
+    kinds = [d["type"] for d in plots[2]["data"]]
+    assert kinds.count("heatmap") == 6 and kinds.count("contour") == 3  # truth + uncertainty, prediction contour
+    at.radio[0].set_value("1v").run()
+    titles = [a["text"] for a in _plots(at)[1]["layout"]["annotations"]]
+    assert titles == ["axial", "sagittal (not acquired)", "coronal (not acquired)"]
+    at.toggle[0].set_value(False).run()
+    assert [d["type"] for d in _plots(at)[2]["data"]].count("heatmap") == 3  # overlay off
+    assert "Dice lost from 3 views to 1 view" in _texts(at)
+    assert snapshot(res.out) == snap  # read-only
+
+
+def test_fetal_page_without_a_study(lv2d_app):
+    at = _page(lv2d_app.run(), "fetal")
+    assert "No fetal-skull study here" in _texts(at)

@@ -32,10 +32,10 @@ def _browser() -> str:
     return path
 
 
-def test_every_page_renders_in_chromium(dash_storage):
+def test_every_page_renders_in_chromium(dash_storage, fetal_study):
     executable = _browser()
     trials = pd.read_parquet(dash_storage / "lv2d" / "trials.parquet").trial_id.tolist()
-    with running_dashboard([str(dash_storage)]) as url:
+    with running_dashboard([str(dash_storage), str(fetal_study[0].out)]) as url:
         seen = visit_all(url, ARTIFACTS, executable)
     assert not seen.pop("_errors")["messages"]
     for name, page in seen.items():
@@ -50,6 +50,9 @@ def test_every_page_renders_in_chromium(dash_storage):
     assert seen["Latent clusters"]["plots"] >= 1 and "misclassified" in seen["Latent clusters"]["text"]
     assert "Input vs reconstruction" in seen["Shapes"]["text"]
     assert "Export into" in seen["Export"]["text"]
+    fetal = seen["Fetal skull study"]
+    assert fetal["plots"] >= 4 and {"cvae", "hcvae"} <= set(fetal["cells"])  # bars, planes, case, uncertainty
+    assert "Reconstruction by view subset" in fetal["text"]
 
 
 def test_selecting_a_latent_point_opens_the_subject(dash_storage):

@@ -28,8 +28,12 @@ def test_shapes(name, dims):
     assert [t.shape[1] for t in m.latents(_x())] == dims
 
 
-def test_registry_has_the_three_models():
-    assert set(MODELS) == {"vae", "lvae", "ae"}
+def test_registry_has_the_cardiac_and_fetal_models():
+    from shapetune.models.registry import model_task
+
+    assert set(MODELS) == {"vae", "lvae", "ae", "cvae", "hcvae", "tlnet"}
+    assert {m: model_task(m) for m in MODELS} == {"vae": "cardiac", "lvae": "cardiac", "ae": "cardiac",
+                                                  "cvae": "fetal", "hcvae": "fetal", "tlnet": "fetal"}
 
 
 def test_decoding_from_each_prefix_of_the_hierarchy():
@@ -113,7 +117,7 @@ def test_free_bits_and_warmup():
 @pytest.mark.parametrize("overrides,message", [
     (["model.depth=0"], "depth must be within 1..5"),
     (["model.depth=3", "model.latent_dims=[8,2]"], "latent_dims has 2 sizes but depth is 3"),
-    (["model.name=gan"], "model.name: Input should be 'vae', 'lvae' or 'ae'"),
+    (["model.name=gan"], "model.name: Input should be 'vae', 'lvae', 'ae', 'cvae', 'hcvae' or 'tlnet'"),
     (["model.name=vae", "model.latent_dims=[8,2]"], "model 'vae' has a single latent"),
     (["model.grid=24"], "grid must be a power of two"),
     (["model.latent_dims=[]"], "non-empty list"),

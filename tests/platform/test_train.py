@@ -101,3 +101,15 @@ def test_augmentation_keeps_anatomy(tiny_prepared):
     assert torch.allclose(y.sum(dim=(2, 3, 4)), x.sum(dim=(2, 3, 4)), rtol=0.25)
     off = augment_batch(x, AugmentConfig(enabled=False), g)
     assert torch.equal(off, x)
+
+
+def test_cosine_schedule_is_a_function_of_the_epoch():
+    from shapetune.models.registry import build_model
+
+    cfg = load_config(None, TINY + ["optim.epochs=11", "optim.schedule=cosine", "optim.min_lr_ratio=0.1"])
+    eng = Engine(cfg, build_model(cfg.model), torch.device("cpu"))
+    lrs = [eng.lr_at(e) for e in range(11)]
+    assert lrs[0] == pytest.approx(0.003) and lrs[-1] == pytest.approx(0.0003) and lrs[5] == pytest.approx(0.00165)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # decreasing, and the same after a resume at any epoch
+    const = Engine(load_config(None, TINY), build_model(cfg.model), torch.device("cpu"))
+    assert {const.lr_at(e) for e in range(5)} == {0.003}

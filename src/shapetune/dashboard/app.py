@@ -15,6 +15,7 @@ page = st.navigation([
     st.Page(PAGES / "latents.py", title="Latent clusters", icon=":material/scatter_plot:"),
     st.Page(PAGES / "shapes.py", title="Shapes", icon=":material/view_in_ar:"),
     st.Page(PAGES / "export.py", title="Export", icon=":material/ios_share:"),
+    st.Page(PAGES / "fetal.py", title="Fetal skull study", icon=":material/child_care:"),
 ])
 sidebar()
 page.run()

@@ -50,9 +50,11 @@ def discover(paths: list[str | Path]) -> list[Experiment]:
         if (p / SETTINGS_FILE).exists():
             found.append(open_experiment(p))
         elif p.is_dir():
+            from shapetune.dashboard.studies import is_study
+
             subs = sorted(d for d in p.iterdir() if (d / SETTINGS_FILE).exists())
-            if not subs:
-                raise DashboardError(f"{p}: not an experiment (no {SETTINGS_FILE}) and holds no experiment folders")
+            if not subs and not is_study(p):  # a fetal-skull study (or a folder of them) has its own page
+                raise DashboardError(f"{p}: not an experiment (no {SETTINGS_FILE}), nor a study, and holds neither")
             found.extend(open_experiment(d) for d in subs)
         else:
             raise DashboardError(f"{p}: no such folder")

@@ -16,7 +16,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-PAGES = ["Runs", "Compare", "Latent clusters", "Shapes", "Export"]
+PAGES = ["Runs", "Compare", "Latent clusters", "Shapes", "Export", "Fetal skull study"]
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright never downloads a browser here
 
 

@@ -26,6 +26,17 @@ def counts_table(ds: PreparedDataset) -> pd.DataFrame:
     return t
 
 
+def count_table(counts: pd.DataFrame, title: str) -> Table:
+    """A rich table of integer counts, one row per split."""
+    t = Table(title=title)
+    t.add_column("split")
+    for c in counts.columns:
+        t.add_column(str(c), justify="right")
+    for split, r in counts.iterrows():
+        t.add_row(str(split), *[str(int(v)) for v in r])
+    return t
+
+
 def index_summary(ds: PreparedDataset) -> pd.DataFrame:
     """Mean ± sd and median [IQR] of each clinical index per class."""
     m = ds.manifest
@@ -97,17 +108,17 @@ def show(path: str | Path, figures: str | Path | None = None, console: Console |
     ds = PreparedDataset(path)
     fig_dir = Path(figures) if figures else ds.path / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    if ds.meta.get("cohort") == "fetal":
+        from shapetune.data.fetal.show import show_fetal
+
+        paths = show_fetal(ds, fig_dir, console)
+        for p in paths:
+            console.print(f"wrote {p}")
+        return paths
     grid = ds.grid
     console.print(f"[bold]{ds.path}[/]: {len(ds)} subjects, cohort {ds.meta['cohort']}, grid "
                   f"{'x'.join(map(str, grid.shape))} at {grid.spacing} mm")
-    counts = counts_table(ds)
-    t = Table(title="Subjects per split and class")
-    t.add_column("split")
-    for c in counts.columns:
-        t.add_column(str(c), justify="right")
-    for split, r in counts.iterrows():
-        t.add_row(str(split), *[str(int(v)) for v in r])
-    console.print(t)
+    console.print(count_table(counts_table(ds), "Subjects per split and class"))
     summ = index_summary(ds)
     t = Table(title="Clinical indices per class: mean ± sd [IQR]")
     for c in summ.columns:

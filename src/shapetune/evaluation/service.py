@@ -138,6 +138,12 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     exp_dir = Path(exp_dir).resolve()
     settings = load_settings(exp_dir.parent, exp_dir.name)
     settings = settings.model_copy(update={"data": str(data_dir(settings))})
+    from shapetune.platform.tasks import dataset_task
+
+    if dataset_task(settings.data) == "fetal":  # cross-validation by view subset, not the cardiac splits
+        from shapetune.evaluation.fetal.study import evaluate_sweep
+
+        return evaluate_sweep(exp_dir, settings.data, trials, force)
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise EvaluationError(f"unknown split(s) {sorted(unknown)}; choose from {', '.join(SPLITS)}")

@@ -19,12 +19,17 @@ def _channels(width: int, stages: int) -> list[int]:
 class Encoder(nn.Module):
     """Strided 3D convs from ``grid``^3 down to ``bottleneck``^3, then flattened: ``[B, C, G, G, G] -> [B, F]``."""
 
-    def __init__(self, in_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group"):
+    def __init__(self, in_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group",
+                 light_bottom: bool = False):
         super().__init__()
         stages = int(math.log2(grid // bottleneck))
         ch = _channels(width, stages)
-        layers: list[nn.Module] = [nn.Conv3d(in_channels, ch[0], 3, padding=1), _norm(ch[0], norm), nn.SiLU()]
-        for i in range(stages):
+        if light_bottom:  # one strided conv from full resolution (mirror of the decoder's light top)
+            layers: list[nn.Module] = [nn.Conv3d(in_channels, ch[1], 4, stride=2, padding=1), _norm(ch[1], norm),
+                                       nn.SiLU()]
+        else:
+            layers = [nn.Conv3d(in_channels, ch[0], 3, padding=1), _norm(ch[0], norm), nn.SiLU()]
+        for i in range(1 if light_bottom else 0, stages):
             layers += [nn.Conv3d(ch[i], ch[i + 1], 3, stride=2, padding=1), _norm(ch[i + 1], norm), nn.SiLU(),
                        nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1], norm), nn.SiLU()]
         self.net = nn.Sequential(*layers)
@@ -35,18 +40,26 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Mirror of the encoder: ``[B, F] -> [B, out_channels, G, G, G]`` logits."""
+    """Mirror of the encoder: ``[B, F] -> [B, out_channels, G, G, G]`` logits.
 
-    def __init__(self, out_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group"):
+    ``light_top`` ends with one transposed convolution straight to logits at full resolution instead of a
+    full stage there: 4-5x less compute at 64^3, for shapes whose detail the half-resolution features hold.
+    """
+
+    def __init__(self, out_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group",
+                 light_top: bool = False):
         super().__init__()
         stages = int(math.log2(grid // bottleneck))
         ch = _channels(width, stages)[::-1]
         self.start, self.size = ch[0], bottleneck
         layers: list[nn.Module] = []
-        for i in range(stages):
+        for i in range(stages - 1 if light_top else stages):
             layers += [nn.ConvTranspose3d(ch[i], ch[i + 1], 4, stride=2, padding=1), _norm(ch[i + 1], norm), nn.SiLU(),
                        nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1], norm), nn.SiLU()]
-        layers.append(nn.Conv3d(ch[-1], out_channels, 3, padding=1))
+        if light_top:
+            layers.append(nn.ConvTranspose3d(ch[-2], out_channels, 4, stride=2, padding=1))
+        else:
+            layers.append(nn.Conv3d(ch[-1], out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
         self.features = ch[0] * bottleneck**3
 

@@ -8,17 +8,23 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+def _pow2(v: int) -> bool:
+    return v >= 1 and 2 ** round(math.log2(v)) == v
+
+
 class ModelConfig(BaseModel):
     """Architecture of a shape model. ``latent_dims`` lists latent sizes bottom -> top (last = top level)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["vae", "lvae", "ae"] = "lvae"
-    grid: int = Field(32, description="Template grid size (voxels per side, a power of two >= 16).")
+    name: Literal["vae", "lvae", "ae", "cvae", "hcvae", "tlnet"] = "lvae"
+    grid: int = Field(32, description="Grid size (voxels per side): a power of two >= 16, or 3 x one >= 48 (96).")
     in_channels: int = 2
     width: int = Field(16, ge=4, le=128, description="Channels of the first conv stage.")
     bottleneck: int = Field(4, description="Spatial size (voxels per side) where the conv features are flattened.")
     norm: Literal["group", "batch"] = Field("batch", description="Normalisation in the conv backbone.")
+    light_ends: bool = Field(False, description="Full-resolution stages of the 3D encoder/decoder reduced to one "
+                                                "strided (transposed) convolution: several times cheaper at 64^3.")
     latent_dims: list[int] = Field(default_factory=lambda: [32, 16, 2])
     depth: int | None = Field(None, description="LVAE hierarchy depth; must equal len(latent_dims) if given.")
     ladder_hidden: int = Field(256, ge=8, description="Width of the LVAE's deterministic ladder MLPs.")
@@ -26,9 +32,9 @@ class ModelConfig(BaseModel):
 
     @field_validator("grid")
     @classmethod
-    def _pow2(cls, v: int) -> int:
-        if v < 16 or 2 ** round(math.log2(v)) != v:
-            raise ValueError(f"grid must be a power of two >= 16, got {v}")
+    def _grid(cls, v: int) -> int:
+        if not (_pow2(v) and v >= 16) and not (v % 3 == 0 and _pow2(v // 3) and v >= 48):
+            raise ValueError(f"grid must be a power of two >= 16 (or 3 x a power of two >= 48, such as 96), got {v}")
         return v
 
     @field_validator("latent_dims")
@@ -40,17 +46,19 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelConfig":
-        if self.bottleneck not in (2, 4, 8) or self.bottleneck > self.grid // 4:
-            raise ValueError(f"bottleneck must be 2, 4 or 8 and at most grid/4, got {self.bottleneck}")
+        if self.bottleneck not in (2, 3, 4, 6, 8, 12) or self.bottleneck > self.grid // 4 \
+                or self.grid % self.bottleneck or not _pow2(self.grid // self.bottleneck):
+            raise ValueError(f"bottleneck must be one of 2, 3, 4, 6, 8, 12, at most grid/4, and grid/bottleneck a power "
+                             f"of two (e.g. 4 or 8 at 64, 6 or 12 at 96), got {self.bottleneck} at grid {self.grid}")
         n = len(self.latent_dims)
         if self.depth is not None:
             if self.depth < 1 or self.depth > 5:
                 raise ValueError(f"depth must be within 1..5, got {self.depth}")
             if self.depth != n:
                 raise ValueError(f"latent_dims has {n} sizes but depth is {self.depth}: give one latent size per level")
-        if self.name == "lvae" and n > 5:
-            raise ValueError(f"the Ladder VAE supports depth 1..5, got {n} levels")
-        if self.name in ("vae", "ae") and n != 1:
+        if self.name in ("lvae", "hcvae") and n > 5:
+            raise ValueError(f"model '{self.name}' supports depth 1..5, got {n} levels")
+        if self.name in ("vae", "ae", "cvae", "tlnet") and n != 1:
             raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, got {self.latent_dims}")
         return self
 

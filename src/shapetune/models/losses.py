@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from shapetune.models.gaussian import kl_normal
-from shapetune.models.outputs import ModelOutput
+from shapetune.models.outputs import ConditionalOutput, ModelOutput
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class LossWeights:
     dice_weight: float = 1.0
     kl_warmup_epochs: float = 5.0  # linear warm-up of lambda over this many epochs (0 = none)
     free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
+    prior_recon: float = 0.5  # conditional models: weight of the reconstruction from the prior path (GSNN)
+    embed_weight: float = 1.0  # TL-Net: weight of the embedding regression
 
 
 def soft_dice_per_channel(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -54,5 +56,37 @@ def shape_loss(out: ModelOutput, target: torch.Tensor, label: torch.Tensor, w: L
     terms["ce"] = ce
     beta = kl_warmup(epoch, w.kl_warmup_epochs)
     total = recon + w.lambda_kl * beta * kl_total + w.gamma_cls * ce
+    terms["loss"] = total
+    return total, {k: v.detach() for k, v in terms.items()}
+
+
+def _recon(logits: torch.Tensor, target: torch.Tensor, w: LossWeights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    dice = 1.0 - soft_dice_per_channel(logits, target).mean()
+    return bce + w.dice_weight * dice, bce, dice
+
+
+def conditional_loss(out: ConditionalOutput, target: torch.Tensor, w: LossWeights, epoch: float,
+                     variational: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Reconstruction of the posterior path, plus ``prior_recon`` x that of the prior path (what the model
+    predicts from planes alone, Sohn et al.'s hybrid objective), plus lambda x KL per level."""
+    recon, bce, dice = _recon(out.logits.float(), target, w)
+    terms = {"bce": bce, "dice_loss": dice}
+    total = recon
+    if out.prior_logits is not None:
+        prior_recon, _, prior_dice = _recon(out.prior_logits.float(), target, w)
+        terms["prior_dice_loss"] = prior_dice
+        total = total + w.prior_recon * prior_recon
+    kl_total = torch.zeros((), device=target.device)
+    if variational:
+        for i, lv in enumerate(out.levels):
+            kl_dim = kl_normal(lv.mu_q.float(), lv.logvar_q.float(), lv.mu_p.float(), lv.logvar_p.float()).mean(0)
+            terms[f"kl_{i}"] = kl_dim.sum()
+            kl_total = kl_total + (torch.clamp(kl_dim, min=w.free_bits).sum() if w.free_bits > 0 else kl_dim.sum())
+    terms["kl"] = kl_total
+    total = total + w.lambda_kl * kl_warmup(epoch, w.kl_warmup_epochs) * kl_total
+    if out.extra_loss is not None:
+        terms["embed"] = out.extra_loss
+        total = total + w.embed_weight * out.extra_loss
     terms["loss"] = total
     return total, {k: v.detach() for k, v in terms.items()}

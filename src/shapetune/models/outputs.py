@@ -27,3 +27,17 @@ class ModelOutput:
     @property
     def top_mu(self) -> torch.Tensor:
         return self.levels[-1].mu_q
+
+
+@dataclass
+class ConditionalOutput:
+    """A conditional model's forward pass (3D shape from 2D planes).
+
+    ``logits`` decode the posterior (or, without a volume, the prior) path; ``prior_logits`` decode the
+    conditional prior's means during training (the path prediction takes; a deterministic GSNN term).
+    """
+
+    logits: torch.Tensor  # [B, 1, D, H, W]
+    levels: list[Level] = field(default_factory=list)  # bottom -> top
+    prior_logits: torch.Tensor | None = None
+    extra_loss: torch.Tensor | None = None  # model-specific term (TL-Net's embedding regression)

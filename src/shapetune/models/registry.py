@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from torch import nn
 
+from shapetune.models.conditional import CVAE, TLNet
 from shapetune.models.config import ModelConfig
+from shapetune.models.hcvae import HierarchicalCVAE
 from shapetune.models.lvae import LadderVAE
 from shapetune.models.vae import AE, VAE
 
-MODELS: dict[str, type[nn.Module]] = {"vae": VAE, "lvae": LadderVAE, "ae": AE}
+# Cardiac shape models (task "cardiac") and the fetal-skull conditional models (task "fetal").
+MODELS: dict[str, type[nn.Module]] = {"vae": VAE, "lvae": LadderVAE, "ae": AE,
+                                      "cvae": CVAE, "hcvae": HierarchicalCVAE, "tlnet": TLNet}
+
+
+def model_task(name: str) -> str:
+    """The task a registered model belongs to (``cardiac`` or ``fetal``)."""
+    return getattr(MODELS[name], "task", "cardiac")
 
 
 def build_model(cfg: ModelConfig | dict) -> nn.Module:

@@ -22,6 +22,8 @@ class OptimConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     epochs: int = Field(30, ge=1)
     grad_clip: float | None = 5.0
+    schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over the epochs.")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Cosine: the last epoch's lr as a fraction of lr.")
 
 
 class LossConfig(_Strict):
@@ -30,6 +32,8 @@ class LossConfig(_Strict):
     dice_weight: float = Field(1.0, ge=0)
     kl_warmup_epochs: float = Field(5.0, ge=0)
     free_bits: float = Field(0.0, ge=0)
+    prior_recon: float = Field(0.5, ge=0, description="Conditional models: weight of the prior-path reconstruction.")
+    embed_weight: float = Field(1.0, ge=0, description="TL-Net: weight of the embedding regression.")
 
 
 class AugmentConfig(_Strict):
@@ -39,6 +43,28 @@ class AugmentConfig(_Strict):
     rotate_deg: float = Field(8.0, ge=0, description="Max rotation about the long axis.")
     translate_vox: float = Field(1.5, ge=0)
     elastic_vox: float = Field(0.75, ge=0, description="Amplitude of the smooth elastic jitter.")
+
+
+class PlaneAugmentConfig(_Strict):
+    """Fetal study: every epoch the planes are cut afresh from an anisotropically scaled skull, with the
+    reference study's perturbations (rotations up to 10 degrees, shifts up to 7 pixels)."""
+
+    enabled: bool = True
+    scale: float = Field(0.04, ge=0, lt=0.5, description="Per-axis scaling within 1 +- scale.")
+    rotate_deg: float = Field(10.0, ge=0)
+    translate_px: float = Field(7.0, ge=0)
+    normal_px: float = Field(2.0, ge=0, description="Shift along the plane's normal.")
+
+
+class ViewsConfig(_Strict):
+    """Fetal study: which views a training sample has (axial always; the others at these rates)."""
+
+    p_sagittal: float = Field(0.6, ge=0, le=1)
+    p_coronal: float = Field(0.4, ge=0, le=1)
+
+
+class DataConfig(_Strict):
+    fold: int = Field(0, ge=0, description="Cross-validation fold of datasets that have folds (fetal).")
 
 
 class CheckpointSettings(_Strict):
@@ -65,6 +91,9 @@ class TrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    plane_augment: PlaneAugmentConfig = Field(default_factory=PlaneAugmentConfig)
+    views: ViewsConfig = Field(default_factory=ViewsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     seed: int = 0
     amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast on GPU when 'auto'.")

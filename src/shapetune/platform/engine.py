@@ -8,21 +8,21 @@ group exists.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
 from shapetune.data.template import MYOCARDIUM
-from shapetune.models.losses import LossWeights, shape_loss
-from shapetune.platform.augment import augment_batch
+from shapetune.models.losses import LossWeights
 from shapetune.platform.config import TrainConfig
+from shapetune.platform.tasks import task_of
 
 
 @dataclass
@@ -76,6 +76,8 @@ class Engine:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
         self.weights = LossWeights(**cfg.loss.model_dump())
         self.variational = unwrap(model).variational
+        self.task = task_of(cfg)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
         use_bf16 = device.type == "cuda" and cfg.amp in ("auto", "bf16")
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 
@@ -84,22 +86,27 @@ class Engine:
         per_rank = n // self.world
         return perm[self.rank::self.world][:per_rank]
 
-    def train_epoch(self, data: TrainData, epoch: int) -> dict[str, float]:
+    def lr_at(self, epoch: int) -> float:
+        """The epoch's learning rate: a function of the epoch alone, so a resumed run continues the schedule."""
+        o = self.cfg.optim
+        if o.schedule == "constant" or o.epochs <= 1:
+            return o.lr
+        floor = o.lr * o.min_lr_ratio
+        return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * epoch / (o.epochs - 1)))
+
+    def train_epoch(self, data, epoch: int) -> dict[str, float]:
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(epoch)
         bs = self.cfg.optim.batch_size
-        idx = self._shard(len(data.train_x), epoch)
+        idx = self._shard(self.task.n_train(data), epoch)
         n_batches = max(1, len(idx) // bs)
-        gen = torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch * 101 + self.rank)
+        self.gen = torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch * 101 + self.rank)
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         for b in range(n_batches):
             sel = np.sort(idx[b * bs:(b + 1) * bs])
-            x = torch.from_numpy(data.train_x[sel]).to(self.device, torch.float32)
-            y = torch.from_numpy(data.train_y[sel]).to(self.device)
-            x = augment_batch(x, self.cfg.augment, gen)
-            with self.autocast():
-                out = self.model(x)
-            loss, terms = shape_loss(out, x, y, self.weights, epoch + b / n_batches, self.variational)
+            loss, terms = self.task.batch_loss(self, data, sel, epoch, b, epoch + b / n_batches)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.optim.grad_clip:
@@ -110,6 +117,7 @@ class Engine:
         dt = time.perf_counter() - t0
         metrics = {f"train_{k}": v / n_batches for k, v in sums.items()}
         metrics["samples_per_s"] = n_batches * bs * self.world / dt
+        metrics["lr"] = self.lr_at(epoch)
         metrics["epoch_time_s"] = dt
         metrics["peak_mem_mb"] = peak_memory_mb(self.device)
         return metrics
@@ -129,21 +137,18 @@ class Engine:
             return np.zeros((0, 2)), np.zeros(0)
         return torch.cat(dices).numpy(), torch.cat(probs).numpy()
 
-    def validate(self, data: TrainData) -> dict[str, float]:
-        rows = np.arange(len(data.val_x))[self.rank::self.world]
-        dice, prob = self.predict(data.val_x[rows])
+    def validate(self, data) -> dict[str, float]:
+        return self.task.validate(self, data)
+
+    def gather(self, rows: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Every rank's ``rows`` (indices) and per-row arrays, concatenated and sorted by row (no-op alone)."""
         if self.world > 1 and dist.is_available() and dist.is_initialized():
             gathered: list = [None] * self.world
-            dist.all_gather_object(gathered, (rows, dice, prob))
+            dist.all_gather_object(gathered, (rows, *arrays))
             rows = np.concatenate([g[0] for g in gathered])
-            dice = np.concatenate([g[1] for g in gathered])
-            prob = np.concatenate([g[2] for g in gathered])
+            arrays = tuple(np.concatenate([g[i + 1] for g in gathered]) for i in range(len(arrays)))
         order = np.argsort(rows)
-        dice, prob, y = dice[order], prob[order], data.val_y[rows[order]]
-        acc = float(np.mean((prob > 0.5) == y))
-        auc = float(roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else float("nan")
-        return {"val_dice_ed": float(dice[:, 0].mean()), "val_dice_es": float(dice[:, 1].mean()),
-                "val_dice": float(dice.mean()), "val_acc": acc, "val_auc": auc}
+        return (rows[order], *(a[order] for a in arrays))
 
     def state(self, epoch: int, metrics: dict, history: list[dict]) -> dict:
         return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),

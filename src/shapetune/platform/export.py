@@ -126,6 +126,12 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
     choice = choose(exp_dir, objective, pareto_index, trial_id)
     state = load_state(choice.checkpoint)
     cfg = TrainConfig.model_validate(state["config"])
+    from shapetune.models.registry import model_task
+
+    if model_task(cfg.model.name) != "cardiac":  # the export format and card describe the cardiac template
+        raise ExportError(f"{exp_dir}: export and predict serve the cardiac models; a {cfg.model.name!r} fetal-skull "
+                          f"model is evaluated with `shapetune evaluate` / `shapetune study` from its checkpoint "
+                          f"({choice.checkpoint})")
     settings = load_settings(exp_dir.parent, exp_dir.name)
     ds = PreparedDataset(data_dir(settings))
     out.parent.mkdir(parents=True, exist_ok=True)

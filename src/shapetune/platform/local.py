@@ -11,11 +11,11 @@ import torch
 from shapetune.models.registry import build_model
 from shapetune.platform.checkpoints import save_state
 from shapetune.platform.config import TrainConfig
-from shapetune.platform.engine import Engine, TrainData, seed_everything
+from shapetune.platform.engine import Engine, seed_everything
 from shapetune.platform.ray_train import TrainOutcome, _epoch_line, write_run_summary
 
 
-def train_local(cfg: TrainConfig, data: TrainData, out: str | Path | None = None, device: str = "cpu",
+def train_local(cfg: TrainConfig, data, out: str | Path | None = None, device: str = "cpu",
                 verbose: bool = True) -> TrainOutcome:
     """Train in-process; with ``out``, keep the best checkpoint (by the configured metric) and the latest."""
     seed_everything(cfg.seed)
@@ -32,7 +32,7 @@ def train_local(cfg: TrainConfig, data: TrainData, out: str | Path | None = None
             metrics.update(engine.validate(data))
         history.append(metrics)
         if verbose:
-            print(_epoch_line(metrics, cfg.optim.epochs), flush=True)
+            print(_epoch_line(metrics, cfg), flush=True)
         score = metrics.get(cfg.checkpoint.metric)
         improved = score is not None and (best_val is None or sign * score > sign * best_val)
         if improved:

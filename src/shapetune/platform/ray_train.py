@@ -22,7 +22,7 @@ import pandas as pd
 
 from shapetune.platform import storage
 from shapetune.platform.config import TrainConfig
-from shapetune.platform.engine import Engine, TrainData, load_training_data, seed_everything
+from shapetune.platform.engine import Engine, seed_everything
 from shapetune.platform.faults import inject_fault, marker_dir
 
 
@@ -37,7 +37,8 @@ def train_loop_per_worker(config: dict) -> None:
     from shapetune.platform.checkpoints import load_state, save_state
 
     cfg = TrainConfig.model_validate(config["cfg"])
-    data: TrainData = ray.get(config["data_ref"][0])
+    torch.set_num_threads(max(1, int(round(config.get("cpus", 1)))))  # intra-op threads = the CPUs reserved
+    data = ray.get(config["data_ref"][0])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     seed_everything(cfg.seed)
@@ -65,15 +66,14 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 save_state(tmp, engine.state(epoch, metrics, history))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                print(_epoch_line(metrics, cfg.optim.epochs), flush=True)
+                print(_epoch_line(metrics, cfg), flush=True)
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _epoch_line(m: dict, epochs: int) -> str:
-    val = (f" val dice ED {m['val_dice_ed']:.3f} ES {m['val_dice_es']:.3f} acc {m['val_acc']:.3f} "
-           f"auc {m['val_auc']:.3f}") if "val_dice" in m else ""
-    return (f"[shapetune] epoch {m['epoch'] + 1}/{epochs} loss {m['train_loss']:.4f} bce {m['train_bce']:.4f} "
-            f"kl {m['train_kl']:.2f} ce {m['train_ce']:.3f}{val} {m['samples_per_s']:.1f} samples/s")
+def _epoch_line(m: dict, cfg: TrainConfig) -> str:
+    from shapetune.platform.tasks import task_of
+
+    return task_of(cfg).epoch_line(m, cfg.optim.epochs)
 
 
 @dataclass
@@ -99,7 +99,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
                  configure_logging=False)
 
 
-def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | Path, workers: int = 1,
+def run_training(cfg: TrainConfig, data_dir, out: str | Path, workers: int = 1,
                  gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
                  placement_strategy: str = "PACK", callbacks: list | None = None,
                  summary: bool = True) -> TrainOutcome:
@@ -112,7 +112,9 @@ def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | 
     from ray.train.torch import TorchConfig, TorchTrainer
 
     out = str(out) if storage.is_uri(out) else Path(out).resolve()  # Ray Train persists to URIs itself
-    data = data_dir if isinstance(data_dir, TrainData) else load_training_data(str(data_dir), cfg.model.grid)
+    from shapetune.platform.tasks import load_task_data
+
+    data = load_task_data(data_dir, cfg) if isinstance(data_dir, (str, Path)) else data_dir
     ensure_ray()
     t0 = time.perf_counter()
     ref = ray.put(data)
@@ -121,7 +123,8 @@ def run_training(cfg: TrainConfig, data_dir: str | Path | TrainData, out: str | 
     ck = cfg.checkpoint
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "data_ref": [ref], "run_dir": str(out)},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "data_ref": [ref], "run_dir": str(out),
+                           "cpus": cpus_per_worker},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
                                                placement_strategy=placement_strategy),
@@ -174,14 +177,17 @@ def plot_learning_curves(h: pd.DataFrame, path: Path) -> None:
     ep = h["epoch"] + 1
     ax[0].plot(ep, h["train_loss"], label="total")
     ax[0].plot(ep, h["train_bce"] + h["train_dice_loss"], label="reconstruction")
-    ax[0].plot(ep, h["train_ce"], label="classifier CE")
+    if "train_ce" in h:
+        ax[0].plot(ep, h["train_ce"], label="classifier CE")
     ax[0].set_title("training loss"), ax[0].legend(fontsize=7)
     ax[1].plot(ep, h["train_kl"], color="C3")
     ax[1].set_title("KL (all levels)")
+    curves = {"val_dice_ed": "val Dice ED", "val_dice_es": "val Dice ES", "val_acc": "val accuracy",
+              "val_dice_3v": "val Dice 3 views", "val_dice_2v": "val Dice 2 views", "val_dice_1v": "val Dice 1 view"}
     if "val_dice" in h:
-        ax[2].plot(ep, h["val_dice_ed"], label="val Dice ED")
-        ax[2].plot(ep, h["val_dice_es"], label="val Dice ES")
-        ax[2].plot(ep, h["val_acc"], label="val accuracy")
+        for key, label in curves.items():
+            if key in h:
+                ax[2].plot(ep, h[key], label=label)
         ax[2].set_ylim(0, 1), ax[2].legend(fontsize=7), ax[2].set_title("validation")
     for a in ax:
         a.set_xlabel("epoch")

@@ -177,11 +177,12 @@ class EvaluateOnComplete(Callback):
 
 def _load_data(settings: SweepSettings, space: SearchSpace):
     """The prepared train/val data at the space's grid (checked before anything is started)."""
-    from shapetune.platform.engine import load_training_data
+    from shapetune.platform.tasks import load_task_data
 
-    if "model.grid" in space.params:
-        raise ConfigError(f"{space.source}: model.grid cannot be searched (the data is prepared at one grid)")
-    return load_training_data(str(data_dir(settings)), base_config(space).model.grid)
+    for key in ("model.grid", "model.name", "data.fold"):
+        if key in space.params:
+            raise ConfigError(f"{space.source}: {key} cannot be searched (one dataset, one task, one fold per sweep)")
+    return load_task_data(data_dir(settings), base_config(space))
 
 
 def _trainable(settings: SweepSettings, space: SearchSpace, data):
@@ -229,6 +230,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
 
     from shapetune.platform.ray_train import ensure_ray
     from shapetune.platform.search import make_searcher, sqlite_url
+    from shapetune.platform.tasks import task_of
 
     exp, home = settings.exp_dir, settings.exp_location
     if not resume and storage.exists(storage.join(home, SETTINGS_FILE)):
@@ -241,6 +243,9 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
         storage.local_copy(home)  # the driver's files (the SQLite study) as the bucket has them
     space = frozen_space(settings)
     data = _load_data(settings, space)
+    if settings.evaluate and task_of(base_config(space)).name == "fetal":
+        raise ConfigError("--evaluate scores the cardiac test split; for a fetal-skull sweep run `shapetune evaluate "
+                          f"{settings.name}` after it (cross-validation by view subset)")
     exp.mkdir(parents=True, exist_ok=True)
     if not (exp / SPACE_FILE).exists():
         (exp / SPACE_FILE).write_text(Path(space.source).read_text())
@@ -331,7 +336,8 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
                "optuna_number": ot.number if ot else None, "optuna_state": ot.state.name if ot else None,
                "path": trial_location(home, t.trial_id, settings.workers_per_trial)}
         row.update({f"param:{k}": v for k, v in (t.config or {}).items()})
-        for m in ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc", "train_loss"):
+        for m in ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc", "val_dice_3v", "val_dice_2v",
+                  "val_dice_1v", "train_loss"):
             row[m] = last.get(m)
         for m, o in zip(metrics, space.objectives):
             if df is not None and m in df:

@@ -1,0 +1,133 @@
+"""Fetal skull study: the table by view subset, metrics per model, reconstructions with uncertainty."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from shapetune.dashboard import common, studies
+from shapetune.dashboard import experiments as ex
+from shapetune.data.fetal.planes import VIEWS
+from shapetune.evaluation.fetal.figures import SLICE_AXES, mid_slice
+from shapetune.evaluation.fetal.study import REFERENCE, SUBSET_LABELS
+from shapetune.platform.tasks.fetal import VIEW_SUBSETS
+
+
+@st.cache_data(show_spinner="reading the study ...", max_entries=16)
+def _tables(path: str, name: str, stamp: tuple):
+    return studies.tables(studies.Study(name, studies.Path(path)))
+
+
+@st.cache_data(show_spinner="loading the case ...", max_entries=32)
+def _case(path: str, name: str, model: str, fold: int, subset: str, subject: str, stamp: tuple):
+    return studies.case(studies.Study(name, studies.Path(path)), model, fold, subset, subject)
+
+
+def _pm(mean: float, sd: float, fmt: str) -> str:
+    return "-" if mean != mean else (f"{mean:{fmt}} ± {sd:{fmt}}" if sd == sd else f"{mean:{fmt}}")
+
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+def metric_bars(table):
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Dice", "Hausdorff (mm)", "|RVD|"))
+    for i, model in enumerate(dict.fromkeys(table.model)):
+        g = table[table.model == model].set_index("views").reindex(list(VIEW_SUBSETS))
+        for c, m in enumerate(("dice", "hd", "abs_rvd"), start=1):
+            fig.add_bar(x=[SUBSET_LABELS[s].split(" (")[0] for s in g.index], y=g[f"{m}_mean"], name=model,
+                        error_y=dict(type="data", array=g[f"{m}_sd"].fillna(0)), legendgroup=model,
+                        marker_color=PALETTE[i % len(PALETTE)],
+                        showlegend=c == 1, row=1, col=c)
+    fig.update_layout(barmode="group", height=330, margin=dict(l=40, r=20, t=40, b=30))
+    return fig
+
+
+def case_figure(c: dict, overlay: bool):
+    """Truth (grey), prediction (green contour) and uncertainty (heat) in the three orthogonal mid-slices."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=list(SLICE_AXES), horizontal_spacing=0.03)
+    vmax = max(1e-3, float(c["var"].max()))
+    for col, view in enumerate(SLICE_AXES, start=1):
+        truth = mid_slice(c["truth"].astype(float), view)
+        pred = mid_slice(c["pred"].astype(float), view)
+        fig.add_heatmap(z=truth, colorscale="Greys", showscale=False, zmin=0, zmax=1.5, row=1, col=col,
+                        hovertemplate="truth %{z}<extra></extra>")
+        fig.add_contour(z=pred, contours=dict(start=0.5, end=0.5, coloring="lines"), line=dict(width=2),
+                        colorscale=[[0, "#2ca02c"], [1, "#2ca02c"]],
+                        showscale=False, row=1, col=col, name="prediction", hoverinfo="skip")
+        if overlay:
+            var = mid_slice(c["var"], view)
+            fig.add_heatmap(z=np.where(var > 0.05 * vmax, var, np.nan), colorscale="Magma", zmin=0, zmax=vmax,
+                            opacity=0.75, showscale=col == 3, colorbar=dict(title="variance"), row=1, col=col,
+                            hovertemplate="variance %{z:.4f}<extra></extra>")
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, scaleanchor="x")
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def planes_figure(planes: np.ndarray, present: tuple[int, int, int]):
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{v}{'' if p else ' (not acquired)'}" for v, p in zip(VIEWS, present)])
+    for i in range(3):
+        fig.add_heatmap(z=planes[i].T * (1.0 if present[i] else 0.25), colorscale="Greys", reversescale=True,
+                        zmin=0, zmax=1, showscale=False, row=1, col=i + 1, hoverinfo="skip")
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, scaleanchor="x")
+    fig.update_layout(height=230, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def render() -> None:
+    st.title("Fetal skull study")
+    roots = [ex.local_root(p) for p in common.experiment_paths()]
+    found = studies.discover_studies(roots)
+    if not found:
+        st.info("No fetal-skull study here. Run `shapetune study --data PREPARED --out DIR` (or `shapetune evaluate` "
+                "on a fetal sweep) and open the dashboard on that folder.")
+        return
+    names = [s.name for s in found]
+    study = found[names.index(st.selectbox("Study", names))]
+    stamp = studies.stamp(study)
+    table, per_case = _tables(str(study.path), study.name, stamp)
+    st.subheader("Reconstruction by view subset (mean ± sd over folds)")
+    rows = []
+    for _, r in table.iterrows():
+        rows.append({"model": r.model, "views": SUBSET_LABELS[r.views], "DC": _pm(r.dice_mean, r.dice_sd, ".3f"),
+                     "HD mm": _pm(r.hd_mean, r.hd_sd, ".2f"), "RVD": _pm(r.rvd_mean, r.rvd_sd, ".3f"),
+                     "uncertainty": _pm(r.uncertainty_mean, r.uncertainty_sd, ".4f"), "folds": int(r.folds)})
+    st.dataframe(rows, hide_index=True, width="stretch")
+    with st.expander("Reference study (real 3D ultrasound, 96³ at 0.5 mm)"):
+        st.dataframe([{"model": m, **{SUBSET_LABELS[s]: " / ".join(f"{x:g}" for x in v[s]) for s in VIEW_SUBSETS}}
+                      for m, v in REFERENCE.items()], hide_index=True, width="stretch")
+    st.plotly_chart(metric_bars(table), width="stretch")
+    drop = table.pivot(index="model", columns="views", values="dice_mean")
+    if {"3v", "1v"} <= set(drop.columns):
+        st.caption("Dice lost from 3 views to 1 view: " + ", ".join(f"{m} {drop.loc[m, '3v'] - drop.loc[m, '1v']:+.3f}"
+                                                                    for m in drop.index))
+    st.subheader("A case")
+    c1, c2, c3, c4 = st.columns(4)
+    model = c1.selectbox("Model", list(dict.fromkeys(per_case.model)))
+    fold = c2.selectbox("Fold", sorted(per_case[per_case.model == model].fold.unique()))
+    subset = c3.radio("Views", list(VIEW_SUBSETS), format_func=lambda s: SUBSET_LABELS[s].split(" (")[0], horizontal=True)
+    subjects = sorted(per_case[(per_case.model == model) & (per_case.fold == fold)].subject.unique())
+    subject = c4.selectbox("Subject", subjects)
+    c = _case(str(study.path), study.name, model, int(fold), subset, subject, stamp)
+    row = per_case[(per_case.model == model) & (per_case.fold == fold) & (per_case.views == subset)
+                   & (per_case.subject == subject)].iloc[0]
+    ga = f"{c['ga_weeks']:.1f} weeks, cephalic index {c['cephalic_index']:.0f} · " if c.get("ga_weeks") == c.get("ga_weeks") and c.get("ga_weeks") is not None else ""
+    st.caption(f"{ga}DC {row.dice:.3f} · HD {row.hd:.2f} mm · RVD {row.rvd:+.3f} · mean variance near the skull "
+               f"{row.uncertainty:.4f}")
+    st.plotly_chart(planes_figure(c["planes"], VIEW_SUBSETS[subset]), width="stretch")
+    overlay = st.toggle("Uncertainty overlay", value=True, help="Voxel-wise variance of samples from the conditional prior")
+    st.plotly_chart(case_figure(c, overlay), width="stretch")
+    st.subheader("Uncertainty by view subset")
+    fig = go.Figure()
+    for m in dict.fromkeys(per_case.model):
+        d = per_case[per_case.model == m]
+        fig.add_box(x=d.views.map(lambda s: SUBSET_LABELS[s].split(" (")[0]), y=d.uncertainty, name=m)
+    fig.update_layout(boxmode="group", height=300, yaxis_title="mean variance near the skull",
+                      margin=dict(l=40, r=20, t=20, b=30))
+    st.plotly_chart(fig, width="stretch")
+
+
+common.guard(render)

@@ -1,0 +1,235 @@
+"""The fetal-skull study: train each model on each cross-validation fold, evaluate by view subset.
+
+``STUDY/study.json``           the request (data, models, folds) and the dataset's fingerprint
+``STUDY/runs/MODEL/foldK/``     one ``shapetune train`` run per model and fold (a finished run is reused)
+``STUDY/scores/MODEL_foldK.parquet`` / ``.npz``  per subject x view subset metrics; predictions, variance maps
+``STUDY/per_case.parquet``      every model x fold x subject x view subset
+``STUDY/table.csv`` / ``table.md``  DC, HD (mm), RVD by view subset: mean +- sd over the folds
+``STUDY/figures/``              Dice by view subset, uncertainty maps
+
+A re-run trains and scores only what is missing; ``force`` re-scores (training is never repeated).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from shapetune.platform.config import TrainConfig
+from shapetune.platform.tasks.fetal import VIEW_SUBSETS, fold_rows
+
+console = Console()
+STUDY_FILE = "study.json"
+SUBSET_LABELS = {"3v": "3 views", "2v": "2 views (axial + sagittal)", "1v": "1 view (axial)"}
+# The reference study's table (Cerrolaza et al.): DC, HD mm, RVD for 3 / 2 / 1 views.
+REFERENCE = {
+    "CVAE": {"3v": (0.91, 4.33, 0.03), "2v": (0.86, 5.43, 0.03), "1v": (0.83, 6.23, 0.09)},
+    "HCVAE": {"3v": (0.91, 4.12, 0.03), "2v": (0.89, 4.81, 0.03), "1v": (0.86, 5.04, 0.04)},
+    "TL-Net": {"3v": (0.89, 4.79, 0.09), "2v": (0.89, 5.32, 0.09), "1v": (0.85, 7.04, 0.17)},
+    "GAN": {"3v": (0.89, 5.16, 0.03), "2v": (0.86, 5.93, 0.05), "1v": (0.83, 8.04, 0.17)},
+}
+
+
+def slug(name: str) -> str:
+    """A model name as a file name (sweep candidates are called ``EXP:best(TRIAL)``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+class StudyError(ValueError):
+    """A bad study request (unknown model config, a fold the data does not have, a non-fetal dataset)."""
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    per_case: pd.DataFrame
+    table: pd.DataFrame
+    trained: list[str] = field(default_factory=list)
+    scored: list[str] = field(default_factory=list)
+
+
+def _fold_data(data: str | Path, fold: int):
+    from shapetune.data.dataset import PreparedDataset
+
+    ds = PreparedDataset(data)
+    rows = fold_rows(ds.manifest, fold, "test", str(ds.path / "manifest.parquet"))
+    idx = rows["index"].to_numpy()
+    planes = np.load(ds.path / "planes.npy", mmap_mode="r")
+    return np.asarray(planes[idx]), np.asarray(ds.masks[idx]), rows.subject.tolist(), ds.grid.spacing
+
+
+def fold_count(data: str | Path) -> int:
+    from shapetune.platform.tasks import dataset_task
+
+    if dataset_task(data) != "fetal":
+        raise StudyError(f"{data}: not a fetal-skull dataset (prepare one with --format fetal)")
+    return int(json.loads((Path(data) / "dataset.json").read_text()).get("folds", 0))
+
+
+def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, folds: list[int],
+                runs: dict[tuple[str, int], Path] | None = None, workers: int = 1,
+                cpus_per_worker: float = 1.0) -> tuple[dict, list[str]]:
+    """Train every (model, fold) without a finished run under ``out/runs`` (or in ``runs``); returns the runs."""
+    from shapetune.platform.ray_train import run_training
+
+    have = dict(runs or {})
+    trained = []
+    for name, cfg in configs.items():
+        for k in folds:
+            if (name, k) in have:
+                continue
+            run = out / "runs" / slug(name) / f"fold{k}"
+            fold_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": k})})
+            summary = run / "summary.json"
+            if summary.exists():  # a finished run is never trained again, but it must be this configuration's
+                if json.loads(summary.read_text())["config"] != fold_cfg.model_dump(mode="json"):
+                    raise StudyError(f"{run} was trained with another configuration than model {name!r} has now; "
+                                     "give the model another name (NAME=CONFIG) or use another --out")
+            else:
+                console.print(f"[bold]training {name} on fold {k}[/] -> {run}")
+                run_training(fold_cfg, str(data), run, workers=workers, cpus_per_worker=cpus_per_worker)
+                trained.append(f"{name}/fold{k}")
+            have[(name, k)] = run
+    return have, trained
+
+
+def write_runs(out: Path, runs: dict[tuple[str, int], Path]) -> None:
+    """``runs.json``: where each model x fold's checkpoint lives (for the dashboard and re-evaluation)."""
+    rows = [{"model": n, "fold": k, "run": str(Path(r).resolve())} for (n, k), r in sorted(runs.items())]
+    (out / "runs.json").write_text(json.dumps(rows, indent=2))
+
+
+def _checkpoint(run: Path) -> Path:
+    from shapetune.evaluation.service import checkpoint_dir
+
+    return checkpoint_dir(run)
+
+
+def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, samples: int = 8,
+               force: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Score every run on its fold's test subjects (cached in ``out/scores`` by checkpoint hash)."""
+    from shapetune.data.nifti import sha256_file
+    from shapetune.evaluation.fetal.scoring import save_maps, score_fold
+    from shapetune.evaluation.service import _atomic_parquet
+    from shapetune.platform.checkpoints import CHECKPOINT_FILE
+
+    scores = out / "scores"
+    scores.mkdir(parents=True, exist_ok=True)
+    frames, scored = [], []
+    for (name, k), run in sorted(runs.items()):
+        ck = _checkpoint(Path(run))
+        key = sha256_file(ck / CHECKPOINT_FILE)[:16]
+        stem = scores / f"{slug(name)}_fold{k}"
+        meta = stem.with_suffix(".json")
+        fresh = meta.exists() and json.loads(meta.read_text()).get("key") == key and stem.with_suffix(".parquet").exists()
+        if force or not fresh:
+            planes, truth, subjects, spacing = _fold_data(data, k)
+            console.print(f"scoring {name} fold {k} ({len(subjects)} test subjects x {len(VIEW_SUBSETS)} view subsets)")
+            df, maps = score_fold(ck, planes, truth, subjects, spacing, samples=samples, seed=k)
+            df.insert(0, "fold", k)
+            df.insert(0, "model", name)
+            _atomic_parquet(df, stem.with_suffix(".parquet"))
+            save_maps(stem.with_suffix(".npz"), maps, subjects)
+            meta.write_text(json.dumps({"key": key, "checkpoint": str(ck), "samples": samples}))
+            scored.append(f"{name}/fold{k}")
+        frames.append(pd.read_parquet(stem.with_suffix(".parquet")))
+    return pd.concat(frames, ignore_index=True), scored
+
+
+def study_table(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Model x view subset: DC, HD, RVD (and |RVD|, uncertainty) as mean and sd over the folds' means."""
+    metrics = ["dice", "hd", "rvd", "abs_rvd", "uncertainty", "uncertainty_auc"]
+    per_fold = per_case.groupby(["model", "views", "fold"])[metrics].mean()
+    g = per_fold.groupby(["model", "views"])
+    table = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_sd")).join(g.size().rename("folds"))
+    table = table.reset_index()
+    order = {k: i for i, k in enumerate(VIEW_SUBSETS)}
+    return table.sort_values(["model", "views"], key=lambda s: s.map(order) if s.name == "views" else s).reset_index(drop=True)
+
+
+def _pm(r: pd.Series, m: str, fmt: str) -> str:
+    mean, sd = r[f"{m}_mean"], r[f"{m}_sd"]
+    if mean != mean:
+        return "-"
+    return f"{mean:{fmt}} ± {sd:{fmt}}" if sd == sd else f"{mean:{fmt}}"
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """The reference study's layout: one row per model, DC / HD / RVD for 3, 2, 1 views; reference below."""
+    head = "| model | " + " | ".join(f"{SUBSET_LABELS[s]}: DC / HD mm / RVD" for s in VIEW_SUBSETS) + " |"
+    lines = [head, "|---" * (1 + len(VIEW_SUBSETS)) + "|"]
+    for model, g in table.groupby("model", sort=False):
+        cells = []
+        for s in VIEW_SUBSETS:
+            r = g[g.views == s]
+            cells.append("-" if r.empty else " / ".join([_pm(r.iloc[0], "dice", ".3f"), _pm(r.iloc[0], "hd", ".2f"),
+                                                          _pm(r.iloc[0], "rvd", ".3f")]))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "Reference study (real fetal 3D ultrasound, 96³, 0.5 mm):", "", head, lines[1]]
+    for model, vals in REFERENCE.items():
+        lines.append(f"| {model} | " + " | ".join(" / ".join(f"{v:g}" for v in vals[s]) for s in VIEW_SUBSETS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path, folds: list[int] | None = None,
+              samples: int = 8, force: bool = False, workers: int = 1,
+              runs: dict[tuple[str, int], Path] | None = None, cpus_per_worker: float = 1.0) -> StudyResult:
+    """Train what is missing, score what is new, write the table, per-case results and figures."""
+    from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
+    from shapetune.evaluation.service import _atomic_parquet
+
+    out = Path(out).resolve()
+    n_folds = fold_count(data)
+    folds = list(range(n_folds)) if folds is None else folds
+    bad = [k for k in folds if not 0 <= k < n_folds]
+    if bad:
+        raise StudyError(f"{data}: no fold(s) {bad}; it has folds 0..{n_folds - 1}")
+    for name, cfg in configs.items():
+        from shapetune.models.registry import model_task
+
+        if model_task(cfg.model.name) != "fetal":
+            raise StudyError(f"model {name!r} ({cfg.model.name}) is not a fetal-skull model (cvae, hcvae, tlnet)")
+    out.mkdir(parents=True, exist_ok=True)
+    request = {"data": str(Path(data).resolve()), "folds": folds, "samples": samples,
+               "models": {n: c.model_dump(mode="json") for n, c in configs.items()}}
+    tmp = out / f".{STUDY_FILE}.tmp"
+    tmp.write_text(json.dumps(request, indent=2))
+    os.replace(tmp, out / STUDY_FILE)
+    runs, trained = train_folds(configs, data, out, folds, runs, workers, cpus_per_worker)
+    write_runs(out, runs)
+    per_case, scored = score_runs({k: v for k, v in runs.items() if k[1] in folds}, data, out, samples, force)
+    table = study_table(per_case)
+    _atomic_parquet(per_case, out / "per_case.parquet")
+    table.to_csv(out / "table.csv", index=False)
+    (out / "table.md").write_text(table_markdown(table))
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    dice_by_views(table, fig_dir / "dice_by_views.png")
+    for name in configs:
+        uncertainty_figure(out, data, name, folds[0], fig_dir / f"uncertainty_{slug(name)}.png")
+    return StudyResult(out, per_case, table, trained, scored)
+
+
+def evaluate_sweep(exp_dir: Path, data: str | Path, trials: str = "best", force: bool = False,
+                   samples: int = 8) -> StudyResult:
+    """Cross-validate a fetal sweep's trials (``best``, ``all`` or ids): each trial's checkpoint is its
+    configuration's run on the fold it was swept on; the other folds are trained with the same configuration
+    under ``EXP/evaluation/fetal/runs``; then the study's table by view subset."""
+    from shapetune.evaluation.service import candidates
+    from shapetune.platform.checkpoints import load_state
+
+    configs, runs = {}, {}
+    for c in candidates(exp_dir, trials):
+        cfg = TrainConfig.model_validate(load_state(c.checkpoint)["config"])
+        configs[c.name] = cfg
+        runs[(c.name, cfg.data.fold)] = c.checkpoint
+    if not configs:
+        raise StudyError(f"{exp_dir}: no trial with a checkpoint to evaluate")
+    return run_study(configs, data, exp_dir / "evaluation" / "fetal", samples=samples, force=force, runs=runs)
