@@ -394,15 +394,14 @@ def study_cmd(
 
 
 def _print_study(table) -> None:
-    from shapetune.evaluation.fetal.study import SUBSET_LABELS
+    from shapetune.evaluation.fetal.study import SUBSET_LABELS, mean_sd
 
     t = Table(title="fetal skull reconstruction: mean ± sd over folds")
     for c in ("model", "views", "DC", "HD mm", "RVD", "uncertainty"):
         t.add_column(c)
     for _, r in table.iterrows():
-        pm = lambda m, f: f"{r[m + '_mean']:{f}} ± {r[m + '_sd']:{f}}" if r[m + "_mean"] == r[m + "_mean"] else "-"  # noqa: E731
-        t.add_row(r.model, SUBSET_LABELS[r.views], pm("dice", ".3f"), pm("hd", ".2f"), pm("rvd", ".3f"),
-                  pm("uncertainty", ".4f"))
+        t.add_row(r.model, SUBSET_LABELS[r.views], mean_sd(r, "dice", ".3f"), mean_sd(r, "hd", ".2f"),
+                  mean_sd(r, "rvd", ".3f"), mean_sd(r, "uncertainty", ".4f"))
     console.print(t)
 
 

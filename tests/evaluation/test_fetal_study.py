@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -53,7 +54,9 @@ def test_table_reproduces_from_the_saved_study(study, fetal_prepared):
 def test_cli_study_and_bad_requests(study, fetal_prepared, tiny_prepared, tmp_path):
     res, _ = study
     runner = CliRunner()
-    args = ["study", "--data", str(fetal_prepared), "--out", str(res.out), "--model", "hcvae", "--samples", "3",
+    out = tmp_path / "copy"  # a copy: this run rewrites the table with one model, the session's study stays whole
+    shutil.copytree(res.out, out)
+    args = ["study", "--data", str(fetal_prepared), "--out", str(out), "--model", "hcvae", "--samples", "3",
             "model.grid=32", "optim.epochs=2", *FETAL_TINY]
     r = runner.invoke(app, [*args, "model.latent_dims=[8,8,4]"])  # the study's own configuration: reused
     assert r.exit_code == 0, r.output

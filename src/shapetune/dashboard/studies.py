@@ -61,7 +61,7 @@ def case(study: Study, model: str, fold: int, subset: str, subject: str) -> dict
     i = subjects.index(subject)
     ds = PreparedDataset(study.data)
     row = ds.manifest.set_index("subject").loc[subject]
-    planes = np.load(ds.path / "planes.npy", mmap_mode="r")[int(row["index"])]
-    return {"truth": np.asarray(ds.masks[int(row["index"])][0]).astype(bool), "pred": pred[i], "var": var[i],
-            "planes": np.asarray(planes), "spacing": ds.grid.spacing,
+    k = int(row["index"])
+    return {"truth": np.asarray(ds.masks[k][0]).astype(bool), "pred": pred[i], "var": var[i],
+            "planes": np.asarray(ds.planes[k]), "spacing": ds.grid.spacing,
             "ga_weeks": row.get("ga_weeks"), "cephalic_index": row.get("cephalic_index")}

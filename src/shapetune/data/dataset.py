@@ -35,6 +35,17 @@ class PreparedDataset:
             raise DataError(self.path / "masks.npy", f"{arr.shape[0]} volumes but {len(self.manifest)} manifest rows")
         return arr
 
+    @cached_property
+    def planes(self) -> np.ndarray:
+        """The fetal-skull cohort's 2D planes ``[N, 3, G, G]`` (axial, sagittal, coronal), memory-mapped."""
+        path = self.path / "planes.npy"
+        if not path.exists():
+            raise DataError(path, "no planes here: not a fetal-skull dataset (shapetune data prepare --format fetal)")
+        arr = np.load(path, mmap_mode="r")
+        if arr.shape[0] != len(self.manifest):
+            raise DataError(path, f"{arr.shape[0]} plane sets but {len(self.manifest)} manifest rows")
+        return arr
+
     def __len__(self) -> int:
         return len(self.manifest)
 

@@ -77,7 +77,6 @@ class Engine:
         self.weights = LossWeights(**cfg.loss.model_dump())
         self.variational = unwrap(model).variational
         self.task = task_of(cfg)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
         use_bf16 = device.type == "cuda" and cfg.amp in ("auto", "bf16")
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
 

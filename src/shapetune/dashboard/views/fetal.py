@@ -9,7 +9,7 @@ from shapetune.dashboard import common, studies
 from shapetune.dashboard import experiments as ex
 from shapetune.data.fetal.planes import VIEWS
 from shapetune.evaluation.fetal.figures import SLICE_AXES, mid_slice
-from shapetune.evaluation.fetal.study import REFERENCE, SUBSET_LABELS
+from shapetune.evaluation.fetal.study import REFERENCE, SUBSET_LABELS, mean_sd
 from shapetune.platform.tasks.fetal import VIEW_SUBSETS
 
 
@@ -21,10 +21,6 @@ def _tables(path: str, name: str, stamp: tuple):
 @st.cache_data(show_spinner="loading the case ...", max_entries=32)
 def _case(path: str, name: str, model: str, fold: int, subset: str, subject: str, stamp: tuple):
     return studies.case(studies.Study(name, studies.Path(path)), model, fold, subset, subject)
-
-
-def _pm(mean: float, sd: float, fmt: str) -> str:
-    return "-" if mean != mean else (f"{mean:{fmt}} ± {sd:{fmt}}" if sd == sd else f"{mean:{fmt}}")
 
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -92,9 +88,9 @@ def render() -> None:
     st.subheader("Reconstruction by view subset (mean ± sd over folds)")
     rows = []
     for _, r in table.iterrows():
-        rows.append({"model": r.model, "views": SUBSET_LABELS[r.views], "DC": _pm(r.dice_mean, r.dice_sd, ".3f"),
-                     "HD mm": _pm(r.hd_mean, r.hd_sd, ".2f"), "RVD": _pm(r.rvd_mean, r.rvd_sd, ".3f"),
-                     "uncertainty": _pm(r.uncertainty_mean, r.uncertainty_sd, ".4f"), "folds": int(r.folds)})
+        rows.append({"model": r.model, "views": SUBSET_LABELS[r.views], "DC": mean_sd(r, "dice", ".3f"),
+                     "HD mm": mean_sd(r, "hd", ".2f"), "RVD": mean_sd(r, "rvd", ".3f"),
+                     "uncertainty": mean_sd(r, "uncertainty", ".4f"), "folds": int(r.folds)})
     st.dataframe(rows, hide_index=True, width="stretch")
     with st.expander("Reference study (real 3D ultrasound, 96³ at 0.5 mm)"):
         st.dataframe([{"model": m, **{SUBSET_LABELS[s]: " / ".join(f"{x:g}" for x in v[s]) for s in VIEW_SUBSETS}}

@@ -29,7 +29,6 @@ def mosaic(ds: PreparedDataset, path: Path, n: int = 4) -> Path:
 
     m = ds.manifest.sort_values("ga_weeks") if "ga_weeks" in ds.manifest else ds.manifest
     picks = m.iloc[np.linspace(0, len(m) - 1, min(n, len(m))).astype(int)]
-    planes = np.load(ds.path / "planes.npy", mmap_mode="r")
     fig, axes = plt.subplots(len(picks), 9, figsize=(16, 1.9 * len(picks)), squeeze=False)
     rng = np.random.default_rng(0)
     for r, (_, row) in enumerate(picks.iterrows()):
@@ -40,7 +39,7 @@ def mosaic(ds: PreparedDataset, path: Path, n: int = 4) -> Path:
             axes[r, c].imshow(img, origin="lower", cmap="gray")
             axes[r, c].set_title(title, fontsize=7)
         for v, view in enumerate(VIEWS):
-            pl = np.asarray(planes[int(row["index"]), v])
+            pl = np.asarray(ds.planes[int(row["index"]), v])
             axes[r, 3 + 2 * v].imshow(pl.T, origin="lower", cmap="gray")
             axes[r, 3 + 2 * v].set_title(f"{view} mask", fontsize=7)
             axes[r, 4 + 2 * v].imshow(render_ultrasound(pl.T[::-1], rng), cmap="gray")

@@ -1,6 +1,6 @@
 """The fetal-skull study: train each model on each cross-validation fold, evaluate by view subset.
 
-``STUDY/study.json``           the request (data, models, folds) and the dataset's fingerprint
+``STUDY/study.json``           the request (data, folds, samples, each model's configuration)
 ``STUDY/runs/MODEL/foldK/``     one ``shapetune train`` run per model and fold (a finished run is reused)
 ``STUDY/scores/MODEL_foldK.parquet`` / ``.npz``  per subject x view subset metrics; predictions, variance maps
 ``STUDY/per_case.parquet``      every model x fold x subject x view subset
@@ -61,8 +61,7 @@ def _fold_data(data: str | Path, fold: int):
     ds = PreparedDataset(data)
     rows = fold_rows(ds.manifest, fold, "test", str(ds.path / "manifest.parquet"))
     idx = rows["index"].to_numpy()
-    planes = np.load(ds.path / "planes.npy", mmap_mode="r")
-    return np.asarray(planes[idx]), np.asarray(ds.masks[idx]), rows.subject.tolist(), ds.grid.spacing
+    return np.asarray(ds.planes[idx]), np.asarray(ds.masks[idx]), rows.subject.tolist(), ds.grid.spacing
 
 
 def fold_count(data: str | Path) -> int:
@@ -154,7 +153,8 @@ def study_table(per_case: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["model", "views"], key=lambda s: s.map(order) if s.name == "views" else s).reset_index(drop=True)
 
 
-def _pm(r: pd.Series, m: str, fmt: str) -> str:
+def mean_sd(r: pd.Series, m: str, fmt: str) -> str:
+    """``mean ± sd`` of metric ``m`` from a study-table row (the mean alone with one fold, ``-`` without)."""
     mean, sd = r[f"{m}_mean"], r[f"{m}_sd"]
     if mean != mean:
         return "-"
@@ -169,8 +169,8 @@ def table_markdown(table: pd.DataFrame) -> str:
         cells = []
         for s in VIEW_SUBSETS:
             r = g[g.views == s]
-            cells.append("-" if r.empty else " / ".join([_pm(r.iloc[0], "dice", ".3f"), _pm(r.iloc[0], "hd", ".2f"),
-                                                          _pm(r.iloc[0], "rvd", ".3f")]))
+            cells.append("-" if r.empty else " / ".join([mean_sd(r.iloc[0], "dice", ".3f"), mean_sd(r.iloc[0], "hd", ".2f"),
+                                                          mean_sd(r.iloc[0], "rvd", ".3f")]))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += ["", "Reference study (real fetal 3D ultrasound, 96³, 0.5 mm):", "", head, lines[1]]
     for model, vals in REFERENCE.items():

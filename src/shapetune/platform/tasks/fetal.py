@@ -55,12 +55,11 @@ def load_fetal(path: str, grid: int, fold: int) -> FetalData:
     if ds.grid.shape != (grid,) * 3:
         raise DataError(ds.path / "dataset.json", f"dataset grid {ds.grid.shape} does not match the model grid "
                                                   f"{grid}^3; prepare the data with --grid {grid} or set model.grid")
-    planes = np.load(ds.path / "planes.npy", mmap_mode="r")
     src = str(ds.path / "manifest.parquet")
     tr, va = fold_rows(ds.manifest, fold, "train", src), fold_rows(ds.manifest, fold, "val", src)
     take = lambda arr, rows: np.ascontiguousarray(arr[rows["index"].to_numpy()])  # noqa: E731
-    return FetalData(take(ds.masks, tr), take(planes, tr), reference_poses(tr), take(ds.masks, va),
-                     take(planes, va), va.subject.tolist(), ds.grid.spacing, fold)
+    return FetalData(take(ds.masks, tr), take(ds.planes, tr), reference_poses(tr), take(ds.masks, va),
+                     take(ds.planes, va), va.subject.tolist(), ds.grid.spacing, fold)
 
 
 def dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
