@@ -81,6 +81,19 @@ def test_planes_are_cut_where_the_generator_says(fetal_raw):
     assert np.median(angles) < 5.0 and np.median(offsets) < 3.0
 
 
+def test_ground_truth_rebuilds_each_skull(fetal_raw):
+    """A cohort's ground_truth.parquet holds every skull's parameters: rendering them gives its skull file."""
+    from shapetune.data.fetal.skull import SkullParams
+
+    gt = pd.read_parquet(fetal_raw / "ground_truth.parquet")
+    for _, row in gt.head(3).iterrows():
+        skull = nib.load(fetal_raw / "subjects" / row.subject / "skull.nii.gz")
+        p = SkullParams.from_record(row)
+        assert p.record()["bump_dirs"] == pytest.approx(list(row.bump_dirs))
+        rebuilt = render_skull(p, skull.shape[0], float(skull.affine[0, 0]))
+        assert np.array_equal(rebuilt, np.asarray(skull.dataobj))
+
+
 def test_unperturbed_planes_cut_the_standard_anatomy():
     p = sample_skull("s", 11)
     vol, s = render_skull(p, 64), default_spacing(64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -38,8 +39,24 @@ def test_table_by_view_subset_over_folds(study, fetal_prepared):
     assert "3 views" in md and "HCVAE | 0.91 / 4.12 / 0.03" in md and md == table_markdown(t)
     for f in ("dice_by_views.png", "uncertainty_cvae.png", "uncertainty_hcvae.png"):
         assert (res.out / "figures" / f).stat().st_size > 5_000
+    assert {"ofd_err", "bpd_err", "height_err"} <= set(pc.columns) and t.abs_bpd_err_mean.notna().all()
     subjects, pred, var = load_maps(res.out / "scores" / "hcvae_fold0.npz", "1v")
     assert pred.shape == var.shape == (3, 32, 32, 32) and var.max() > 0  # sampled priors differ
+
+
+def test_size_errors_read_the_heads_length_width_and_height():
+    import dataclasses
+
+    from shapetune.data.fetal.skull import render_skull, sample_skull
+    from shapetune.evaluation.fetal.scoring import size_errors
+
+    p = max((sample_skull("s", i) for i in range(20)), key=lambda q: q.ga_weeks)  # a big head: ~50 voxels long
+    truth = render_skull(p, 64).astype(bool)
+    longer = render_skull(dataclasses.replace(p, ofd_mm=p.ofd_mm * 1.1), 64).astype(bool)
+    e = size_errors(longer, truth)
+    assert e["ofd_err"] == pytest.approx(0.1, abs=0.03) and abs(e["bpd_err"]) < 0.02 and abs(e["height_err"]) < 0.02
+    assert size_errors(truth, truth) == {"ofd_err": 0.0, "bpd_err": 0.0, "height_err": 0.0}
+    assert np.isnan(size_errors(np.zeros_like(truth), truth)["bpd_err"])
 
 
 def test_table_reproduces_from_the_saved_study(study, fetal_prepared):

@@ -63,6 +63,29 @@ def test_same_config_and_seed_give_same_metrics(tiny_prepared):
     assert not np.isclose(h1.train_loss.iloc[-1], h3.train_loss.iloc[-1], rtol=0, atol=1e-9)
 
 
+def test_deadline_cuts_the_run_and_its_schedule(tiny_prepared, tmp_path):
+    """A run past its deadline still ends properly: timed probe epochs, one last validated epoch at the
+    bottom of the (shortened) cosine schedule, the checkpoints and summary saying how long it was."""
+    import json
+    import time
+
+    from shapetune.platform.checkpoints import load_state
+    from shapetune.platform.local import PROBE_EPOCHS, epochs_for_deadline
+
+    assert epochs_for_deadline(500, 3, 2.0, 100.0) == 53 and epochs_for_deadline(40, 3, 2.0, 100.0) == 40
+    assert epochs_for_deadline(500, 3, 2.0, -5.0) == 4  # overdue: one more epoch, never an unfinished run
+    cfg = load_config(None, TINY + ["optim.epochs=30", "optim.schedule=cosine", "val_every=10"])
+    data = load_training_data(str(tiny_prepared), 16)
+    out = train_local(cfg, data, tmp_path / "run", verbose=False, deadline=time.time())
+    h = out.history
+    assert len(h) == PROBE_EPOCHS + 1 and h.val_dice.notna().iloc[-1]
+    assert h.lr.iloc[-1] == pytest.approx(cfg.optim.lr * cfg.optim.min_lr_ratio)
+    latest = load_state(tmp_path / "run" / "checkpoint_latest")
+    assert latest["epoch"] == PROBE_EPOCHS and latest["config"]["optim"]["epochs"] == PROBE_EPOCHS + 1
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == PROBE_EPOCHS + 1
+    assert (tmp_path / "run" / "checkpoint_best" / "checkpoint.pt").exists()
+
+
 @pytest.mark.slow
 def test_killed_worker_resumes_from_checkpoint(tiny_prepared, ray_local, tmp_path):
     from shapetune.platform.ray_train import run_training

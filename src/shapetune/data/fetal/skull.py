@@ -14,7 +14,7 @@ anterior (diamond) and posterior (triangle) fontanelles, which narrow as GA incr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -66,6 +66,14 @@ class SkullParams:
             d[k] = np.asarray(d[k]).ravel().tolist()
         d["shape_class"] = self.shape_class
         return d
+
+    @classmethod
+    def from_record(cls, rec) -> SkullParams:
+        """The parameters back from :meth:`record` (a dict, or a row of a cohort's ``ground_truth.parquet``)."""
+        d = {f.name: rec[f.name] for f in fields(cls)}
+        d["bump_dirs"] = tuple(map(tuple, np.asarray(d["bump_dirs"], dtype=float).reshape(-1, 3)))
+        d["bump_amps"] = tuple(float(a) for a in np.asarray(d["bump_amps"], dtype=float))
+        return cls(**d)
 
 
 def sample_skull(subject: str, seed: int) -> SkullParams:

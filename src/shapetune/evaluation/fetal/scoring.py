@@ -2,8 +2,9 @@
 
 Prediction is the prior-mean path (what a clinician would get); uncertainty comes from ``samples`` draws
 of the conditional prior: the voxel-wise variance of the predicted probabilities. Per subject and subset:
-DC, HD (mm), HD95, ASSD, RVD, the mean variance in the region where prediction or truth has skull (within
-two voxels), and how well variance ranks the wrong voxels there (AUROC). Maps are kept, compressed.
+DC, HD (mm), HD95, ASSD, RVD, the relative error of the head's length, width and height, the mean
+variance in the region where prediction or truth has skull (within two voxels), and how well variance
+ranks the wrong voxels there (AUROC). Maps are kept, compressed.
 """
 
 from __future__ import annotations
@@ -33,13 +34,33 @@ def uncertainty_stats(var: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> t
     return float(v.mean()), auc
 
 
+def extents(mask: np.ndarray) -> np.ndarray:
+    """The mask's length in voxels along each axis (0.5th to 99.5th percentile of its voxels, so a stray
+    voxel does not count); NaN when empty."""
+    idx = np.argwhere(mask)
+    if len(idx) == 0:
+        return np.full(mask.ndim, np.nan)
+    lo, hi = np.percentile(idx, [0.5, 99.5], axis=0)
+    return hi - lo + 1
+
+
+def size_errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Relative error of the predicted head's length, width and height (skull frame: occipito-frontal,
+    biparietal, base-to-vertex): the biometry a sonographer reads, and what thin-band Dice hinges on."""
+    e = extents(pred) / extents(truth) - 1.0
+    return {"ofd_err": float(e[0]), "bpd_err": float(e[1]), "height_err": float(e[2])}
+
+
 @torch.no_grad()
 def score_fold(checkpoint: str | Path, planes: np.ndarray, truth: np.ndarray, subjects: list[str], spacing: float,
-               samples: int = 8, seed: int = 0, batch_size: int = 7) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Rows per subject x view subset, and per subset the arrays to keep (prediction, variance maps)."""
+               samples: int = 8, seed: int = 0, batch_size: int = 7,
+               device: str = "cpu") -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Rows per subject x view subset, and per subset the arrays to keep (prediction, variance maps);
+    the network runs on ``device``, the surface metrics on the CPU."""
     from shapetune.platform.checkpoints import load_model
 
     model, cfg, _ = load_model(checkpoint)
+    model = model.to(device)
     if truth.shape[-1] != cfg.model.grid:
         raise ValueError(f"{checkpoint}: model grid {cfg.model.grid}^3 does not match the data ({truth.shape[-1]}^3)")
     torch.manual_seed(seed)  # the uncertainty samples, so a re-evaluation reproduces the maps
@@ -47,12 +68,12 @@ def score_fold(checkpoint: str | Path, planes: np.ndarray, truth: np.ndarray, su
     for subset, present in VIEW_SUBSETS.items():
         preds, variances = [], []
         for s in range(0, len(planes), batch_size):
-            p = torch.from_numpy(np.asarray(planes[s:s + batch_size], dtype=np.float32))
-            pres = torch.tensor([present] * len(p), dtype=torch.float32)
-            preds.append((model.predict(p, pres)[:, 0] > 0).numpy())
+            p = torch.from_numpy(np.asarray(planes[s:s + batch_size], dtype=np.float32)).to(device)
+            pres = torch.tensor([present] * len(p), dtype=torch.float32, device=device)
+            preds.append((model.predict(p, pres)[:, 0] > 0).cpu().numpy())
             if samples > 1 and model.variational:
                 probs = torch.stack([torch.sigmoid(model.predict(p, pres, sample=True)[:, 0]) for _ in range(samples)])
-                variances.append(probs.var(0).numpy())
+                variances.append(probs.var(0).cpu().numpy())
             else:
                 variances.append(np.zeros((len(p), *truth.shape[-3:]), dtype=np.float32))
         pred, var = np.concatenate(preds), np.concatenate(variances)
@@ -61,6 +82,7 @@ def score_fold(checkpoint: str | Path, planes: np.ndarray, truth: np.ndarray, su
         for i, m in enumerate(metrics):
             unc, auc = uncertainty_stats(var[i], pred[i], gt[i]) if model.variational else (float("nan"),) * 2
             rows.append({"subject": subjects[i], "views": subset, "n_views": sum(present), **m.as_dict(),
+                         **size_errors(pred[i], gt[i]),
                          "uncertainty": unc, "uncertainty_auc": auc})
         maps[subset] = {"pred": np.packbits(pred, axis=-1), "var": np.round(np.clip(var, 0, 0.25) * 1020).astype(np.uint8)}
     return pd.DataFrame(rows), maps

@@ -27,6 +27,7 @@ from shapetune.platform.tasks.fetal import VIEW_SUBSETS, fold_rows
 
 console = Console()
 STUDY_FILE = "study.json"
+SIZE_ERRORS = ("ofd_err", "bpd_err", "height_err")  # relative errors of the head's length, width, height
 SUBSET_LABELS = {"3v": "3 views", "2v": "2 views (axial + sagittal)", "1v": "1 view (axial)"}
 # The reference study's table (Cerrolaza et al.): DC, HD mm, RVD for 3 / 2 / 1 views.
 REFERENCE = {
@@ -112,7 +113,7 @@ def _checkpoint(run: Path) -> Path:
 
 
 def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, samples: int = 8,
-               force: bool = False) -> tuple[pd.DataFrame, list[str]]:
+               force: bool = False, device: str = "cpu") -> tuple[pd.DataFrame, list[str]]:
     """Score every run on its fold's test subjects (cached in ``out/scores`` by checkpoint hash)."""
     from shapetune.data.nifti import sha256_file
     from shapetune.evaluation.fetal.scoring import save_maps, score_fold
@@ -131,7 +132,7 @@ def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, s
         if force or not fresh:
             planes, truth, subjects, spacing = _fold_data(data, k)
             console.print(f"scoring {name} fold {k} ({len(subjects)} test subjects x {len(VIEW_SUBSETS)} view subsets)")
-            df, maps = score_fold(ck, planes, truth, subjects, spacing, samples=samples, seed=k)
+            df, maps = score_fold(ck, planes, truth, subjects, spacing, samples=samples, seed=k, device=device)
             df.insert(0, "fold", k)
             df.insert(0, "model", name)
             _atomic_parquet(df, stem.with_suffix(".parquet"))
@@ -143,8 +144,10 @@ def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, s
 
 
 def study_table(per_case: pd.DataFrame) -> pd.DataFrame:
-    """Model x view subset: DC, HD, RVD (and |RVD|, uncertainty) as mean and sd over the folds' means."""
-    metrics = ["dice", "hd", "rvd", "abs_rvd", "uncertainty", "uncertainty_auc"]
+    """Model x view subset: DC, HD, RVD (and |RVD|, uncertainty, |size errors|) as mean and sd over the folds' means."""
+    sizes = [c for c in SIZE_ERRORS if c in per_case]  # scores cached before these existed lack them
+    per_case = per_case.assign(**{f"abs_{c}": per_case[c].abs() for c in sizes})
+    metrics = ["dice", "hd", "rvd", "abs_rvd", "uncertainty", "uncertainty_auc", *(f"abs_{c}" for c in sizes)]
     per_fold = per_case.groupby(["model", "views", "fold"])[metrics].mean()
     g = per_fold.groupby(["model", "views"])
     table = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_sd")).join(g.size().rename("folds"))

@@ -1,0 +1,86 @@
+"""What Dice the fetal cohort allows: each skull against itself re-rendered with one thing not known.
+
+    python benchmarks/bench_fetal_ceiling.py [--raw DIR --grid 64]
+
+A model that sees only the axial plane cannot know the skull's height (cranial height varies
+independently of BPD and OFD), its bumps or where its sutures and fontanelles run; one that misjudges the
+head's size by 1-2 % (a 10-degree tilt of the axial plane alone stretches it by 1.5 %) pays for it
+everywhere on a 2-3-voxel band. Each row is the Dice of the true mask against the same skull rendered at
+the same grid with that knowledge replaced by the cohort's mean (or the size scaled): an upper bound for
+a predictor missing it, with the head-size errors it makes (comparable with the study's). Writes ``benchmarks/results/bench_fetal_ceiling.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _results import RESULTS, publish
+from tqdm import tqdm
+
+from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
+from shapetune.data.fetal.skull import SkullParams, render_skull
+from shapetune.evaluation.fetal.scoring import size_errors
+from shapetune.evaluation.fetal.study import SIZE_ERRORS
+
+DETAILS = ("suture_mm", "coronal_pos", "lambdoid_pos", "base_cut")
+
+
+def variants(p: SkullParams, mean: dict) -> dict[str, SkullParams]:
+    """The skull with one kind of knowledge replaced by the cohort's mean, or its size misjudged."""
+    rep = dataclasses.replace
+    scaled = lambda f: rep(p, bpd_mm=p.bpd_mm * f, ofd_mm=p.ofd_mm * f, height_mm=p.height_mm * f)  # noqa: E731
+    no_views = dict(height_mm=mean["height_ratio"] * p.bpd_mm, egg=mean["egg"], bump_amps=(0.0,) * len(p.bump_amps),
+                    **{k: mean[k] for k in DETAILS})
+    return {
+        "height unknown (mean height / BPD)": rep(p, height_mm=mean["height_ratio"] * p.bpd_mm),
+        "bumps unknown (none)": rep(p, bump_amps=(0.0,) * len(p.bump_amps)),
+        "sutures, fontanelle sites, base unknown": rep(p, **{k: mean[k] for k in DETAILS}),
+        "band 0.5 mm too thick": rep(p, thickness_mm=p.thickness_mm + 0.5),
+        "size 1 % too large": scaled(1.01),
+        "size 2 % too large": scaled(1.02),
+        "size 3 % too large": scaled(1.03),
+        "all of height, egg, bumps, details unknown (size exact)": rep(p, **no_views),
+        "... and size 1 % off": rep(rep(p, **no_views), bpd_mm=p.bpd_mm * 1.01,
+                                                               ofd_mm=p.ofd_mm * 1.01,
+                                                               height_mm=mean["height_ratio"] * p.bpd_mm * 1.01),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--raw", default=str(RESULTS / "tmp" / "fetal" / "raw"), help="a synthetic fetal cohort (made if absent)")
+    ap.add_argument("--grid", type=int, default=64)
+    args = ap.parse_args()
+    raw = Path(args.raw)
+    if not (raw / "ground_truth.parquet").exists():
+        synth_fetal(raw, FetalConfig(grid=args.grid), workers=2)
+    gt = pd.read_parquet(raw / "ground_truth.parquet")
+    mean = {k: float(gt[k].mean()) for k in (*DETAILS, "egg")}
+    mean["height_ratio"] = float((gt.height_mm / gt.bpd_mm).mean())
+    rows = []
+    for _, r in tqdm(gt.iterrows(), total=len(gt), desc="skulls"):
+        p = SkullParams.from_record(r)
+        truth = render_skull(p, args.grid).astype(bool)
+        for name, q in variants(p, mean).items():
+            other = render_skull(q, args.grid).astype(bool)
+            rows.append({"case": name, "subject": p.subject,
+                         "dice": 2 * (truth & other).sum() / (truth.sum() + other.sum()),
+                         **{k: abs(v) for k, v in size_errors(other, truth).items()}})
+    df = pd.DataFrame(rows)
+    order = list(dict.fromkeys(df.case))
+    g = df.groupby("case", sort=False)["dice"].agg(["mean", "std", "min"]).loc[order]
+    g = g.join(df.groupby("case", sort=False)[list(SIZE_ERRORS)].mean())
+    cells = [[c, f"{r['mean']:.3f} ± {r['std']:.3f}", f"{r['min']:.3f}", " / ".join(f"{r[k]:.3f}" for k in SIZE_ERRORS)]
+             for c, r in g.iterrows()]
+    publish("bench_fetal_ceiling", f"Dice of the true skull vs. the same skull missing one piece of knowledge ({args.grid}³)",
+            f"{len(gt)} subjects of {raw}, {args.grid}^3 at {132 / args.grid:.2f} mm; upper bounds for a predictor "
+            "without that knowledge", ["what the predictor gets wrong", "DC mean ± sd", "DC min", "|size error| OFD / BPD / height"], cells,
+            [{"case": c, **{k: float(v) for k, v in r.items()}} for c, r in g.iterrows()])
+
+
+if __name__ == "__main__":
+    main()
