@@ -1,6 +1,6 @@
 """What Dice the fetal cohort allows: each skull against itself re-rendered with one thing not known.
 
-    python benchmarks/bench_fetal_ceiling.py [--raw DIR --grid 64]
+    python benchmarks/bench_fetal_ceiling.py [--raw DIR --grid 64 --study STUDY]
 
 A model that sees only the axial plane cannot know the skull's height (cranial height varies
 independently of BPD and OFD), its bumps or where its sutures and fontanelles run; one that misjudges the
@@ -54,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--raw", default=str(RESULTS / "tmp" / "fetal" / "raw"), help="a synthetic fetal cohort (made if absent)")
     ap.add_argument("--grid", type=int, default=64)
+    ap.add_argument("--study", help="a fetal study with TL-Net runs (runs/tlnet/foldK) and its prepared data")
     args = ap.parse_args()
     raw = Path(args.raw)
     if not (raw / "ground_truth.parquet").exists():
@@ -80,6 +81,77 @@ def main() -> None:
             f"{len(gt)} subjects of {raw}, {args.grid}^3 at {132 / args.grid:.2f} mm; upper bounds for a predictor "
             "without that knowledge", ["what the predictor gets wrong", "DC mean ± sd", "DC min", "|size error| OFD / BPD / height"], cells,
             [{"case": c, **{k: float(v) for k, v in r.items()}} for c, r in g.iterrows()])
+    plane_size(raw, gt)
+    if args.study:
+        autoencoder(Path(args.study))
+
+
+def _plane_features(mask: np.ndarray, spacing: float) -> list[float]:
+    """Log area, log principal second moments and log extents along the principal axes (mm)."""
+    idx = np.argwhere(mask).astype(float) * spacing
+    c = idx - idx.mean(0)
+    w, vecs = np.linalg.eigh(np.cov(c.T))
+    proj = c @ vecs
+    ext = proj.max(0) - proj.min(0) + spacing
+    return list(np.log([len(idx), *np.sqrt(w), *ext]))
+
+
+def plane_size(raw: Path, gt: pd.DataFrame) -> None:
+    """How well a plain regression reads the head's length, width and height off the acquired planes."""
+    import nibabel as nib
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import cross_val_predict
+
+    from shapetune.data.fetal.planes import VIEWS
+
+    feats = {v: [] for v in VIEWS}
+    for sid in tqdm(gt.subject, desc="planes"):
+        for v in VIEWS:
+            img = nib.load(raw / "subjects" / sid / f"plane_{v}.nii.gz")
+            feats[v].append(_plane_features(np.asarray(img.dataobj)[:, :, 0] > 0, float(np.linalg.norm(img.affine[:3, 0]))))
+    y = np.log(gt[["ofd_mm", "bpd_mm", "height_mm"]].to_numpy())
+    cells, rows = [], []
+    for label, views in (("1 view (axial)", VIEWS[:1]), ("2 views (axial + sagittal)", VIEWS[:2]), ("3 views", VIEWS)):
+        x = np.hstack([np.array(feats[v]) for v in views])
+        err = np.abs(np.exp(cross_val_predict(LinearRegression(), x, y, cv=12) - y) - 1).mean(0)
+        cells.append([label, " / ".join(f"{e:.3f}" for e in err)])
+        rows.append({"views": label, **dict(zip(SIZE_ERRORS, map(float, err)))})
+    publish("bench_fetal_plane_size", "head size read off the acquired planes by a linear regression (12-fold CV)",
+            f"{len(gt)} subjects of {raw}; features per plane: log area, log principal second moments, log principal "
+            "extents", ["planes", "mean |relative error| OFD / BPD / height"], cells, rows)
+
+
+def autoencoder(study: Path) -> None:
+    """TL-Net's 3D autoencoder path on each fold's training and test subjects: the decoder's own precision."""
+    import json
+
+    import torch
+    import torch.nn.functional as F
+
+    from shapetune.data.dataset import PreparedDataset
+    from shapetune.evaluation.service import checkpoint_dir
+    from shapetune.platform.checkpoints import load_model
+    from shapetune.platform.tasks.fetal import fold_rows
+
+    ds = PreparedDataset(json.loads((study / "study.json").read_text())["data"])
+    rows = []
+    for run in sorted((study / "runs" / "tlnet").glob("fold*")):
+        model, cfg, _ = load_model(checkpoint_dir(run))
+        for split in ("train", "test"):
+            idx = fold_rows(ds.manifest, cfg.data.fold, split, str(ds.path))["index"].to_numpy()[:14]
+            vol = torch.from_numpy(np.asarray(ds.masks[idx]).astype(np.float32))
+            with torch.no_grad():
+                e = F.layer_norm(model.embed(model.encoder(vol)), (cfg.model.latent_dims[0],))
+                pred = (model.decoder(model.project(e))[:, 0] > 0).numpy()
+            truth = vol[:, 0].numpy().astype(bool)
+            for p, t in zip(pred, truth):
+                rows.append({"split": split, "dice": 2 * (p & t).sum() / (p.sum() + t.sum()),
+                             **{k: abs(v) for k, v in size_errors(p, t).items()}})
+    g = pd.DataFrame(rows).groupby("split")[["dice", *SIZE_ERRORS]].mean()
+    cells = [[s, f"{r.dice:.3f}", " / ".join(f"{r[k]:.3f}" for k in SIZE_ERRORS)] for s, r in g.iterrows()]
+    publish("bench_fetal_autoencoder", "TL-Net's 3D autoencoder: the whole skull in, the skull out",
+            f"study {study}; 14 subjects per fold and split", ["subjects", "DC", "mean |size error| OFD / BPD / height"],
+            cells, [{"split": s, **{k: float(v) for k, v in r.items()}} for s, r in g.iterrows()])
 
 
 if __name__ == "__main__":

@@ -168,6 +168,10 @@ def test_fetal_study_page(app_for, fetal_study):
     at = _page(app_for(res.out).run(), "fetal")
     rows = at.dataframe[0].value
     assert set(rows.model) == {"cvae", "hcvae"} and len(rows) == 6 and rows.DC.str.contains("±").all()
+    size = rows["|size error| length / width / height"]
+    t3 = res.table.set_index(["model", "views"]).loc[("cvae", "3v")]
+    assert size.iloc[0] == f"{100 * t3.abs_ofd_err_mean:.1f} / {100 * t3.abs_bpd_err_mean:.1f} / {100 * t3.abs_height_err_mean:.1f} %"
+    assert "size error length" in _texts(at)
     plots = _plots(at)
     bars = [d for d in plots[0]["data"] if d["type"] == "bar"]
     assert len(bars) == 6  # 2 models x (Dice, HD, |RVD|)

@@ -9,7 +9,7 @@ from shapetune.dashboard import common, studies
 from shapetune.dashboard import experiments as ex
 from shapetune.data.fetal.planes import VIEWS
 from shapetune.evaluation.fetal.figures import SLICE_AXES, mid_slice
-from shapetune.evaluation.fetal.study import REFERENCE, SUBSET_LABELS, mean_sd
+from shapetune.evaluation.fetal.study import REFERENCE, SIZE_ERRORS, SUBSET_LABELS, mean_sd
 from shapetune.platform.tasks.fetal import VIEW_SUBSETS
 
 
@@ -88,8 +88,12 @@ def render() -> None:
     st.subheader("Reconstruction by view subset (mean ± sd over folds)")
     rows = []
     for _, r in table.iterrows():
+        size = {}
+        if "abs_bpd_err_mean" in r:  # studies scored before the size errors existed lack them
+            size = {"|size error| length / width / height": " / ".join(
+                f"{100 * r[f'abs_{c}_mean']:.1f}" for c in SIZE_ERRORS) + " %"}
         rows.append({"model": r.model, "views": SUBSET_LABELS[r.views], "DC": mean_sd(r, "dice", ".3f"),
-                     "HD mm": mean_sd(r, "hd", ".2f"), "RVD": mean_sd(r, "rvd", ".3f"),
+                     "HD mm": mean_sd(r, "hd", ".2f"), "RVD": mean_sd(r, "rvd", ".3f"), **size,
                      "uncertainty": mean_sd(r, "uncertainty", ".4f"), "folds": int(r.folds)})
     st.dataframe(rows, hide_index=True, width="stretch")
     with st.expander("Reference study (real 3D ultrasound, 96³ at 0.5 mm)"):
@@ -111,8 +115,10 @@ def render() -> None:
     row = per_case[(per_case.model == model) & (per_case.fold == fold) & (per_case.views == subset)
                    & (per_case.subject == subject)].iloc[0]
     ga = f"{c['ga_weeks']:.1f} weeks, cephalic index {c['cephalic_index']:.0f} · " if c.get("ga_weeks") == c.get("ga_weeks") and c.get("ga_weeks") is not None else ""
-    st.caption(f"{ga}DC {row.dice:.3f} · HD {row.hd:.2f} mm · RVD {row.rvd:+.3f} · mean variance near the skull "
-               f"{row.uncertainty:.4f}")
+    size = (f" · size error length {100 * row.ofd_err:+.1f} %, width {100 * row.bpd_err:+.1f} %, height "
+            f"{100 * row.height_err:+.1f} %" if "bpd_err" in row else "")
+    st.caption(f"{ga}DC {row.dice:.3f} · HD {row.hd:.2f} mm · RVD {row.rvd:+.3f}{size} · mean variance near the "
+               f"skull {row.uncertainty:.4f}")
     st.plotly_chart(planes_figure(c["planes"], VIEW_SUBSETS[subset]), width="stretch")
     overlay = st.toggle("Uncertainty overlay", value=True, help="Voxel-wise variance of samples from the conditional prior")
     st.plotly_chart(case_figure(c, overlay), width="stretch")
