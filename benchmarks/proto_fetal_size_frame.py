@@ -1,6 +1,6 @@
 """Prototype (not in the model registry yet): a CVAE that draws the skull in a size-normalised frame.
 
-    python benchmarks/proto_fetal_size_frame.py [--fold 0 --epochs 60 --size-weight 100 --head linear4]
+    python benchmarks/proto_fetal_size_frame.py [--folds 0,1,2 --epochs 60 --size-weight 100 --head linear4]
 
 Why: on the 64^3 cohort the study's models misjudge head size by 2-3 %, which alone costs more Dice than
 the views are worth (``bench_fetal_ceiling``). Here the decoder's output is a canonical skull whose RMS
@@ -11,7 +11,7 @@ missing view; ``--head linear4`` keeps one linear map per acquired view subset (
 switch weights with the subset; ``linear1``), trained by the size loss only (the warp sees it detached),
 its outputs multiplied by ``--head-gain`` (1; at 10 the size loss diverged).
 Everything else is the shipped CVAE configuration (lr 2e-3 as in ``bench_fetal``), trained in-process on
-one fold and scored on its 14 test subjects. Writes ``benchmarks/results/proto_fetal_size_frame.{md,json}``.
+each fold and scored on its 14 test subjects. Writes ``benchmarks/results/proto_fetal_size_frame.{md,json}``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from _results import RESULTS, publish
 
 from shapetune.data.dataset import PreparedDataset
 from shapetune.evaluation.fetal.scoring import size_errors
+from shapetune.evaluation.fetal.study import SIZE_ERRORS
 from shapetune.evaluation.surface import batch_metrics
 from shapetune.models.conditional import CVAE, N_VIEWS, _gaussian
 from shapetune.models.gaussian import reparameterize
@@ -126,7 +127,7 @@ class SizeFrameCVAE(CVAE):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(RESULTS / "tmp" / "fetal" / "prepared"))
-    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--folds", default="0", help="comma-separated folds; the table is mean ± sd over them")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--size-weight", type=float, default=100.0)
     ap.add_argument("--head", choices=["linear4", "linear1"], default="linear4")
@@ -134,8 +135,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    folds = [int(k) for k in args.folds.split(",")]
+    t0 = time.time()
+    df = pd.concat([run_fold(args, k) for k in folds], ignore_index=True)
+    metrics = ["dice", "hd", "rvd", *SIZE_ERRORS]
+    per_fold = df.groupby(["views", "fold"], sort=False)[metrics].mean()
+    g = per_fold.groupby("views", sort=False)
+    mean, sd = g.mean(), g.std(ddof=1)
+    pm = lambda m, s, f: f"{m:{f}}" + (f" ± {s:{f}}" if s == s else "")  # noqa: E731
+    cells = [[v, pm(mean.loc[v, "dice"], sd.loc[v, "dice"], ".3f"), pm(mean.loc[v, "hd"], sd.loc[v, "hd"], ".2f"),
+              pm(mean.loc[v, "rvd"], sd.loc[v, "rvd"], ".3f"), " / ".join(f"{mean.loc[v, k]:.3f}" for k in SIZE_ERRORS),
+              " / ".join(f"{per_fold.loc[(v, k), 'dice']:.3f}" for k in folds)] for v in mean.index]
+    publish("proto_fetal_size_frame", f"CVAE in a size-normalised frame, folds {args.folds} (test subjects)",
+            f"{args.epochs} epochs, lr 2e-3, size head {args.head} (gain {args.head_gain}), size weight {args.size_weight}; "
+            f"{(time.time() - t0) / 60:.0f} min", ["views", "DC", "HD mm", "RVD", "mean |size error| OFD / BPD / height",
+                                                   "DC per fold"],
+            cells, [{"views": v, "fold": int(k), **{m: float(x) for m, x in r.items()}} for (v, k), r in per_fold.iterrows()])
+
+
+def run_fold(args, fold: int) -> pd.DataFrame:
+    """Train on one fold (best validation epoch kept) and score its test subjects for every view subset."""
     cfg = load_config(Path(__file__).parents[1] / "src" / "shapetune" / "configs" / "cvae.yaml",
-                      ["model.grid=64", f"optim.epochs={args.epochs}", "optim.lr=0.002", f"data.fold={args.fold}"])
+                      ["model.grid=64", f"optim.epochs={args.epochs}", "optim.lr=0.002", f"data.fold={fold}"])
     seed_everything(cfg.seed)
     data = load_task_data(args.data, cfg)
     engine = Engine(cfg, SizeFrameCVAE(cfg.model, args.head, args.size_weight, args.head_gain), torch.device("cpu"))
@@ -144,16 +165,16 @@ def main() -> None:
         m = engine.train_epoch(data, epoch)
         if (epoch + 1) % 10 == 0 or epoch + 1 == args.epochs:
             v = engine.validate(data)
-            print(f"epoch {epoch + 1}: loss {m['train_loss']:.3f} size loss {m.get('train_embed', 0):.3f} val dice "
-                  f"{v['val_dice_3v']:.3f} / {v['val_dice_2v']:.3f} / {v['val_dice_1v']:.3f} ({time.time() - t0:.0f} s)",
-                  flush=True)
+            print(f"fold {fold} epoch {epoch + 1}: loss {m['train_loss']:.3f} size loss {m.get('train_embed', 0):.3f} "
+                  f"val dice {v['val_dice_3v']:.3f} / {v['val_dice_2v']:.3f} / {v['val_dice_1v']:.3f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
             if v["val_dice"] > best:
                 best, best_state = v["val_dice"], copy.deepcopy(engine.model.state_dict())
     model = engine.model
     model.load_state_dict(best_state)
     model.eval()
     ds = PreparedDataset(args.data)
-    idx = fold_rows(ds.manifest, args.fold, "test", str(ds.path))["index"].to_numpy()
+    idx = fold_rows(ds.manifest, fold, "test", str(ds.path))["index"].to_numpy()
     planes = torch.from_numpy(np.asarray(ds.planes[idx]).astype(np.float32))
     truth = np.asarray(ds.masks[idx])[:, 0].astype(bool)
     rows = []
@@ -161,14 +182,9 @@ def main() -> None:
         with torch.no_grad():
             pred = (model.predict(planes, torch.tensor([present] * len(planes), dtype=torch.float32))[:, 0] > 0).numpy()
         for i, mm in enumerate(batch_metrics(pred, truth, (ds.grid.spacing,) * 3)):
-            rows.append({"views": subset, **mm.as_dict(), **{k: abs(x) for k, x in size_errors(pred[i], truth[i]).items()}})
-    g = pd.DataFrame(rows).groupby("views", sort=False)[["dice", "hd", "rvd", "ofd_err", "bpd_err", "height_err"]].mean()
-    cells = [[s, f"{r.dice:.3f}", f"{r.hd:.2f}", f"{r.rvd:+.3f}", f"{r.ofd_err:.3f} / {r.bpd_err:.3f} / {r.height_err:.3f}"]
-             for s, r in g.iterrows()]
-    publish("proto_fetal_size_frame", f"CVAE in a size-normalised frame, fold {args.fold} test subjects",
-            f"{args.epochs} epochs, lr 2e-3, size head {args.head} (gain {args.head_gain}), size weight {args.size_weight}; "
-            f"{(time.time() - t0) / 60:.0f} min", ["views", "DC", "HD mm", "RVD", "mean |size error| OFD / BPD / height"],
-            cells, [{"views": s, **{k: float(x) for k, x in r.items()}} for s, r in g.iterrows()])
+            rows.append({"views": subset, "fold": fold, **mm.as_dict(),
+                         **{k: abs(x) for k, x in size_errors(pred[i], truth[i]).items()}})
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
