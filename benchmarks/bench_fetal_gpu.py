@@ -6,10 +6,11 @@
 A GPU lease is short and a GPU machine may have no Ray, so this runs the study's runs as concurrent
 in-process trainings (``train_local``, one process each, all sharing the GPU) that share one deadline:
 each run times its first epochs and fits its length, and so its cosine schedule, to the time left. The runs
-are laid out like ``shapetune study``'s (``OUT/runs/MODEL/foldK``) and scored with the same code
-(``score_runs``, network on the GPU): the table by view subset, per-case parquet, uncertainty maps and
-figures. Before training, every model is scored once untrained on two subjects so a broken device path
-fails in seconds, not after the budget. Writes ``benchmarks/results/bench_fetal_gpu.{md,json}``.
+are laid out like ``shapetune study``'s (``OUT/runs/MODEL/foldK``), scored in parallel with the same code
+(``score_runs``, network on the GPU), and ``run_study`` then writes the table by view subset, per-case
+parquet and figures from them (``gpu_runs.json`` keeps each run's epochs, speed and memory). Before
+training, every model is scored once untrained on two subjects so a broken device path fails in seconds,
+not after the budget. Writes ``benchmarks/results/bench_fetal_gpu.{md,json}``.
 """
 
 from __future__ import annotations
@@ -104,8 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
-    from shapetune.evaluation.fetal.study import SIZE_ERRORS, SUBSET_LABELS, mean_sd, slug, study_table, table_markdown, write_runs
+    from shapetune.evaluation.fetal.study import SIZE_ERRORS, SUBSET_LABELS, mean_sd, run_study, slug
 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, inherited by the runs
     out = Path(args.out).resolve()
@@ -127,7 +127,6 @@ def main() -> None:
                              "device": args.device, "deadline": deadline, "out": str(out), "samples": args.samples})
     print(f"{len(jobs)} runs on {gpu}, budget {args.budget_min} min", flush=True)
     spawn = get_context("spawn")
-    stats = []
     with ProcessPoolExecutor(len(jobs), mp_context=spawn) as pool:
         futures = [pool.submit(_train, j) for j in jobs]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -146,21 +145,12 @@ def main() -> None:
     with ProcessPoolExecutor(args.score_workers, mp_context=spawn) as pool:
         for name in pool.map(_score, jobs):
             print(f"scored {name}", flush=True)
-    from shapetune.evaluation.fetal.study import score_runs
-
+    # The study's own tail (runs.json, per-case parquet, table, figures): every run is given and every score
+    # is cached by now, so it neither trains nor scores.
     runs = {(j["name"], j["fold"]): Path(j["run"]) for j in jobs}
-    write_runs(out, runs)
-    per_case, _ = score_runs(runs, args.data, out, args.samples, device=args.device)  # all cached: reads them
-    per_case.to_parquet(out / "per_case.parquet")
-    table = study_table(per_case)
-    table.to_csv(out / "table.csv", index=False)
-    (out / "table.md").write_text(table_markdown(table))
-    (out / "study.json").write_text(json.dumps({"data": str(Path(args.data).resolve()), "folds": folds,
-                                                "samples": args.samples, "runs": stats, "gpu": gpu}, indent=2))
-    (out / "figures").mkdir(exist_ok=True)
-    dice_by_views(table, out / "figures" / "dice_by_views.png")
-    for name in {j["name"] for j in jobs}:
-        uncertainty_figure(out, args.data, name, folds[0], out / "figures" / f"uncertainty_{slug(name)}.png")
+    configs = {j["name"]: _config(j["model"], j["variant"], folds[0], overrides) for j in jobs}
+    table = run_study(configs, args.data, out, folds, args.samples, runs=runs).table
+    (out / "gpu_runs.json").write_text(json.dumps({"gpu": gpu, "runs": stats}, indent=2))
     epochs = {}
     for s in stats:
         epochs.setdefault(s["name"], []).append(s)

@@ -41,20 +41,19 @@ def train_local(cfg: TrainConfig, data, out: str | Path | None = None, device: s
     out = Path(out).resolve() if out else None
     sign = 1.0 if cfg.checkpoint.mode == "max" else -1.0
     t0 = time.perf_counter()
-    epoch, timed_from = 0, None
-    while epoch < cfg.optim.epochs:
+    epoch, after_warmup = 0, 0.0
+    while epoch < cfg.optim.epochs:  # not a for loop: a deadline can shorten the run
         if deadline is not None and epoch >= PROBE_EPOCHS:
-            pace = (time.time() - timed_from[1]) / (epoch - timed_from[0])
+            pace = (time.time() - after_warmup) / (epoch - 1)  # epoch 0 paid the warm-up
             fit = epochs_for_deadline(cfg.optim.epochs, epoch, pace, deadline - time.time())
             if fit < cfg.optim.epochs:  # the schedule (cosine) follows the new length
                 cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"epochs": fit})})
                 engine.cfg = cfg
         if epoch == 1:
-            timed_from = (1, time.time())
+            after_warmup = time.time()
         metrics = {"epoch": epoch, **engine.train_epoch(data, epoch)}
         last = epoch + 1 == cfg.optim.epochs
-        validated = (epoch + 1) % cfg.val_every == 0 or last
-        if validated:
+        if (epoch + 1) % cfg.val_every == 0 or last:
             metrics.update(engine.validate(data))
         history.append(metrics)
         if verbose:
@@ -63,7 +62,7 @@ def train_local(cfg: TrainConfig, data, out: str | Path | None = None, device: s
         improved = score is not None and (best_val is None or sign * score > sign * best_val)
         if improved:
             best_val, best_metrics = score, metrics
-        if out is not None and (validated or deadline is None):
+        if out is not None and (improved or deadline is None or last):
             state = engine.state(epoch, metrics, history)
             if deadline is None or last:
                 save_state(out / "checkpoint_latest", state)
