@@ -12,10 +12,10 @@ from shapetune.models.losses import LossWeights, conditional_loss
 SUBSETS = [(1, 1, 1), (1, 1, 0), (1, 0, 1), (1, 0, 0), (0, 0, 0)]
 
 
-def _model(name: str, dims: list[int]):
+def _model(name: str, dims: list[int], size_frame: bool = False):
     torch.manual_seed(0)
     return build_model(dict(name=name, grid=16, width=4, bottleneck=4, norm="group", latent_dims=dims,
-                            ladder_hidden=32, light_ends=name != "tlnet"))
+                            ladder_hidden=32, light_ends=name != "tlnet", size_frame=size_frame))
 
 
 def _batch(b: int = 4):
@@ -23,10 +23,12 @@ def _batch(b: int = 4):
     return (torch.rand(b, 1, 16, 16, 16, generator=g) > 0.8).float(), (torch.rand(b, 3, 16, 16, generator=g) > 0.8).float()
 
 
-@pytest.mark.parametrize("name, dims", [("cvae", [8]), ("hcvae", [8, 4]), ("hcvae", [8, 6, 4]), ("hcvae", [4]),
-                                        ("tlnet", [8])])
-def test_every_view_subset_trains_and_predicts(name, dims):
-    model = _model(name, dims)
+@pytest.mark.parametrize("name, dims, size_frame", [("cvae", [8], False), ("hcvae", [8, 4], False),
+                                                    ("hcvae", [8, 6, 4], False), ("hcvae", [4], False),
+                                                    ("tlnet", [8], False), ("cvae", [8], True),
+                                                    ("hcvae", [8, 6, 4], True), ("tlnet", [8], True)])
+def test_every_view_subset_trains_and_predicts(name, dims, size_frame):
+    model = _model(name, dims, size_frame)
     vol, planes = _batch()
     for subset in SUBSETS:
         present = torch.tensor([subset] * 4, dtype=torch.float32)
@@ -35,6 +37,7 @@ def test_every_view_subset_trains_and_predicts(name, dims):
         loss, terms = conditional_loss(out, vol, LossWeights(lambda_kl=1e-2), 1.0, model.variational)
         loss.backward()
         assert torch.isfinite(loss) and out.logits.shape == (4, 1, 16, 16, 16)
+        assert ("size" in terms) == size_frame and (not size_frame or torch.isfinite(terms["size"]))
         model.eval()
         with torch.no_grad():
             pred = model.predict(planes, present)
@@ -44,8 +47,9 @@ def test_every_view_subset_trains_and_predicts(name, dims):
             assert torch.equal(pred, sample)  # TL-Net is deterministic
 
 
-def test_mixed_view_availability_in_one_batch():
-    model = _model("hcvae", [8, 6, 4]).eval()
+@pytest.mark.parametrize("size_frame", [False, True])
+def test_mixed_view_availability_in_one_batch(size_frame):
+    model = _model("hcvae", [8, 6, 4], size_frame).eval()
     _, planes = _batch()
     present = torch.tensor(SUBSETS[:4], dtype=torch.float32)
     with torch.no_grad():
@@ -85,14 +89,15 @@ def test_cvae_missing_view_is_a_zero_image():
     assert torch.allclose(a, b)
 
 
-@pytest.mark.parametrize("name, dims", [("cvae", [8]), ("hcvae", [8, 4]), ("tlnet", [8])])
-def test_a_few_steps_fit_one_batch(name, dims):
-    model = _model(name, dims).train()
+@pytest.mark.parametrize("name, dims, size_frame", [("cvae", [8], False), ("hcvae", [8, 4], False),
+                                                    ("tlnet", [8], False), ("hcvae", [8, 4], True)])
+def test_a_few_steps_fit_one_batch(name, dims, size_frame):
+    model = _model(name, dims, size_frame).train()
     vol, planes = _batch()
     present = torch.ones(4, 3)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(40):
+    for _ in range(60 if size_frame else 40):  # noise volumes fill the grid: the frame scales them up 1.4x
         loss, _ = conditional_loss(model(vol, planes, present), vol, LossWeights(lambda_kl=1e-3), 10.0, model.variational)
         opt.zero_grad()
         loss.backward()

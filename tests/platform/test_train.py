@@ -41,6 +41,26 @@ def test_two_worker_ddp_run_learns_and_checkpoint_reloads(tiny_prepared, ray_loc
     assert state["epoch"] == int(h.loc[h.val_dice.idxmax(), "epoch"])  # the best epoch's weights were kept
 
 
+def test_two_worker_fetal_run_with_the_size_frame(fetal_prepared, ray_local, tmp_path):
+    """DDP on a size-frame model: the size head's data-set buffers follow rank 0, so the checkpoint (rank 0's)
+    reproduces what both workers validated together."""
+    from shapetune.platform.ray_train import run_training
+    from shapetune.platform.tasks.fetal import FetalTask, load_fetal
+    from tests.conftest import fetal_config
+
+    cfg = fetal_config("cvae", 2)
+    assert cfg.model.size_frame  # shipped on
+    out = run_training(cfg, fetal_prepared, tmp_path / "run", workers=2)
+    assert "train_size" in out.history.columns and out.history.train_size.notna().all()
+    model, cfg2, state = load_model(out.best_checkpoint)
+    head = model.size_head
+    assert bool(head.ready) and (head.err2 < 1).all() and (head.scale != 1).any()
+    eng = Engine(cfg2, model, torch.device("cpu"))
+    val = FetalTask().validate(eng, load_fetal(str(fetal_prepared), 32, cfg2.data.fold))
+    for k in ("val_dice_3v", "val_dice_2v", "val_dice_1v"):
+        assert val[k] == pytest.approx(state["metrics"][k], abs=5e-3), k
+
+
 def test_checkpoint_reload_gives_bit_identical_outputs(tiny_prepared, tmp_path):
     cfg = load_config(None, TINY + ["optim.epochs=1"])
     data = load_training_data(str(tiny_prepared), 16)

@@ -8,7 +8,9 @@ Every model takes ``planes`` ``[B, 3, P, P]`` (binary masks, views in :data:`VIE
   planes). A missing view is a zero image, as in the reference CVAE.
 - :class:`TLNet` (Girdhar et al. 2016): a 3D autoencoder and a 2D-to-embedding regressor, trained jointly;
   prediction decodes the regressed embedding. Missing views are zero images.
-The hierarchical CVAE is in :mod:`shapetune.models.hcvae`.
+The hierarchical CVAE is in :mod:`shapetune.models.hcvae`. With ``model.size_frame`` every one of them draws
+the skull in a size-normalised frame and scales it by a head size read off the planes
+(:mod:`shapetune.models.size_frame`): the true size on the posterior / autoencoder path during training.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from shapetune.models.backbone import Decoder, Encoder
 from shapetune.models.config import ModelConfig
 from shapetune.models.gaussian import reparameterize
 from shapetune.models.outputs import ConditionalOutput, Level
+from shapetune.models.size_frame import SizeHead, rms_log, warp
 
 LOGVAR_MIN, LOGVAR_MAX = -10.0, 6.0
 N_VIEWS = 3
@@ -84,6 +87,24 @@ class ConditionalModel(nn.Module):
         self.planes = ViewEncoders(cfg)
         self.encoder = Encoder(1, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm, light_bottom=cfg.light_ends)
         self.decoder = Decoder(1, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm, light_top=cfg.light_ends)
+        self.size_head = SizeHead(N_VIEWS) if cfg.size_frame else None
+
+    def _sizes(self, volume: torch.Tensor, planes: torch.Tensor,
+               present: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Size frame: the true log radii, those read off the planes (detached: the shape loss must not bend
+        the size estimate) and the size loss; all None without the frame."""
+        if self.size_head is None:
+            return None, None, None
+        r_true = rms_log(volume)
+        r_pred, loss = self.size_head(planes, present, r_true)
+        return r_true, r_pred.detach(), loss
+
+    def _place(self, logits: torch.Tensor, log_r: torch.Tensor | None) -> torch.Tensor:
+        """Canonical-frame logits scaled to the given log radii (unchanged without the size frame)."""
+        return logits if log_r is None else warp(logits, log_r)
+
+    def _size(self, planes: torch.Tensor, present: torch.Tensor) -> torch.Tensor | None:
+        return None if self.size_head is None else self.size_head(planes, present)[0]
 
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """Volume logits ``[B, 1, G, G, G]`` from the planes alone (prior means, or a prior sample)."""
@@ -108,16 +129,19 @@ class CVAE(ConditionalModel):
 
     def forward(self, volume: torch.Tensor, planes: torch.Tensor, present: torch.Tensor) -> ConditionalOutput:
         c = self._condition(planes, present)
+        r_true, r_pred, size_loss = self._sizes(volume, planes, present)
         mu_p, lv_p = _gaussian(self.prior(c))
         mu_q, lv_q = _gaussian(self.posterior(torch.cat([self.encoder(volume), c], dim=-1)))
         z = reparameterize(mu_q, lv_q, self.training)
-        prior_logits = self._decode(mu_p, c) if self.training else None  # the path prediction takes
-        return ConditionalOutput(self._decode(z, c), [Level(mu_q, lv_q, z, mu_p, lv_p)], prior_logits)
+        # the path prediction takes
+        prior_logits = self._place(self._decode(mu_p, c), r_pred) if self.training else None
+        return ConditionalOutput(self._place(self._decode(z, c), r_true), [Level(mu_q, lv_q, z, mu_p, lv_p)],
+                                 prior_logits, size_loss=size_loss)
 
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
         c = self._condition(planes, present)
         mu_p, lv_p = _gaussian(self.prior(c))
-        return self._decode(reparameterize(mu_p, lv_p, sample), c)
+        return self._place(self._decode(reparameterize(mu_p, lv_p, sample), c), self._size(planes, present))
 
 
 class TLNet(ConditionalModel):
@@ -138,10 +162,12 @@ class TLNet(ConditionalModel):
     def forward(self, volume: torch.Tensor, planes: torch.Tensor, present: torch.Tensor) -> ConditionalOutput:
         e = F.layer_norm(self.embed(self.encoder(volume)), (self.cfg.latent_dims[0],))  # a target of fixed scale
         e_hat = self._regress(planes, present)
+        r_true, r_pred, size_loss = self._sizes(volume, planes, present)
         extra = ((e_hat - e.detach()) ** 2).mean() if self.training else None
-        prior_logits = self.decoder(self.project(e_hat)) if self.training else None
+        prior_logits = self._place(self.decoder(self.project(e_hat)), r_pred) if self.training else None
         zero = torch.zeros_like(e)
-        return ConditionalOutput(self.decoder(self.project(e)), [Level(e, zero, e)], prior_logits, extra)
+        return ConditionalOutput(self._place(self.decoder(self.project(e)), r_true), [Level(e, zero, e)], prior_logits,
+                                 extra, size_loss)
 
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
-        return self.decoder(self.project(self._regress(planes, present)))
+        return self._place(self.decoder(self.project(self._regress(planes, present))), self._size(planes, present))

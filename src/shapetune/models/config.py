@@ -29,6 +29,8 @@ class ModelConfig(BaseModel):
     depth: int | None = Field(None, description="LVAE hierarchy depth; must equal len(latent_dims) if given.")
     ladder_hidden: int = Field(256, ge=8, description="Width of the LVAE's deterministic ladder MLPs.")
     classifier_hidden: int = Field(32, ge=2)
+    size_frame: bool = Field(False, description="Conditional models (cvae, hcvae, tlnet): decode the skull in a "
+                                                "size-normalised frame, scaled by a head size read off the planes.")
 
     @field_validator("grid")
     @classmethod
@@ -58,6 +60,8 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"latent_dims has {n} sizes but depth is {self.depth}: give one latent size per level")
         if self.name in ("lvae", "hcvae") and n > 5:
             raise ValueError(f"model '{self.name}' supports depth 1..5, got {n} levels")
+        if self.size_frame and self.name not in ("cvae", "hcvae", "tlnet"):
+            raise ValueError(f"size_frame is for the conditional models (cvae, hcvae, tlnet), not '{self.name}'")
         if self.name in ("vae", "ae", "cvae", "tlnet") and n != 1:
             raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, got {self.latent_dims}")
         return self

@@ -67,15 +67,17 @@ class HierarchicalCVAE(ConditionalModel):
             z_above = z
         return levels
 
-    def _decode(self, levels: list[Level]) -> torch.Tensor:
-        return self.decoder(self.project(torch.cat([lv.z for lv in levels], dim=-1)))
+    def _decode(self, levels: list[Level], log_r: torch.Tensor | None = None) -> torch.Tensor:
+        return self._place(self.decoder(self.project(torch.cat([lv.z for lv in levels], dim=-1))), log_r)
 
     def forward(self, volume: torch.Tensor, planes: torch.Tensor, present: torch.Tensor) -> ConditionalOutput:
         terms = self._view_terms(planes, present)
+        r_true, r_pred, size_loss = self._sizes(volume, planes, present)
         levels = self._top_down(planes, present, volume, sample=self.training, terms=terms)
         # The prior means are what prediction decodes: train that path directly (a deterministic GSNN term).
-        prior_logits = self._decode(self._top_down(planes, present, None, False, terms)) if self.training else None
-        return ConditionalOutput(self._decode(levels), levels, prior_logits)
+        prior_logits = (self._decode(self._top_down(planes, present, None, False, terms), r_pred)
+                        if self.training else None)
+        return ConditionalOutput(self._decode(levels, r_true), levels, prior_logits, size_loss=size_loss)
 
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
-        return self._decode(self._top_down(planes, present, None, sample=sample))
+        return self._decode(self._top_down(planes, present, None, sample=sample), self._size(planes, present))

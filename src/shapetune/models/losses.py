@@ -20,6 +20,7 @@ class LossWeights:
     free_bits: float = 0.0  # nats per latent dimension below which KL is not penalised
     prior_recon: float = 0.5  # conditional models: weight of the reconstruction from the prior path (GSNN)
     embed_weight: float = 1.0  # TL-Net: weight of the embedding regression
+    size_weight: float = 100.0  # size frame: weight of the head-size regression (squared log-radius error)
 
 
 def soft_dice_per_channel(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -88,5 +89,8 @@ def conditional_loss(out: ConditionalOutput, target: torch.Tensor, w: LossWeight
     if out.extra_loss is not None:
         terms["embed"] = out.extra_loss
         total = total + w.embed_weight * out.extra_loss
+    if out.size_loss is not None:
+        terms["size"] = out.size_loss
+        total = total + w.size_weight * out.size_loss
     terms["loss"] = total
     return total, {k: v.detach() for k, v in terms.items()}

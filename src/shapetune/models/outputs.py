@@ -41,3 +41,4 @@ class ConditionalOutput:
     levels: list[Level] = field(default_factory=list)  # bottom -> top
     prior_logits: torch.Tensor | None = None
     extra_loss: torch.Tensor | None = None  # model-specific term (TL-Net's embedding regression)
+    size_loss: torch.Tensor | None = None  # size frame: error of the head size read off the planes

@@ -34,6 +34,8 @@ class LossConfig(_Strict):
     free_bits: float = Field(0.0, ge=0)
     prior_recon: float = Field(0.5, ge=0, description="Conditional models: weight of the prior-path reconstruction.")
     embed_weight: float = Field(1.0, ge=0, description="TL-Net: weight of the embedding regression.")
+    size_weight: float = Field(100.0, ge=0, description="Conditional models with model.size_frame: weight of the "
+                                                          "head-size regression (squared error of log radii).")
 
 
 class AugmentConfig(_Strict):
