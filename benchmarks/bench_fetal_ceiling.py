@@ -130,6 +130,7 @@ def autoencoder(study: Path) -> None:
 
     from shapetune.data.dataset import PreparedDataset
     from shapetune.evaluation.service import checkpoint_dir
+    from shapetune.models.size_frame import rms_log
     from shapetune.platform.checkpoints import load_model
     from shapetune.platform.tasks.fetal import fold_rows
 
@@ -142,7 +143,9 @@ def autoencoder(study: Path) -> None:
             vol = torch.from_numpy(np.asarray(ds.masks[idx]).astype(np.float32))
             with torch.no_grad():
                 e = F.layer_norm(model.embed(model.encoder(vol)), (cfg.model.latent_dims[0],))
-                pred = (model.decoder(model.project(e))[:, 0] > 0).numpy()
+                # with the size frame the autoencoder path is scaled by the true radii, as in training
+                pred = (model._place(model.decoder(model.project(e)), rms_log(vol) if model.size_head is not None else None)[:, 0]
+                        > 0).numpy()
             truth = vol[:, 0].numpy().astype(bool)
             for p, t in zip(pred, truth):
                 rows.append({"split": split, "dice": 2 * (p & t).sum() / (p.sum() + t.sum()),

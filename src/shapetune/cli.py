@@ -389,6 +389,9 @@ def study_cmd(
     except (ConfigError, DataError, StudyError, storage.StorageError, ValueError) as exc:
         _fail(exc)
     _print_study(res.table)
+    for r in res.effects.query("`from` == '3v' and to == '1v'").itertuples():
+        console.print(f"Dice lost 3 views -> 1 view, {r.what}: {r.mean:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}] "
+                      f"(paired over {r.n} subjects, Wilcoxon p={r.p_value:.2g})")
     console.print(f"trained {len(res.trained)} run(s), scored {len(res.scored)}; table: {res.out / 'table.md'}, "
                   f"figures: {res.out / 'figures'}")
 

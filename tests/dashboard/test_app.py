@@ -187,7 +187,7 @@ def test_fetal_study_page(app_for, fetal_study):
     assert titles == ["axial", "sagittal (not acquired)", "coronal (not acquired)"]
     at.toggle[0].set_value(False).run()
     assert [d["type"] for d in _plots(at)[2]["data"]].count("heatmap") == 3  # overlay off
-    assert "Dice lost from 3 views to 1 view" in _texts(at)
+    assert "Dice lost from 3 views to 1 view, paired per test subject (95 % CI): cvae" in _texts(at)
     assert snapshot(res.out) == snap  # read-only
 
 

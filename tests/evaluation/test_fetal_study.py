@@ -36,12 +36,38 @@ def test_table_by_view_subset_over_folds(study, fetal_prepared):
     for k in range(3):  # every fold is scored on its own test subjects only
         assert set(pc[pc.fold == k].subject) == set(manifest.subject[manifest[f"fold{k}"] == "test"])
     md = (res.out / "table.md").read_text()
-    assert "3 views" in md and "HCVAE | 0.91 / 4.12 / 0.03" in md and md == table_markdown(t)
+    assert "3 views" in md and "HCVAE | 0.91 / 4.12 / 0.03" in md and md.startswith(table_markdown(t))
+    effects = pd.read_csv(res.out / "view_effects.csv")  # Dice lost per model and between models, paired
+    assert set(effects.what) == {"cvae", "hcvae", "cvae − hcvae"} and (effects.n == 9).all()
+    assert "Dice lost when views go missing" in md and "| cvae − hcvae |" in md
     for f in ("dice_by_views.png", "uncertainty_cvae.png", "uncertainty_hcvae.png"):
         assert (res.out / "figures" / f).stat().st_size > 5_000
     assert {"ofd_err", "bpd_err", "height_err"} <= set(pc.columns) and t.abs_bpd_err_mean.notna().all()
     subjects, pred, var = load_maps(res.out / "scores" / "hcvae_fold0.npz", "1v")
     assert pred.shape == var.shape == (3, 32, 32, 32) and var.max() > 0  # sampled priors differ
+
+
+def test_view_effects_pair_subjects_within_and_between_models():
+    from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for model, drop in (("a", 0.08), ("b", 0.02)):
+        for fold in range(2):
+            for i in range(12):
+                base = rng.uniform(0.7, 0.95)  # subjects differ far more than the views' effect
+                for views, d in (("3v", 0.0), ("2v", drop / 4), ("1v", drop)):
+                    rows.append({"model": model, "fold": fold, "subject": f"s{fold}_{i}", "views": views,
+                                 "dice": base - d + rng.normal(0, 0.005)})
+    e = view_effects(pd.DataFrame(rows))
+    loss = e[(e.kind == "loss") & (e["from"] == "3v") & (e["to"] == "1v")].set_index("what")
+    assert loss.loc["a", "mean"] == pytest.approx(0.08, abs=0.005) and loss.loc["a", "ci_lo"] > 0.07
+    assert loss.loc["a", "p_value"] < 1e-3 and loss.loc["a", "n"] == 24
+    con = e[e.kind == "contrast"].set_index(["what", "from", "to"])
+    assert con.loc[("a − b", "3v", "1v"), "mean"] == pytest.approx(0.06, abs=0.005)  # b degrades less
+    assert con.loc[("a − b", "3v", "1v"), "ci_lo"] > 0.05
+    md = effects_markdown(e)
+    assert "| a | " in md and "| a − b | " in md and "3v → 1v" in md
 
 
 def test_size_errors_read_the_heads_length_width_and_height():
@@ -79,6 +105,7 @@ def test_cli_study_and_bad_requests(study, fetal_prepared, tiny_prepared, tmp_pa
     assert r.exit_code == 0, r.output
     flat = " ".join(r.output.split())  # rich wraps the table and the last line at the terminal's width
     assert "hcvae" in flat and "trained 0 run(s), scored 0" in flat
+    assert "Dice lost 3 views -> 1 view, hcvae:" in flat and "paired over 9 subjects" in flat
     r = runner.invoke(app, [*args, "model.latent_dims=[8,4]"])  # another configuration under the same name
     assert r.exit_code == 2 and "another configuration" in " ".join(r.output.split())
     r = runner.invoke(app, ["study", "--data", str(tiny_prepared), "--out", str(tmp_path / "s")])

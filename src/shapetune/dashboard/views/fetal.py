@@ -10,6 +10,7 @@ from shapetune.dashboard import experiments as ex
 from shapetune.data.fetal.planes import VIEWS
 from shapetune.evaluation.fetal.figures import SLICE_AXES, mid_slice
 from shapetune.evaluation.fetal.study import REFERENCE, SIZE_ERRORS, SUBSET_LABELS, mean_sd
+from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects
 from shapetune.platform.tasks.fetal import VIEW_SUBSETS
 
 
@@ -21,6 +22,11 @@ def _tables(path: str, name: str, stamp: tuple):
 @st.cache_data(show_spinner="loading the case ...", max_entries=32)
 def _case(path: str, name: str, model: str, fold: int, subset: str, subject: str, stamp: tuple):
     return studies.case(studies.Study(name, studies.Path(path)), model, fold, subset, subject)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _effects(path: str, name: str, stamp: tuple):
+    return view_effects(_tables(path, name, stamp)[1])
 
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -100,10 +106,13 @@ def render() -> None:
         st.dataframe([{"model": m, **{SUBSET_LABELS[s]: " / ".join(f"{x:g}" for x in v[s]) for s in VIEW_SUBSETS}}
                       for m, v in REFERENCE.items()], hide_index=True, width="stretch")
     st.plotly_chart(metric_bars(table), width="stretch")
-    drop = table.pivot(index="model", columns="views", values="dice_mean")
-    if {"3v", "1v"} <= set(drop.columns):
-        st.caption("Dice lost from 3 views to 1 view: " + ", ".join(f"{m} {drop.loc[m, '3v'] - drop.loc[m, '1v']:+.3f}"
-                                                                    for m in drop.index))
+    effects = _effects(str(study.path), study.name, stamp)
+    lost = effects[(effects.kind == "loss") & (effects["from"] == "3v") & (effects["to"] == "1v")]
+    if not lost.empty:
+        st.caption("Dice lost from 3 views to 1 view, paired per test subject (95 % CI): " + ", ".join(
+            f"{r.what} {r.mean:+.3f} [{r.ci_lo:+.3f}, {r.ci_hi:+.3f}]" for r in lost.itertuples()))
+        with st.expander("View effects: Dice lost per model, and the difference between models"):
+            st.markdown(effects_markdown(effects))
     st.subheader("A case")
     c1, c2, c3, c4 = st.columns(4)
     model = c1.selectbox("Model", list(dict.fromkeys(per_case.model)))

@@ -5,6 +5,7 @@
 ``STUDY/scores/MODEL_foldK.parquet`` / ``.npz``  per subject x view subset metrics; predictions, variance maps
 ``STUDY/per_case.parquet``      every model x fold x subject x view subset
 ``STUDY/table.csv`` / ``table.md``  DC, HD (mm), RVD by view subset: mean +- sd over the folds
+``STUDY/view_effects.csv``      Dice lost per model when views go missing, and between models (paired per subject)
 ``STUDY/figures/``              Dice by view subset, uncertainty maps
 
 A re-run trains and scores only what is missing; ``force`` re-scores (training is never repeated).
@@ -54,6 +55,7 @@ class StudyResult:
     table: pd.DataFrame
     trained: list[str] = field(default_factory=list)
     scored: list[str] = field(default_factory=list)
+    effects: pd.DataFrame | None = None  # :func:`~shapetune.evaluation.fetal.view_effects.view_effects`
 
 
 def _fold_data(data: str | Path, fold: int):
@@ -186,6 +188,7 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
               runs: dict[tuple[str, int], Path] | None = None, cpus_per_worker: float = 1.0) -> StudyResult:
     """Train what is missing, score what is new, write the table, per-case results and figures."""
     from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
+    from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects
     from shapetune.evaluation.service import _atomic_parquet
 
     out = Path(out).resolve()
@@ -211,13 +214,15 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
     table = study_table(per_case)
     _atomic_parquet(per_case, out / "per_case.parquet")
     table.to_csv(out / "table.csv", index=False)
-    (out / "table.md").write_text(table_markdown(table))
+    effects = view_effects(per_case)
+    effects.to_csv(out / "view_effects.csv", index=False)
+    (out / "table.md").write_text(table_markdown(table) + "\n" + effects_markdown(effects))
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     dice_by_views(table, fig_dir / "dice_by_views.png")
     for name in configs:
         uncertainty_figure(out, data, name, folds[0], fig_dir / f"uncertainty_{slug(name)}.png")
-    return StudyResult(out, per_case, table, trained, scored)
+    return StudyResult(out, per_case, table, trained, scored, effects)
 
 
 def evaluate_sweep(exp_dir: Path, data: str | Path, trials: str = "best", force: bool = False,
