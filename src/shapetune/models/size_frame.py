@@ -31,19 +31,14 @@ ERR_MOMENTUM = 0.98  # running mean of each view's squared error: ~50 training s
 
 def rms_log(volume: torch.Tensor) -> torch.Tensor:
     """Log RMS radius of each mask about its centroid along each grid axis (half-widths): ``[B, 1, G, G, G] -> [B, 3]``."""
-    g = volume.shape[-1]
-    k = torch.linspace(-1, 1, g, device=volume.device, dtype=torch.float32)
     m = volume[:, 0].float()
-    n = m.sum((1, 2, 3)).clamp(min=1)
-    out = []
-    for ax in range(3):
-        shape = [1, 1, 1]
-        shape[ax] = g
-        coord = k.view(1, *shape)
-        mean = (m * coord).sum((1, 2, 3)) / n
-        var = (m * (coord - mean.view(-1, 1, 1, 1)) ** 2).sum((1, 2, 3)) / n
-        out.append(0.5 * torch.log(var + 1e-6))
-    return torch.stack(out, 1)
+    k = torch.linspace(-1, 1, m.shape[-1], device=m.device, dtype=torch.float32)
+    # each axis's moments need only the mask's profile along it: one pass over the volume per axis, no 3D products
+    profiles = torch.stack([m.sum((2, 3)), m.sum((1, 3)), m.sum((1, 2))], 1)  # [B, 3, G]
+    n = profiles[:, 0].sum(1, keepdim=True).clamp(min=1)
+    mean = (profiles * k).sum(2) / n
+    var = (profiles * (k - mean[:, :, None]) ** 2).sum(2) / n
+    return 0.5 * torch.log(var + 1e-6)
 
 
 def plane_moments(planes: torch.Tensor) -> torch.Tensor:
