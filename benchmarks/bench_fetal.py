@@ -57,7 +57,7 @@ def main() -> None:
     drops = ", ".join(f"{m} {drop.loc[m, '3v'] - drop.loc[m, '1v']:.3f}" for m in drop.index)
     note = (f"{args.grid}^3, 72 subjects, 3 folds x 14 test, {args.epochs} epochs per run, models "
             f"{args.models}; Dice lost from 3 views to 1 view: {drops}; study folder {res.out}; "
-            f"wall {wall / 60:.0f} min on this machine")
+            f"{len(res.trained)} run(s) trained and {len(res.scored)} scored in {wall / 60:.0f} min on this machine")
     publish("bench_fetal", f"fetal skull reconstruction, {args.grid}^3 (mean ± sd over 3 folds)", note,
             ["model", "views", "DC", "HD mm", "RVD", "uncertainty", "unc. AUROC", "|size error| OFD / BPD / height"], cells, rows)
 

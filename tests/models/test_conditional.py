@@ -124,3 +124,21 @@ def test_the_reference_grid_96_builds_and_predicts():
     assert out.shape == (1, 1, 96, 96, 96)
     with pytest.raises(ValueError, match="grid/bottleneck a power of two"):
         build_model(dict(name="hcvae", grid=96, bottleneck=8, latent_dims=[8, 4]))
+
+
+
+@pytest.mark.parametrize("name, dims", [("cvae", [8]), ("hcvae", [8, 6, 4])])
+def test_prediction_samples_draw_the_size_the_missing_views_leave_open(name, dims):
+    model = _model(name, dims, size_frame=True).eval()
+    _, planes = _batch()
+    model.size_head.err2.copy_(torch.tensor([[1e-4, 1e-4, 4e-2], [1e-4, 4e-2, 1e-3], [4e-2, 1e-4, 1e-3]]))
+    torch.manual_seed(0)
+    draws = {}
+    for subset in [(1, 1, 1), (1, 0, 0)]:
+        present = torch.tensor([subset] * 4, dtype=torch.float32)
+        with torch.no_grad():
+            assert torch.equal(model._size(planes, present), model._size(planes, present))  # the mean: no draw
+            draws[subset] = torch.stack([model._size(planes, present, sample=True) for _ in range(400)]).var(0).mean(0)
+    # the axial plane shows no height: drawn with ~4e-2 alone, ~1e-3 once sagittal and coronal are there
+    assert draws[(1, 0, 0)][2] > 10 * draws[(1, 1, 1)][2]
+    assert draws[(1, 0, 0)][:2].max() < 2e-4 and draws[(1, 0, 0)][2] > 2e-2

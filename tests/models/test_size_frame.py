@@ -101,6 +101,20 @@ def test_size_head_learns_each_axis_from_the_views_that_show_it():
     assert (err["3v"] < 0.01).all()  # length, width and height within 1 %
     assert err["2v"][2] < 0.5 * err["1v"][2]  # the sagittal view shows the height the axial one cannot
     assert err["1v"][:2].max() < 0.01  # the axial view alone still gives length and width
+    # the predictive spread follows the views: height is uncertain with the axial plane alone, and the spread
+    # is the size of the error it stands for (RMS within a factor 2 per axis and subset)
+    var = {n: head.variance(torch.tensor([s], dtype=torch.float32))[0] for n, s in
+           {"3v": (1, 1, 1), "2v": (1, 1, 0), "1v": (1, 0, 0)}.items()}
+    assert var["1v"][2] > 3 * var["2v"][2] and (var["3v"] <= var["2v"] + 1e-9).all()
+    for name, subset in {"3v": (1, 1, 1), "1v": (1, 0, 0)}.items():
+        with torch.no_grad():
+            pred, _ = head(test_planes, torch.tensor([subset] * len(test_planes), dtype=torch.float32))
+        rms = ((pred - test_target) ** 2).mean(0).sqrt()
+        assert ((var[name].sqrt() / rms) > 0.5).all() and ((var[name].sqrt() / rms) < 2).all(), (name, var[name], rms)
+    one = test_planes[:1].expand(4000, -1, -1, -1)
+    with torch.no_grad():
+        draws = head.sample(one, torch.tensor([[1.0, 0.0, 0.0]]).expand(4000, -1))
+    assert torch.allclose(draws.var(0), var["1v"], rtol=0.1)  # samples spread as the variance says
 
 
 def test_size_head_never_reads_a_missing_view():

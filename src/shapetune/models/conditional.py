@@ -10,7 +10,9 @@ Every model takes ``planes`` ``[B, 3, P, P]`` (binary masks, views in :data:`VIE
   prediction decodes the regressed embedding. Missing views are zero images.
 The hierarchical CVAE is in :mod:`shapetune.models.hcvae`. With ``model.size_frame`` every one of them draws
 the skull in a size-normalised frame and scales it by a head size read off the planes
-(:mod:`shapetune.models.size_frame`): the true size on the posterior / autoencoder path during training.
+(:mod:`shapetune.models.size_frame`): the true size on the posterior / autoencoder path during training; a
+variational model's prediction samples (``sample=True``) draw the size too, from the head's predictive spread
+for the views acquired.
 """
 
 from __future__ import annotations
@@ -103,8 +105,11 @@ class ConditionalModel(nn.Module):
         """Canonical-frame logits scaled to the given log radii (unchanged without the size frame)."""
         return logits if log_r is None else warp(logits, log_r)
 
-    def _size(self, planes: torch.Tensor, present: torch.Tensor) -> torch.Tensor | None:
-        return None if self.size_head is None else self.size_head(planes, present)[0]
+    def _size(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor | None:
+        """Head size for prediction: the fused estimate, or (``sample``) a draw from its predictive spread."""
+        if self.size_head is None:
+            return None
+        return self.size_head.sample(planes, present) if sample else self.size_head(planes, present)[0]
 
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """Volume logits ``[B, 1, G, G, G]`` from the planes alone (prior means, or a prior sample)."""
@@ -141,7 +146,7 @@ class CVAE(ConditionalModel):
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
         c = self._condition(planes, present)
         mu_p, lv_p = _gaussian(self.prior(c))
-        return self._place(self._decode(reparameterize(mu_p, lv_p, sample), c), self._size(planes, present))
+        return self._place(self._decode(reparameterize(mu_p, lv_p, sample), c), self._size(planes, present, sample))
 
 
 class TLNet(ConditionalModel):

@@ -80,4 +80,4 @@ class HierarchicalCVAE(ConditionalModel):
         return ConditionalOutput(self._decode(levels, r_true), levels, prior_logits, size_loss=size_loss)
 
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
-        return self._decode(self._top_down(planes, present, None, sample=sample), self._size(planes, present))
+        return self._decode(self._top_down(planes, present, None, sample=sample), self._size(planes, present, sample))

@@ -12,6 +12,8 @@ own small, explicit estimator and the decoder only the shape.
 - :class:`SizeHead`: one linear estimate of the three radii per acquired view, fused by inverse-variance
   weights per view and axis over the views present (axial reads length and width, sagittal length and
   height, coronal width and height). A missing view drops out of the fusion, it is never a zero input.
+  Its predictive variance per axis, ``1 / sum(1 / err2)`` over the views present, is what prediction samples
+  sizes from: the uncertainty that a missing view leaves (height with the axial plane alone) shows in the maps.
 - :func:`warp`: scale canonical-frame logits about the grid centre to given radii (``grid_sample``).
 """
 
@@ -130,6 +132,19 @@ class SizeHead(nn.Module):
         if target is None:
             return fused, None
         return fused, (((est - target[:, None]) ** 2).mean(2) * present).sum() / present.sum().clamp(min=1)
+
+    def variance(self, present: torch.Tensor) -> torch.Tensor:
+        """Predictive variance of the fused log radii, ``[B, 3]``: inverse-variance fusion of the views present
+        (its square root within a factor of 2 of the RMS error per axis and view subset on the study's test
+        folds); with no view, the worst view's error (the estimate is then the mean size)."""
+        inv = (present.float()[:, :, None] / self.err2[None].clamp(min=1e-8)).sum(1)
+        spread = self.err2.max(0).values.expand_as(inv)
+        return torch.where(inv > 0, 1.0 / inv.clamp(min=1e-12), spread)
+
+    def sample(self, planes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """A draw of the log radii from N(fused estimate, :meth:`variance`), ``[B, 3]``."""
+        mean = self(planes, present)[0]
+        return mean + torch.randn_like(mean) * self.variance(present).sqrt()
 
     @torch.no_grad()
     def _track_errors(self, est: torch.Tensor, present: torch.Tensor, target: torch.Tensor) -> None:
