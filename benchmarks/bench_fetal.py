@@ -1,6 +1,6 @@
 """Fetal-skull study at 64^3: CVAE, HCVAE and TL-Net x 3 folds, the table by view subset (3, 2, 1 views).
 
-    python benchmarks/bench_fetal.py [--grid 64 --epochs 60 --models cvae,hcvae,tlnet --out DIR ...overrides]
+    python benchmarks/bench_fetal.py [--grid 64 --epochs 60 --models cvae,hcvae,tlnet,cgan --out DIR ...overrides]
 
 Synthesizes and prepares the 72-subject cohort (reused when present), then runs ``run_study`` -- the same
 code as ``shapetune study``: one Ray Train run per model and fold (a finished run is reused, so an
@@ -29,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--grid", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--models", default="cvae,hcvae,tlnet")
+    ap.add_argument("--models", default="cvae,hcvae,tlnet,cgan")
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--out", default=str(RESULTS / "tmp" / "fetal"))
     ap.add_argument("--rescore", action="store_true", help="score the (reused) runs again, e.g. after new metrics")

@@ -364,7 +364,7 @@ def study_cmd(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(help="Prepared fetal-skull dataset (shapetune data prepare --format fetal), or its URI.")],
     out: Annotated[Path, typer.Option(help="Study folder: runs/, scores/, table.md, per_case.parquet, figures/.")],
-    model: Annotated[list[str], typer.Option(help="A shipped config (cvae, hcvae, tlnet) or NAME=CONFIG.yaml; repeatable.")] = ["cvae", "hcvae", "tlnet"],  # noqa: B006
+    model: Annotated[list[str], typer.Option(help="A shipped config (cvae, hcvae, tlnet, cgan) or NAME=CONFIG.yaml; repeatable.")] = ["cvae", "hcvae", "tlnet", "cgan"],  # noqa: B006
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds (default: all).")] = None,
     samples: Annotated[int, typer.Option(help="Prior samples per case for the uncertainty maps.")] = 8,
     force: Annotated[bool, typer.Option(help="Re-score every run (training is never repeated).")] = False,

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from shapetune.cli import app
 from shapetune.data.errors import DataError
-from shapetune.evaluation.fetal.scoring import load_maps
-from shapetune.evaluation.fetal.study import StudyError, run_study, table_markdown
+from shapetune.evaluation.fetal.scoring import load_maps, score_fold
+from shapetune.evaluation.fetal.study import StudyError, _checkpoint, _fold_data, run_study, table_markdown
 from shapetune.platform.tasks import load_task_data
 from tests.conftest import FETAL_TINY, fetal_config
 
@@ -161,11 +161,18 @@ def test_sweep_then_evaluate_cross_validates_the_best_trial(fetal_prepared, ray_
     assert r.exit_code == 2 and "serve the cardiac models" in " ".join(r.output.split())
 
 
-def test_cli_train_a_fetal_model_on_a_fold(fetal_prepared, ray_local, tmp_path):
-    r = CliRunner().invoke(app, ["train", "--config", "hcvae", "--data", str(fetal_prepared), "--out",
+@pytest.mark.parametrize("name", ["hcvae", "cgan"])
+def test_cli_train_a_fetal_model_on_a_fold(name, fetal_prepared, ray_local, tmp_path):
+    r = CliRunner().invoke(app, ["train", "--config", name, "--data", str(fetal_prepared), "--out",
                                  str(tmp_path / "run"), "model.grid=32", "optim.epochs=1", *FETAL_TINY, "data.fold=2"])
     assert r.exit_code == 0, r.output
     assert "val_dice_1v" in " ".join(r.output.split())
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["data"]["fold"] == 2 and "val_dice_3v" in summary["best_metrics"]
     assert (tmp_path / "run" / "learning_curves.png").exists()
+    if name == "cgan":  # both players trained from the one loss, and the study scores the generator
+        history = pd.read_csv(tmp_path / "run" / "history.csv")
+        assert {"train_adv", "train_disc"} <= set(history.columns) and history.train_disc.notna().all()
+        planes, truth, subjects, spacing = _fold_data(fetal_prepared, 2)
+        df, _ = score_fold(_checkpoint(tmp_path / "run"), planes[:2], truth[:2], subjects[:2], spacing, samples=2)
+        assert len(df) == 6 and df.dice.between(0, 1).all() and df.uncertainty.isna().all()  # deterministic

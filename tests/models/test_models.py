@@ -31,9 +31,10 @@ def test_shapes(name, dims):
 def test_registry_has_the_cardiac_and_fetal_models():
     from shapetune.models.registry import model_task
 
-    assert set(MODELS) == {"vae", "lvae", "ae", "cvae", "hcvae", "tlnet"}
+    assert set(MODELS) == {"vae", "lvae", "ae", "cvae", "hcvae", "tlnet", "cgan"}
     assert {m: model_task(m) for m in MODELS} == {"vae": "cardiac", "lvae": "cardiac", "ae": "cardiac",
-                                                  "cvae": "fetal", "hcvae": "fetal", "tlnet": "fetal"}
+                                                  "cvae": "fetal", "hcvae": "fetal", "tlnet": "fetal",
+                                                  "cgan": "fetal"}
 
 
 def test_decoding_from_each_prefix_of_the_hierarchy():
@@ -117,7 +118,7 @@ def test_free_bits_and_warmup():
 @pytest.mark.parametrize("overrides,message", [
     (["model.depth=0"], "depth must be within 1..5"),
     (["model.depth=3", "model.latent_dims=[8,2]"], "latent_dims has 2 sizes but depth is 3"),
-    (["model.name=gan"], "model.name: Input should be 'vae', 'lvae', 'ae', 'cvae', 'hcvae' or 'tlnet'"),
+    (["model.name=gan"], "model.name: Input should be 'vae', 'lvae', 'ae', 'cvae', 'hcvae', 'tlnet' or 'cgan'"),
     (["model.name=vae", "model.latent_dims=[8,2]"], "model 'vae' has a single latent"),
     (["model.grid=24"], "grid must be a power of two"),
     (["model.latent_dims=[]"], "non-empty list"),

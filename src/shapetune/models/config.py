@@ -17,7 +17,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["vae", "lvae", "ae", "cvae", "hcvae", "tlnet"] = "lvae"
+    name: Literal["vae", "lvae", "ae", "cvae", "hcvae", "tlnet", "cgan"] = "lvae"
     grid: int = Field(32, description="Grid size (voxels per side): a power of two >= 16, or 3 x one >= 48 (96).")
     in_channels: int = 2
     width: int = Field(16, ge=4, le=128, description="Channels of the first conv stage.")
@@ -29,7 +29,7 @@ class ModelConfig(BaseModel):
     depth: int | None = Field(None, description="LVAE hierarchy depth; must equal len(latent_dims) if given.")
     ladder_hidden: int = Field(256, ge=8, description="Width of the LVAE's deterministic ladder MLPs.")
     classifier_hidden: int = Field(32, ge=2)
-    size_frame: bool = Field(False, description="Conditional models (cvae, hcvae, tlnet): decode the skull in a "
+    size_frame: bool = Field(False, description="Conditional models (cvae, hcvae, tlnet, cgan): decode the skull in a "
                                                 "size-normalised frame, scaled by a head size read off the planes.")
 
     @field_validator("grid")
@@ -60,8 +60,8 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"latent_dims has {n} sizes but depth is {self.depth}: give one latent size per level")
         if self.name in ("lvae", "hcvae") and n > 5:
             raise ValueError(f"model '{self.name}' supports depth 1..5, got {n} levels")
-        if self.size_frame and self.name not in ("cvae", "hcvae", "tlnet"):
-            raise ValueError(f"size_frame is for the conditional models (cvae, hcvae, tlnet), not '{self.name}'")
+        if self.size_frame and self.name not in ("cvae", "hcvae", "tlnet", "cgan"):
+            raise ValueError(f"size_frame is for the conditional models (cvae, hcvae, tlnet, cgan), not '{self.name}'")
         if self.name in ("vae", "ae", "cvae", "tlnet") and n != 1:
             raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, got {self.latent_dims}")
         return self

@@ -21,6 +21,7 @@ class LossWeights:
     prior_recon: float = 0.5  # conditional models: weight of the reconstruction from the prior path (GSNN)
     embed_weight: float = 1.0  # TL-Net: weight of the embedding regression
     size_weight: float = 100.0  # size frame: weight of the head-size regression (squared log-radius error)
+    adv_weight: float = 0.01  # conditional GAN: weight of the generator's adversarial term
 
 
 def soft_dice_per_channel(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -92,5 +93,8 @@ def conditional_loss(out: ConditionalOutput, target: torch.Tensor, w: LossWeight
     if out.size_loss is not None:
         terms["size"] = out.size_loss
         total = total + w.size_weight * out.size_loss
+    if out.adv_loss is not None:  # the discriminator's own loss at full weight: its gradient reaches only it
+        terms["adv"], terms["disc"] = out.adv_loss, out.disc_loss
+        total = total + w.adv_weight * out.adv_loss + out.disc_loss
     terms["loss"] = total
     return total, {k: v.detach() for k, v in terms.items()}

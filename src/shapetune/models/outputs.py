@@ -42,3 +42,5 @@ class ConditionalOutput:
     prior_logits: torch.Tensor | None = None
     extra_loss: torch.Tensor | None = None  # model-specific term (TL-Net's embedding regression)
     size_loss: torch.Tensor | None = None  # size frame: error of the head size read off the planes
+    adv_loss: torch.Tensor | None = None  # conditional GAN: the generator's adversarial term
+    disc_loss: torch.Tensor | None = None  # conditional GAN: the discriminator's loss (reaches only its weights)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from shapetune.models.cgan import ConditionalGAN
 from shapetune.models.conditional import CVAE, TLNet
 from shapetune.models.config import ModelConfig
 from shapetune.models.hcvae import HierarchicalCVAE
@@ -12,7 +13,8 @@ from shapetune.models.vae import AE, VAE
 
 # Cardiac shape models (task "cardiac") and the fetal-skull conditional models (task "fetal").
 MODELS: dict[str, type[nn.Module]] = {"vae": VAE, "lvae": LadderVAE, "ae": AE,
-                                      "cvae": CVAE, "hcvae": HierarchicalCVAE, "tlnet": TLNet}
+                                      "cvae": CVAE, "hcvae": HierarchicalCVAE, "tlnet": TLNet,
+                                      "cgan": ConditionalGAN}
 
 
 def model_task(name: str) -> str:

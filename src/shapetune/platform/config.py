@@ -36,6 +36,8 @@ class LossConfig(_Strict):
     embed_weight: float = Field(1.0, ge=0, description="TL-Net: weight of the embedding regression.")
     size_weight: float = Field(100.0, ge=0, description="Conditional models with model.size_frame: weight of the "
                                                           "head-size regression (squared error of log radii).")
+    adv_weight: float = Field(0.01, ge=0, description="Conditional GAN (cgan): weight of the generator's adversarial "
+                                                      "term beside the reconstruction (pix2pix-style).")
 
 
 class AugmentConfig(_Strict):

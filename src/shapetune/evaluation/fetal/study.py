@@ -201,7 +201,7 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
         from shapetune.models.registry import model_task
 
         if model_task(cfg.model.name) != "fetal":
-            raise StudyError(f"model {name!r} ({cfg.model.name}) is not a fetal-skull model (cvae, hcvae, tlnet)")
+            raise StudyError(f"model {name!r} ({cfg.model.name}) is not a fetal-skull model (cvae, hcvae, tlnet, cgan)")
     out.mkdir(parents=True, exist_ok=True)
     request = {"data": str(Path(data).resolve()), "folds": folds, "samples": samples,
                "models": {n: c.model_dump(mode="json") for n, c in configs.items()}}
