@@ -176,3 +176,20 @@ def test_cli_train_a_fetal_model_on_a_fold(name, fetal_prepared, ray_local, tmp_
         planes, truth, subjects, spacing = _fold_data(fetal_prepared, 2)
         df, _ = score_fold(_checkpoint(tmp_path / "run"), planes[:2], truth[:2], subjects[:2], spacing, samples=2)
         assert len(df) == 6 and df.dice.between(0, 1).all() and df.uncertainty.isna().all()  # deterministic
+
+
+def test_a_saved_run_config_is_read_through_todays_schema():
+    from shapetune.evaluation.fetal.study import same_config
+
+    cfg = fetal_config("cvae")
+    saved = cfg.model_dump(mode="json")
+    assert same_config(saved, cfg)
+    older = json.loads(json.dumps(saved))
+    del older["loss"]["adv_weight"]  # written before the field existed: its default, the same run
+    assert same_config(older, cfg)
+    changed = json.loads(json.dumps(saved))
+    changed["loss"]["lambda_kl"] = 0.5
+    assert not same_config(changed, cfg)
+    gone = json.loads(json.dumps(saved))
+    gone["loss"]["retired_knob"] = 1.0  # a field since removed: not comparable
+    assert not same_config(gone, cfg)

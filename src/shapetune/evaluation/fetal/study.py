@@ -75,6 +75,15 @@ def fold_count(data: str | Path) -> int:
     return int(json.loads((Path(data) / "dataset.json").read_text()).get("folds", 0))
 
 
+def same_config(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether a run's saved configuration is ``cfg``, read through today's schema: a field added since (at
+    its default) does not make a finished run another configuration."""
+    try:
+        return TrainConfig.model_validate(saved).model_dump(mode="json") == cfg.model_dump(mode="json")
+    except ValueError:  # a field since removed or renamed: not comparable, so not the same
+        return False
+
+
 def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, folds: list[int],
                 runs: dict[tuple[str, int], Path] | None = None, workers: int = 1,
                 cpus_per_worker: float = 1.0) -> tuple[dict, list[str]]:
@@ -91,7 +100,7 @@ def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, fo
             fold_cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fold": k})})
             summary = run / "summary.json"
             if summary.exists():  # a finished run is never trained again, but it must be this configuration's
-                if json.loads(summary.read_text())["config"] != fold_cfg.model_dump(mode="json"):
+                if not same_config(json.loads(summary.read_text())["config"], fold_cfg):
                     raise StudyError(f"{run} was trained with another configuration than model {name!r} has now; "
                                      "give the model another name (NAME=CONFIG) or use another --out")
             else:
