@@ -191,6 +191,26 @@ def test_fetal_study_page(app_for, fetal_study):
     assert snapshot(res.out) == snap  # read-only
 
 
+def test_fetal_case_of_a_deterministic_model(app_for, fetal_study, tmp_path):
+    """A model scored without samples (TL-Net, the GAN: NaN uncertainty) is not what the case opens on, and
+    its case says it has no map instead of printing nan."""
+    import shutil
+
+    import pandas as pd
+
+    res, _ = fetal_study
+    study = tmp_path / "study"
+    shutil.copytree(res.out, study)
+    per_case = pd.read_parquet(study / "per_case.parquet")
+    per_case.loc[per_case.model == "cvae", ["uncertainty", "uncertainty_auc"]] = float("nan")  # as if deterministic
+    per_case.to_parquet(study / "per_case.parquet")
+    at = _page(app_for(study).run(), "fetal")
+    model_box = next(s for s in at.selectbox if s.label == "Model")
+    assert model_box.value == "hcvae" and "mean variance near the skull" in _texts(at)
+    model_box.set_value("cvae").run()
+    assert "deterministic model: no uncertainty map" in _texts(at) and "nan" not in _texts(at).split("·")[-1]
+
+
 def test_fetal_page_without_a_study(lv2d_app):
     at = _page(lv2d_app.run(), "fetal")
     assert "No fetal-skull study here" in _texts(at)

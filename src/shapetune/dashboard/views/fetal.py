@@ -115,7 +115,9 @@ def render() -> None:
             st.markdown(effects_markdown(effects))
     st.subheader("A case")
     c1, c2, c3, c4 = st.columns(4)
-    model = c1.selectbox("Model", list(dict.fromkeys(per_case.model)))
+    names = list(dict.fromkeys(per_case.model))
+    sampled = set(per_case[per_case.uncertainty.notna()].model)  # open on a model whose samples make a map
+    model = c1.selectbox("Model", names, index=next((i for i, m in enumerate(names) if m in sampled), 0))
     fold = c2.selectbox("Fold", sorted(per_case[per_case.model == model].fold.unique()))
     subset = c3.radio("Views", list(VIEW_SUBSETS), format_func=lambda s: SUBSET_LABELS[s].split(" (")[0], horizontal=True)
     subjects = sorted(per_case[(per_case.model == model) & (per_case.fold == fold)].subject.unique())
@@ -126,8 +128,9 @@ def render() -> None:
     ga = f"{c['ga_weeks']:.1f} weeks, cephalic index {c['cephalic_index']:.0f} · " if c.get("ga_weeks") == c.get("ga_weeks") and c.get("ga_weeks") is not None else ""
     size = (f" · size error length {100 * row.ofd_err:+.1f} %, width {100 * row.bpd_err:+.1f} %, height "
             f"{100 * row.height_err:+.1f} %" if "bpd_err" in row else "")
-    st.caption(f"{ga}DC {row.dice:.3f} · HD {row.hd:.2f} mm · RVD {row.rvd:+.3f}{size} · mean variance near the "
-               f"skull {row.uncertainty:.4f}")
+    unc = (f"mean variance near the skull {row.uncertainty:.4f}" if row.uncertainty == row.uncertainty
+           else "deterministic model: no uncertainty map")
+    st.caption(f"{ga}DC {row.dice:.3f} · HD {row.hd:.2f} mm · RVD {row.rvd:+.3f}{size} · {unc}")
     st.plotly_chart(planes_figure(c["planes"], VIEW_SUBSETS[subset]), width="stretch")
     overlay = st.toggle("Uncertainty overlay", value=True, help="Voxel-wise variance of samples from the conditional prior")
     st.plotly_chart(case_figure(c, overlay), width="stretch")
