@@ -20,7 +20,9 @@ from shapetune.platform.sweep import SUMMARY_FILE, SweepSettings, run_sweep
 from ..conftest import write_space
 
 def study_of(exp: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{exp / 'optuna.db'}")
+    """The sweep's study, read without creating tables: a poll must not race the driver creating them."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}", skip_table_creation=True)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def test_four_trial_sweep_completes_in_optuna_and_tune(tiny_prepared, ray_local, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -61,10 +62,20 @@ def publish_sqlite(db: Path, location: str) -> None:
         storage.upload(snap, location)
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage (SQLite or any SQLAlchemy URL, e.g. PostgreSQL)."""
+def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage (SQLite or any SQLAlchemy URL, e.g. PostgreSQL). Opening a new database creates its
+    schema; when another process (a second driver, a watcher) does so at the same moment, one of them hits
+    the other's rows (``UNIQUE constraint failed: alembic_version``): that one retries, and then finds the
+    schema made."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, **kwargs)
+    for attempt in range(attempts - 1):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, OperationalError):
+            time.sleep(0.2 * (attempt + 1))
+    return optuna.storages.RDBStorage(url, **kwargs)  # the last attempt raises what it meets
 
 
 class ShapeTuneOptunaSearch(OptunaSearch):
