@@ -35,6 +35,9 @@ def test_registry_has_the_cardiac_and_fetal_models():
     assert {m: model_task(m) for m in MODELS} == {"vae": "cardiac", "lvae": "cardiac", "ae": "cardiac",
                                                   "cvae": "fetal", "hcvae": "fetal", "tlnet": "fetal",
                                                   "cgan": "fetal"}
+    from shapetune.models.config import CONDITIONAL_MODELS
+
+    assert set(CONDITIONAL_MODELS) == {m for m in MODELS if model_task(m) == "fetal"}  # one list, kept in step
 
 
 def test_decoding_from_each_prefix_of_the_hierarchy():

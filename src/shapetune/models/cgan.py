@@ -65,24 +65,24 @@ class ConditionalGAN(ConditionalModel):
 
     def _generate(self, planes: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Canonical-frame logits and the condition they were drawn from."""
-        c = self.condition(self.planes(planes * present[:, :, None, None]).flatten(1))
+        c = self.condition(self._zero_image_features(planes, present))
         return self.decoder(self.project(c)), c
 
     def forward(self, volume: torch.Tensor, planes: torch.Tensor, present: torch.Tensor) -> ConditionalOutput:
         canon, c = self._generate(planes, present)
         r_true, r_pred, size_loss = self._sizes(volume, planes, present)
         logits = self._place(canon, r_true)
-        # with the size frame, prediction scales by the size read off the planes: train and judge that path
-        predicted = self._place(canon, r_pred) if r_pred is not None else logits
         if not self.training:
             return ConditionalOutput(logits, [], None, size_loss=size_loss)
-        fake, cond = torch.sigmoid(predicted.float()), c.detach()
+        # with the size frame, prediction scales by the size read off the planes: train and judge that path
+        prior_logits = self._place(canon, r_pred) if r_pred is not None else None
+        fake = torch.sigmoid((logits if prior_logits is None else prior_logits).float())
+        cond = c.detach()
         disc = (F.softplus(-self.critic(volume.float(), cond)).mean()
                 + F.softplus(self.critic(fake.detach(), cond)).mean())
         frozen = {k: v.detach() for k, v in self.critic.named_parameters()}
         adv = F.softplus(-functional_call(self.critic, frozen, (fake, cond))).mean()
-        return ConditionalOutput(logits, [], predicted if r_pred is not None else None, size_loss=size_loss,
-                                 adv_loss=adv, disc_loss=disc)
+        return ConditionalOutput(logits, [], prior_logits, size_loss=size_loss, adv_loss=adv, disc_loss=disc)
 
     def predict(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor:
         return self._place(self._generate(planes, present)[0], self._size(planes, present))

@@ -105,6 +105,11 @@ class ConditionalModel(nn.Module):
         """Canonical-frame logits scaled to the given log radii (unchanged without the size frame)."""
         return logits if log_r is None else warp(logits, log_r)
 
+    def _zero_image_features(self, planes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """All views' encoder features side by side, ``[B, 3 x F]``, a missing view encoded as a zero image (the
+        reference CVAE's convention; the HCVAE instead leaves a missing view's term out)."""
+        return self.planes(planes * present[:, :, None, None]).flatten(1)
+
     def _size(self, planes: torch.Tensor, present: torch.Tensor, sample: bool = False) -> torch.Tensor | None:
         """Head size for prediction: the fused estimate, or (``sample``) a draw from its predictive spread."""
         if self.size_head is None:
@@ -126,8 +131,7 @@ class CVAE(ConditionalModel):
         self.project = nn.Linear(d + h, self.decoder.features)
 
     def _condition(self, planes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        zeroed = planes * present[:, :, None, None]  # a missing view is a zero image
-        return self.condition(self.planes(zeroed).flatten(1))
+        return self.condition(self._zero_image_features(planes, present))
 
     def _decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.project(torch.cat([z, c], dim=-1)))
@@ -162,7 +166,7 @@ class TLNet(ConditionalModel):
         self.project = nn.Linear(d, self.decoder.features)
 
     def _regress(self, planes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        return self.regress(self.planes(planes * present[:, :, None, None]).flatten(1))
+        return self.regress(self._zero_image_features(planes, present))
 
     def forward(self, volume: torch.Tensor, planes: torch.Tensor, present: torch.Tensor) -> ConditionalOutput:
         e = F.layer_norm(self.embed(self.encoder(volume)), (self.cfg.latent_dims[0],))  # a target of fixed scale

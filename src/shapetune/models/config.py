@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+CONDITIONAL_MODELS = ("cvae", "hcvae", "tlnet", "cgan")  # the fetal-skull study's models: 3D from 2D planes
+
+
 def _pow2(v: int) -> bool:
     return v >= 1 and 2 ** round(math.log2(v)) == v
 
@@ -60,8 +63,9 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"latent_dims has {n} sizes but depth is {self.depth}: give one latent size per level")
         if self.name in ("lvae", "hcvae") and n > 5:
             raise ValueError(f"model '{self.name}' supports depth 1..5, got {n} levels")
-        if self.size_frame and self.name not in ("cvae", "hcvae", "tlnet", "cgan"):
-            raise ValueError(f"size_frame is for the conditional models (cvae, hcvae, tlnet, cgan), not '{self.name}'")
+        if self.size_frame and self.name not in CONDITIONAL_MODELS:
+            raise ValueError(f"size_frame is for the conditional models ({', '.join(CONDITIONAL_MODELS)}), "
+                             f"not '{self.name}'")
         if self.name in ("vae", "ae", "cvae", "tlnet") and n != 1:
             raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, got {self.latent_dims}")
         return self

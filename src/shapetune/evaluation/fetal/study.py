@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from shapetune.models.config import CONDITIONAL_MODELS
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.tasks.fetal import VIEW_SUBSETS, fold_rows
 
@@ -210,7 +211,8 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
         from shapetune.models.registry import model_task
 
         if model_task(cfg.model.name) != "fetal":
-            raise StudyError(f"model {name!r} ({cfg.model.name}) is not a fetal-skull model (cvae, hcvae, tlnet, cgan)")
+            raise StudyError(f"model {name!r} ({cfg.model.name}) is not a fetal-skull model "
+                             f"({', '.join(CONDITIONAL_MODELS)})")
     out.mkdir(parents=True, exist_ok=True)
     request = {"data": str(Path(data).resolve()), "folds": folds, "samples": samples,
                "models": {n: c.model_dump(mode="json") for n, c in configs.items()}}
