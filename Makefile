@@ -65,8 +65,8 @@ demo: $(STAMP)
 	@echo
 	@echo "Look at it in the dashboard:  $(ST) dashboard $(DEMO_EXP)   (then open http://127.0.0.1:8501)"
 
-# The fetal-skull study on the synthetic 72-subject cohort at 64^3: CVAE, HCVAE and TL-Net x 3 folds.
-# A short version by default (about 15 minutes here); DEMO_FETAL_EPOCHS=60 gives the README's table (about an hour).
+# The fetal-skull study on the synthetic 72-subject cohort at 64^3: CVAE, HCVAE, TL-Net and the GAN x 3 folds.
+# A short version by default (about 20 minutes here); DEMO_FETAL_EPOCHS=60 gives the README's table (about 90 minutes).
 DEMO_FETAL_EPOCHS ?= 10
 demo-fetal: $(STAMP)
 	$(ST) data synth --cohort fetal --out $(DEMO_DIR)/raw/fetal --grid 64 --seed $(DEMO_SEED)
