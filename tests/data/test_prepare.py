@@ -94,7 +94,8 @@ BAD_INPUTS = {
                          "empty myocardium"),
     "nan": (lambda r: _edit(_ed(r), lambda d: np.where(d == 2, np.nan, d).astype(np.float32)), "NaN"),
     "non_integer": (lambda r: _edit(_ed(r), lambda d: (d * 0.5).astype(np.float32)), "non-integer"),
-    "grid_mismatch": (lambda r: _edit(_es(r), lambda d: d[:, :-3].copy()), "ES grid .* differs from the ED grid"),
+    "grid_mismatch": (lambda r: _edit(_es(r), lambda d: d[:, :-3].copy()),
+                      r"ES grid differs from the ED grid of .*: shape \(\d+, \d+, \d+\) vs \(\d+, \d+, \d+\) at ED"),
     "no_rv": (lambda r: _edit(_ed(r), lambda d: np.where(d == 1, 0, d).astype(np.uint8)), "RV cavity label 1 absent"),
 }
 

@@ -26,14 +26,19 @@ from scipy.spatial.transform import Rotation
 from shapetune import __version__
 from shapetune.data.cardiac_synth import HCM, HEALTHY, RAW_LV, RAW_MYO, RAW_RV, Subject, random_pose, render, \
     roughness_noise, sample_subject, subject_record
+from shapetune.data.errors import DataError
+from shapetune.data.limits import check_field_of_view, check_memory
 from shapetune.data.nifti import save_nifti
-from shapetune.data.parallel import pmap
+from shapetune.data.parallel import default_workers, pmap
+from shapetune.data.publish import abandon, begin, commit, open_out
 from shapetune.data.template import TemplateGrid
 
 # The reference study's split: (split, healthy, HCM).
 IMPERIAL_SPLIT = (("train", 276, 261), ("val", 75, 75), ("test", 100, 100))
 # ACDC training-set numbering: HCM patients 021-040, NOR patients 061-080.
 ACDC_FIRST_ID = {"HCM": 21, "NOR": 61}
+# More HCM patients than this would reach the NOR numbers (061-) and overwrite them.
+MAX_PER_GROUP = ACDC_FIRST_ID["NOR"] - ACDC_FIRST_ID["HCM"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,19 @@ class SynthConfig:
     spacing: float = 2.0
     borderline_fraction: float = 0.15
     roughness_mm: float = 0.6
+
+    def check(self) -> None:
+        """Refuse settings the generator cannot honour, before any work starts."""
+        if self.seed < 0:
+            raise DataError("--seed", f"must be >= 0, got {self.seed}")
+        if not 0.0 <= self.borderline_fraction <= 1.0:
+            raise DataError("--borderline-fraction", f"must be within 0..1, got {self.borderline_fraction}")
+        if not (np.isfinite(self.roughness_mm) and self.roughness_mm >= 0):
+            raise DataError("roughness_mm", f"must be >= 0, got {self.roughness_mm}")
+
+    @property
+    def template(self) -> TemplateGrid:
+        return TemplateGrid.cube(self.grid, self.spacing)
 
 
 def _subject_seed(seed: int, cohort: str, index: int) -> int:
@@ -78,20 +96,44 @@ def _imperial_one(args: tuple) -> dict:
 
 def synth_imperial(out: str | Path, cfg: SynthConfig = SynthConfig(), workers: int | None = None,
                    split: tuple = IMPERIAL_SPLIT, quiet: bool = False) -> pd.DataFrame:
-    """Generate the Imperial-style cohort; returns the ground-truth table (existing identical cohort: reused)."""
-    out = Path(out)
-    if (done := _existing(out, "imperial", cfg, {"split": [list(s) for s in split]}, "ground_truth.parquet")) is not None:
+    """Generate the Imperial-style cohort; returns the ground-truth table (existing identical cohort: reused).
+
+    The cohort is written into a staging folder and published in one step (:mod:`shapetune.data.publish`).
+    """
+    cfg.check()
+    options = f"--grid {cfg.grid} --spacing {cfg.spacing:g}"
+    check_field_of_view(cfg.template, options)
+    workers = workers or default_workers()
+    check_memory(cfg.template.shape, workers, "synth", options)
+    for s, nh, nc in split:
+        if min(nh, nc) < 0:
+            raise DataError("split", f"subject counts must be >= 0, got {s}: {nh} healthy, {nc} HCM")
+    extra = {"split": [list(s) for s in split]}
+    out, notes = open_out(out, "cohort")
+    if (done := _existing(out, "imperial", cfg, extra, "ground_truth.parquet")) is not None:
         return done
-    out.mkdir(parents=True, exist_ok=True)
     plan = imperial_plan(cfg.seed, split)
-    jobs = [(r.subject, int(r.label), r.split, cfg, str(out)) for r in plan.itertuples()]
-    recs = [None] * len(jobs)
-    for i, rec in pmap(_imperial_one, jobs, workers, "synth imperial", quiet):
-        recs[i] = rec
-    gt = pd.DataFrame(recs)
-    gt.to_parquet(out / "ground_truth.parquet", index=False)
-    gt[["subject", "split", "group", "age", "sex", "height_cm", "weight_kg"]].to_csv(out / "subjects.csv", index=False)
-    _write_cohort_json(out, "imperial", cfg, len(gt), {"split": [list(s) for s in split]})
+    if plan.empty:
+        raise DataError("split", "no subjects to generate")
+    pub = begin(out, "cohort", notes)
+    try:
+        jobs = [(r.subject, int(r.label), r.split, cfg, str(pub.staging)) for r in plan.itertuples()]
+        recs = [None] * len(jobs)
+        for i, rec in pmap(_imperial_one, jobs, workers, "synth imperial", quiet):
+            recs[i] = rec
+        gt = pd.DataFrame(recs)
+        gt.to_parquet(pub.staging / "ground_truth.parquet", index=False)
+        gt[["subject", "split", "group", "age", "sex", "height_cm", "weight_kg"]].to_csv(pub.staging / "subjects.csv",
+                                                                                       index=False)
+        _write_cohort_json(pub.staging, "imperial", cfg, len(gt), extra,
+                           ["cohort.json", "subjects.csv", "ground_truth.parquet", "subjects"])
+        commit(pub)
+    except OSError as exc:
+        abandon(pub)
+        raise DataError(out, f"cannot write the cohort ({exc.strerror or exc})") from exc
+    except BaseException:
+        abandon(pub)
+        raise
     return gt
 
 
@@ -100,9 +142,10 @@ def _cohort_meta(cohort: str, cfg: SynthConfig, extra: dict) -> dict:
             "labels": {"1": "RV cavity", "2": "LV myocardium", "3": "LV cavity"}}
 
 
-def _write_cohort_json(out: Path, cohort: str, cfg: SynthConfig, n: int, extra: dict) -> None:
-    # Written last: its presence marks a complete cohort.
-    (out / "cohort.json").write_text(json.dumps({**_cohort_meta(cohort, cfg, extra), "n_subjects": n}, indent=2))
+def _write_cohort_json(out: Path, cohort: str, cfg: SynthConfig, n: int, extra: dict, contents: list[str]) -> None:
+    # Written last: its presence marks a complete cohort; "contents" tells our files from a user's later.
+    (out / "cohort.json").write_text(json.dumps({**_cohort_meta(cohort, cfg, extra), "n_subjects": n,
+                                                 "contents": contents}, indent=2))
 
 
 def _existing(out: Path, cohort: str, cfg: SynthConfig, extra: dict, gt_name: str) -> pd.DataFrame | None:
@@ -112,6 +155,7 @@ def _existing(out: Path, cohort: str, cfg: SynthConfig, extra: dict, gt_name: st
         return None
     old = json.loads(meta.read_text())
     old.pop("n_subjects", None)
+    old.pop("contents", None)
     return pd.read_parquet(gt) if old == json.loads(json.dumps(_cohort_meta(cohort, cfg, extra))) else None
 
 
@@ -185,16 +229,34 @@ def _cine_intensity(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def synth_acdc(out: str | Path, cfg: SynthConfig = SynthConfig(), n_per_group: int = 20,
                workers: int | None = None, slice_mm: float | None = None, quiet: bool = False) -> pd.DataFrame:
     """Generate the ACDC-layout test cohort (``n_per_group`` NOR and HCM patients); returns ground truth."""
+    cfg.check()
+    if not 1 <= n_per_group <= MAX_PER_GROUP:
+        raise DataError("--n-per-group", f"must be within 1..{MAX_PER_GROUP} (ACDC numbering: HCM patients from "
+                                         f"{ACDC_FIRST_ID['HCM']:03d}, NOR from {ACDC_FIRST_ID['NOR']:03d}), "
+                                         f"got {n_per_group}")
+    if slice_mm is not None and not (np.isfinite(slice_mm) and slice_mm > 0):
+        raise DataError("slice_mm", f"must be a positive thickness in mm, got {slice_mm}")
     out = Path(out)
     extra = {"n_per_group": n_per_group, "slice_mm": slice_mm}
+    out, notes = open_out(out, "cohort")
     if (done := _existing(out, "acdc", cfg, extra, "shapetune_ground_truth.parquet")) is not None:
         return done
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(ACDC_FIRST_ID[g] + i, g, cfg, str(out), slice_mm) for g in ("HCM", "NOR") for i in range(n_per_group)]
-    recs = [None] * len(jobs)
-    for i, rec in pmap(_acdc_one, jobs, workers, "synth acdc", quiet):
-        recs[i] = rec
-    gt = pd.DataFrame(recs)
-    gt.to_parquet(out / "shapetune_ground_truth.parquet", index=False)
-    _write_cohort_json(out, "acdc", cfg, len(gt), extra)
+    pub = begin(out, "cohort", notes)
+    try:
+        jobs = [(ACDC_FIRST_ID[g] + i, g, cfg, str(pub.staging), slice_mm) for g in ("HCM", "NOR")
+                for i in range(n_per_group)]
+        recs = [None] * len(jobs)
+        for i, rec in pmap(_acdc_one, jobs, workers, "synth acdc", quiet):
+            recs[i] = rec
+        gt = pd.DataFrame(recs)
+        gt.to_parquet(pub.staging / "shapetune_ground_truth.parquet", index=False)
+        contents = ["cohort.json", "shapetune_ground_truth.parquet", *(f"patient{j[0]:03d}" for j in jobs)]
+        _write_cohort_json(pub.staging, "acdc", cfg, len(gt), extra, contents)
+        commit(pub)
+    except OSError as exc:
+        abandon(pub)
+        raise DataError(out, f"cannot write the cohort ({exc.strerror or exc})") from exc
+    except BaseException:
+        abandon(pub)
+        raise
     return gt

@@ -1,4 +1,10 @@
-"""Read a prepared dataset (``masks.npy`` memory-mapped, ``manifest.parquet``, ``dataset.json``)."""
+"""Read a prepared dataset (``masks.npy`` memory-mapped, ``manifest.parquet``, ``dataset.json``).
+
+Opening checks that the files belong together before anything is used: ``dataset.json`` parses, records at
+least one subject, every array it lists is there with the recorded byte size and one row per subject, the
+manifest has that many rows and carries the same ``dataset_id`` (written into its parquet metadata), so a
+folder left half-written or mixed from two preparations is refused instead of read.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shapetune.data.errors import DataError
 from shapetune.data.template import TemplateGrid
+
+DATASET_ID_KEY = b"shapetune.dataset_id"
+RERUN = "re-run `shapetune data prepare`"
+
+
+def write_manifest(manifest: pd.DataFrame, path: Path, dataset_id: str) -> None:
+    """Write the manifest with the dataset's id in its parquet metadata (checked against dataset.json on open)."""
+    table = pa.Table.from_pandas(manifest, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), DATASET_ID_KEY: dataset_id.encode()})
+    pq.write_table(table, path)
+
+
+def manifest_id(path: Path) -> str | None:
+    """The dataset id stored in a manifest's parquet metadata (None for manifests written before it existed)."""
+    meta = pq.read_schema(path).metadata or {}
+    return meta[DATASET_ID_KEY].decode() if DATASET_ID_KEY in meta else None
 
 
 class PreparedDataset:
@@ -21,8 +45,52 @@ class PreparedDataset:
         meta = self.path / "dataset.json"
         if not meta.exists():
             raise DataError(meta, "not a prepared dataset (dataset.json missing); run `shapetune data prepare`")
-        self.meta = json.loads(meta.read_text())
+        try:
+            self.meta = json.loads(meta.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(meta, f"not valid JSON ({exc}); {RERUN}") from exc
+        if not isinstance(self.meta, dict) or "grid" not in self.meta:
+            raise DataError(meta, "not a ShapeTune dataset.json (no grid)")
         self.grid = TemplateGrid(tuple(self.meta["grid"]["shape"]), float(self.meta["grid"]["spacing"]))
+        self._check_files()
+
+    def _array_files(self) -> list[str]:
+        files = self.meta.get("files")
+        if isinstance(files, dict):
+            return [f for f in files if f.endswith(".npy")]
+        return ["masks.npy", "planes.npy"] if self.meta.get("cohort") == "fetal" else ["masks.npy"]
+
+    def _check_files(self) -> None:
+        """Refuse a dataset whose files do not belong together (see the module docstring)."""
+        meta = self.path / "dataset.json"
+        n = self.meta.get("n_subjects")
+        if n == 0:
+            raise DataError(meta, f"the dataset holds 0 subjects (none selected, or every one skipped); {RERUN} "
+                                  "with other --groups or fixed inputs")
+        names = [*self._array_files(), "manifest.parquet"]
+        for name in names:
+            if not (self.path / name).is_file():
+                raise DataError(self.path / name, f"missing: incomplete dataset (interrupted or partial copy?); "
+                                                  f"{RERUN}")
+        for name, size in (self.meta.get("files") or {}).items():
+            actual = (self.path / name).stat().st_size
+            if actual != size:
+                raise DataError(self.path / name, f"{actual} bytes, but dataset.json records {size}: the files are "
+                                                  f"not from one preparation; {RERUN}")
+        rows = pq.read_metadata(self.path / "manifest.parquet").num_rows
+        if n is not None and rows != n:
+            raise DataError(self.path / "manifest.parquet", f"{rows} rows, but dataset.json records {n} subjects; "
+                                                            f"{RERUN}")
+        if "dataset_id" in self.meta and manifest_id(self.path / "manifest.parquet") != self.meta["dataset_id"]:
+            raise DataError(self.path / "manifest.parquet", f"belongs to another preparation than dataset.json; "
+                                                            f"{RERUN}")
+        for name in self._array_files():
+            try:
+                arr = np.load(self.path / name, mmap_mode="r")
+            except (ValueError, OSError, EOFError) as exc:
+                raise DataError(self.path / name, f"cannot read ({exc}); {RERUN}") from exc
+            if arr.shape[0] != rows:
+                raise DataError(self.path / name, f"{arr.shape[0]} volumes but {rows} manifest rows; {RERUN}")
 
     @cached_property
     def manifest(self) -> pd.DataFrame:
@@ -50,5 +118,12 @@ class PreparedDataset:
         return len(self.manifest)
 
     def split(self, name: str) -> pd.DataFrame:
-        """Manifest rows of one split (``train``, ``val``, ``test``)."""
-        return self.manifest[self.manifest["split"] == name]
+        """Manifest rows of one split (``train``, ``val``, ``test``); an empty or unknown split is an error."""
+        m = self.manifest
+        if "split" not in m:
+            raise DataError(self.path / "manifest.parquet", "no 'split' column (fetal datasets use fold columns)")
+        rows = m[m["split"] == name]
+        if rows.empty:
+            have = ", ".join(f"{k} ({v})" for k, v in m["split"].value_counts().sort_index().items())
+            raise DataError(self.path / "manifest.parquet", f"no subjects in split {name!r}; this dataset has {have}")
+        return rows

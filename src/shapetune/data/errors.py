@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shapetune.errors import ShapeTuneError
 
-class DataError(ValueError):
+
+class DataError(ShapeTuneError):
     """A problem with one input file (or subject), reported as ``<path>: <problem>``."""
 
     def __init__(self, path: str | Path, problem: str, subject: str | None = None):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from shapetune.data.errors import DataError
 
@@ -19,6 +20,45 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def stored_voxel_sizes(img, path: str | Path, ndim: int) -> np.ndarray:
+    """Voxel sizes as stored in the file's header (nibabel silently reads a 0 or negative pixdim as 1 mm / abs)."""
+    try:
+        with ImageOpener(str(path)) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+        return np.asarray(raw["pixdim"][1:ndim + 1], dtype=np.float64)
+    except Exception:  # formats without a pixdim field (MGH, ...): what nibabel reports
+        return np.asarray(img.header.get_zooms()[:ndim], dtype=np.float64)
+
+
+def check_voxel_sizes(img, path: str | Path, ndim: int) -> None:
+    """Refuse a header whose voxel sizes (pixdim) are zero, negative or not finite."""
+    sizes = stored_voxel_sizes(img, path, ndim)
+    if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0):
+        raise DataError(path, f"invalid voxel size(s) pixdim[1:{ndim + 1}] = {sizes.tolist()} in the NIfTI header "
+                              "(must be finite and positive, in mm)")
+
+
+def check_label_values(data: np.ndarray, path: str | Path, allowed: set[int]) -> set[int]:
+    """Label values of ``data`` as stored (before any cast): finite integers from ``allowed`` or 0."""
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
+            or data.dtype == np.bool_):
+        raise DataError(path, f"label map has data type {data.dtype}; expected integers")
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data)
+        if not np.all(finite):
+            raise DataError(path, f"label map contains {int(np.sum(~finite))} NaN/inf voxels")
+        if not np.all(data == np.round(data)):
+            raise DataError(path, "label map has non-integer values (is this an image rather than a segmentation?)")
+    values = np.unique(data)
+    # Compare as Python ints: a cast first (e.g. int32 65538 -> int16 2) would turn stray values into labels.
+    found = {int(v) for v in values.tolist()}
+    unexpected = sorted(found - allowed - {0})
+    if unexpected:
+        shown = ", ".join(map(str, unexpected[:8])) + (", ..." if len(unexpected) > 8 else "")
+        raise DataError(path, f"unexpected label value(s) [{shown}]; expected a subset of {sorted(allowed | {0})}")
+    return found
 
 
 def load_label_map(path: str | Path, allowed: set[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,16 +75,9 @@ def load_label_map(path: str | Path, allowed: set[int]) -> tuple[np.ndarray, np.
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(path, f"expected a 3D label map, got a {data.ndim}D image of shape {data.shape}")
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)):
-            raise DataError(path, f"label map contains {int(np.sum(~np.isfinite(data)))} NaN/inf voxels")
-        if not np.all(data == np.round(data)):
-            raise DataError(path, "label map has non-integer values (is this an image rather than a segmentation?)")
-    data = data.astype(np.int16)
-    found = set(np.unique(data).tolist())
-    unexpected = sorted(found - allowed - {0})
-    if unexpected:
-        raise DataError(path, f"unexpected label value(s) {unexpected}; expected a subset of {sorted(allowed | {0})}")
+    check_voxel_sizes(img, path, 3)
+    check_label_values(data, path, allowed)
+    data = data.astype(np.int16)  # safe now: every value is 0 or a known label
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise DataError(path, "invalid (singular or non-finite) affine in the NIfTI header")

@@ -107,14 +107,33 @@ def resample_to_template(labels: np.ndarray, affine: np.ndarray, frame: Frame, g
     return out.reshape(grid.shape)
 
 
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def grid_difference(shape_ed: tuple, aff_ed: np.ndarray, shape_es: tuple, aff_es: np.ndarray) -> str:
+    """What differs between two voxel grids (shape, spacing, orientation, origin), with the values; '' if none."""
+    out = []
+    if tuple(shape_ed) != tuple(shape_es):
+        out.append(f"shape {tuple(shape_es)} vs {tuple(shape_ed)} at ED")
+    sp_ed, sp_es = np.sqrt((aff_ed[:3, :3] ** 2).sum(0)), np.sqrt((aff_es[:3, :3] ** 2).sum(0))
+    if not np.allclose(sp_ed, sp_es, atol=1e-3):
+        out.append(f"spacing {_fmt(sp_es)} mm vs {_fmt(sp_ed)} mm at ED")
+    elif not np.allclose(aff_ed[:3, :3], aff_es[:3, :3], atol=1e-3):
+        out.append(f"orientation (affine rows {_fmt(aff_es[:3, :3].ravel())} vs {_fmt(aff_ed[:3, :3].ravel())} at ED)")
+    if not np.allclose(aff_ed[:3, 3], aff_es[:3, 3], atol=1e-3):
+        out.append(f"origin {_fmt(aff_es[:3, 3])} mm vs {_fmt(aff_ed[:3, 3])} mm at ED")
+    return "; ".join(out)
+
+
 def load_pair(raw: RawSubject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Load and cross-check the ED and ES label maps of one subject."""
     allowed = set(raw.labels.values())
     ed, aff_ed = load_label_map(raw.ed_path, allowed)
     es, aff_es = load_label_map(raw.es_path, allowed)
-    if ed.shape != es.shape or not np.allclose(aff_ed, aff_es, atol=1e-3):
-        raise DataError(raw.es_path, f"ES grid (shape {es.shape}) differs from the ED grid (shape {ed.shape}) "
-                                     f"of {raw.ed_path}; ED and ES must share one grid")
+    if diff := grid_difference(ed.shape, aff_ed, es.shape, aff_es):
+        raise DataError(raw.es_path, f"ES grid differs from the ED grid of {raw.ed_path}: {diff}; "
+                                     "ED and ES must share one grid")
     for arr, path in ((ed, raw.ed_path), (es, raw.es_path)):
         if not np.any(arr == raw.labels["myo"]):
             raise DataError(path, f"empty myocardium (no voxel with label {raw.labels['myo']})")

@@ -25,8 +25,11 @@ from shapetune import __version__
 from shapetune.data.fetal.planes import VIEWS, cut_plane, perturb, standard_poses
 from shapetune.data.fetal.skull import default_spacing, render_skull, sample_skull
 from shapetune.data.fetal.ultrasound import render_ultrasound
+from shapetune.data.errors import DataError
+from shapetune.data.limits import check_memory
 from shapetune.data.nifti import save_nifti
-from shapetune.data.parallel import pmap
+from shapetune.data.parallel import default_workers, pmap
+from shapetune.data.publish import abandon, begin, commit, open_out
 
 GENERATOR_VERSION = 2  # bump when the skull or plane generator changes what it draws: old cohorts are then redone
 
@@ -48,6 +51,8 @@ class FetalConfig:
         return default_spacing(self.grid)
 
     def check(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.folds * self.n_test > self.n_subjects:
             raise ValueError(f"{self.folds} folds x {self.n_test} test subjects need at least "
                              f"{self.folds * self.n_test} subjects, got {self.n_subjects}")
@@ -111,26 +116,43 @@ def _one(args: tuple) -> dict:
 
 def synth_fetal(out: str | Path, cfg: FetalConfig = FetalConfig(), workers: int | None = None,
                 quiet: bool = False) -> pd.DataFrame:
-    """Generate the cohort (reused when an identical complete one is already in ``out``); returns ground truth."""
+    """Generate the cohort (reused when an identical complete one is already in ``out``); returns ground truth.
+
+    Written into a staging folder and published in one step (:mod:`shapetune.data.publish`).
+    """
     cfg.check()
-    out = Path(out)
+    workers = workers or default_workers()
+    check_memory((cfg.grid,) * 3, workers, "fetal", f"--grid {cfg.grid}")
     meta = {"cohort": "fetal", "generator": f"shapetune {__version__}", "generator_version": GENERATOR_VERSION, **asdict(cfg), "spacing": cfg.spacing,
             "views": list(VIEWS), "labels": {"1": "calvarium"}}
+    out, notes = open_out(out, "cohort")
     if (out / "cohort.json").exists() and (out / "ground_truth.parquet").exists():
         old = json.loads((out / "cohort.json").read_text())
         old.pop("n_written", None)
+        old.pop("contents", None)
         if old == json.loads(json.dumps(meta)):
             return pd.read_parquet(out / "ground_truth.parquet")
-    out.mkdir(parents=True, exist_ok=True)
-    recs: list = [None] * cfg.n_subjects
-    for i, rec in pmap(_one, [(i, cfg, str(out)) for i in range(cfg.n_subjects)], workers, "synth fetal", quiet):
-        recs[i] = rec
-    gt = pd.DataFrame(recs)
-    folds = fold_table(list(gt.subject), cfg)
-    gt = gt.merge(folds, on="subject")
-    gt.to_parquet(out / "ground_truth.parquet", index=False)
-    folds.to_csv(out / "folds.csv", index=False)
-    gt[["subject", "ga_weeks", "cephalic_index", "shape_class", "bpd_mm", "ofd_mm"]].to_csv(out / "subjects.csv",
-                                                                                           index=False)
-    (out / "cohort.json").write_text(json.dumps({**meta, "n_written": len(gt)}, indent=2))  # last: marks it complete
+    pub = begin(out, "cohort", notes)
+    try:
+        recs: list = [None] * cfg.n_subjects
+        jobs = [(i, cfg, str(pub.staging)) for i in range(cfg.n_subjects)]
+        for i, rec in pmap(_one, jobs, workers, "synth fetal", quiet):
+            recs[i] = rec
+        gt = pd.DataFrame(recs)
+        folds = fold_table(list(gt.subject), cfg)
+        gt = gt.merge(folds, on="subject")
+        gt.to_parquet(pub.staging / "ground_truth.parquet", index=False)
+        folds.to_csv(pub.staging / "folds.csv", index=False)
+        gt[["subject", "ga_weeks", "cephalic_index", "shape_class", "bpd_mm", "ofd_mm"]].to_csv(
+            pub.staging / "subjects.csv", index=False)
+        contents = ["cohort.json", "ground_truth.parquet", "folds.csv", "subjects.csv", "subjects"]
+        (pub.staging / "cohort.json").write_text(json.dumps({**meta, "n_written": len(gt), "contents": contents},
+                                                            indent=2))  # last: marks it complete
+        commit(pub)
+    except OSError as exc:
+        abandon(pub)
+        raise DataError(out, f"cannot write the cohort ({exc.strerror or exc})") from exc
+    except BaseException:
+        abandon(pub)
+        raise
     return gt

@@ -2,16 +2,16 @@
 
 Writes ``masks.npy`` (uint8 ``[N, 1, G, G, G]`` calvarium), ``planes.npy`` (uint8 ``[N, 3, G, G]``: axial,
 sagittal, coronal masks, each on a ``G x G`` image of the volume's spacing), ``manifest.parquet`` (subject,
-fold columns, gestational age, cephalic index, plane poses) and ``dataset.json`` (cohort ``fetal``), the
-last one written last. Every input is checked; a bad file stops preparation with its path and the problem.
+fold columns, gestational age, cephalic index, plane poses) and ``dataset.json`` (cohort ``fetal``), into a
+staging folder published in one step. Every input is checked; a bad file stops preparation with its path
+and the problem.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
+import uuid
 from pathlib import Path
 
 import nibabel as nib
@@ -21,8 +21,13 @@ from scipy.ndimage import zoom
 
 from shapetune import __version__
 from shapetune.data.errors import DataError
+from shapetune.data.dataset import write_manifest
 from shapetune.data.fetal.planes import VIEWS, PlanePose
-from shapetune.data.parallel import pmap
+from shapetune.data.limits import check_disk, check_memory
+from shapetune.data.nifti import check_voxel_sizes
+from shapetune.data.parallel import default_workers, pmap
+from shapetune.data.publish import abandon, begin, commit, open_out
+from shapetune.data.sources import SAFE_ID
 
 FORMAT_VERSION = 1
 
@@ -39,6 +44,7 @@ def _read(path: Path, ndim: int) -> tuple[np.ndarray, np.ndarray]:
         data = data[:, :, 0]
     if data.ndim != ndim or len(set(data.shape)) != 1:
         raise DataError(path, f"expected a square/cubic {ndim}D mask, got shape {data.shape}")
+    check_voxel_sizes(img, path, ndim)
     if not np.all(np.isfinite(data)):
         raise DataError(path, "mask contains NaN/inf values")
     values = set(np.unique(data).tolist())
@@ -72,26 +78,54 @@ def _one(args: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
     return _resample(vol, grid)[None], np.stack(planes), rec
 
 
-def prepare_fetal(src: str | Path, out: str | Path, grid: int = 64, workers: int | None = None,
-                  quiet: bool = False) -> int:
-    """Prepare ``src`` into ``out`` at ``grid`` (the field of view is kept); returns the number of subjects."""
-    src, out = Path(src), Path(out)
-    folds_csv = src / "folds.csv"
+def read_folds(folds_csv: Path) -> pd.DataFrame:
+    """``folds.csv``: unique plain subject ids and fold0, fold1, ... columns of train/val/test."""
     if not folds_csv.exists():
         raise DataError(folds_csv, "not a fetal-skull cohort (folds.csv missing); run `shapetune data synth --cohort fetal`")
-    folds = pd.read_csv(folds_csv)
+    try:
+        folds = pd.read_csv(folds_csv, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(folds_csv, "empty file: expected a header 'subject,fold0,fold1,...' and one row per "
+                                   "subject") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(folds_csv, f"malformed CSV ({exc})") from exc
     fold_cols = [c for c in folds.columns if c.startswith("fold")]
     if "subject" not in folds or not fold_cols:
         raise DataError(folds_csv, "needs a 'subject' column and fold0, fold1, ... columns")
+    if folds.empty:
+        raise DataError(folds_csv, "no subjects listed (only a header)")
+    for i, sid in enumerate(folds["subject"]):
+        line = i + 2  # the header is line 1; pandas skips no line here (every row has a subject)
+        if not SAFE_ID.fullmatch(sid) or ".." in sid:
+            raise DataError(folds_csv, f"line {line}: subject id {sid!r} is not a plain folder name")
+    dup = folds["subject"].duplicated()
+    if dup.any():
+        raise DataError(folds_csv, f"duplicate subject(s) {sorted(set(folds.subject[dup]))[:5]}")
     bad = set(folds[fold_cols].stack().unique()) - {"train", "val", "test"}
     if bad:
         raise DataError(folds_csv, f"fold values must be train/val/test, found {sorted(bad)}")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".tmp-prepare-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    return folds
+
+
+def prepare_fetal(src: str | Path, out: str | Path, grid: int = 64, workers: int | None = None,
+                  quiet: bool = False) -> int:
+    """Prepare ``src`` into ``out`` at ``grid`` (the field of view is kept); returns the number of subjects.
+
+    Written into a staging folder and published in one step (:mod:`shapetune.data.publish`).
+    """
+    src = Path(src)
+    if grid < 8:
+        raise DataError("--grid", f"must be at least 8, got {grid}")
+    workers = workers or default_workers()
+    check_memory((grid,) * 3, workers, "fetal", f"--grid {grid}")
+    out, notes = open_out(out, "dataset")
+    folds = read_folds(src / "folds.csv")
+    fold_cols = [c for c in folds.columns if c.startswith("fold")]
+    n = len(folds)
+    check_disk(out, n * (grid ** 3 + 3 * grid ** 2), "masks.npy and planes.npy")
+    pub = begin(out, "dataset", notes)
+    tmp = pub.staging
     try:
-        n = len(folds)
         masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, 1, grid, grid, grid))
         planes = np.lib.format.open_memmap(tmp / "planes.npy", mode="w+", dtype=np.uint8, shape=(n, 3, grid, grid))
         rows: list = [None] * n
@@ -111,19 +145,23 @@ def prepare_fetal(src: str | Path, out: str | Path, grid: int = 64, workers: int
             keep = ["subject", "ga_weeks", "cephalic_index", "shape_class", "bpd_mm", "ofd_mm", "height_mm",
                     *(f"standard_{v}" for v in VIEWS)]  # the unperturbed planes: training re-perturbs them
             manifest = manifest.merge(pd.read_parquet(gt)[keep], on="subject", how="left")
-        manifest.to_parquet(tmp / "manifest.parquet", index=False)
-        meta = {"format_version": FORMAT_VERSION, "cohort": "fetal", "source": str(src.resolve()),
+        dataset_id = uuid.uuid4().hex
+        write_manifest(manifest, tmp / "manifest.parquet", dataset_id)
+        files = ("masks.npy", "planes.npy", "manifest.parquet")
+        meta = {"format_version": FORMAT_VERSION, "generator": f"shapetune {__version__}", "cohort": "fetal",
+                "source": str(src.resolve()),
                 "grid": {"shape": [grid] * 3, "spacing": fov / grid}, "field_of_view_mm": fov,
                 "views": list(VIEWS), "folds": len(fold_cols), "labels": {"0": "background", "1": "calvarium"},
                 "arrays": {"masks.npy": [n, 1, grid, grid, grid], "planes.npy": [n, 3, grid, grid]},
-                "versions": {"shapetune": __version__}, "n_subjects": n,
+                "versions": {"shapetune": __version__}, "n_subjects": n, "dataset_id": dataset_id,
+                "contents": ["dataset.json", *files], "files": {f: (tmp / f).stat().st_size for f in files},
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        for name in ("masks.npy", "planes.npy", "manifest.parquet"):
-            os.replace(tmp / name, out / name)
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-        os.replace(tmp / "dataset.json", out / "dataset.json")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        commit(pub)
+    except OSError as exc:
+        abandon(pub)
+        raise DataError(out, f"cannot write the dataset ({exc.strerror or exc})") from exc
+    except BaseException:
+        abandon(pub)
+        raise
     return n
-
-
