@@ -76,11 +76,51 @@ def test_tpe_sees_the_conditional_space():
 
 @pytest.mark.parametrize("edit, line, message", [
     (("  loss.lambda_kl: {type: float, low: 1.0e-6", "  loss.lambda_kl: {type: float, low: 1.0e-1"), 9, "low 0.1 > high 0.01"),
-    (("  loss.lambda_kl:", "  loss.lamda_kl:"), 9, "unknown configuration field 'loss.lamda_kl'"),
+    (("  loss.lambda_kl:", "  loss.lamda_kl:"), 9, "unknown configuration field 'loss.lamda_kl' (did you mean "
+                                                    "'loss.lambda_kl'?)"),
     (("param: hierarchy.depth", "param: model.depthh"), 10, "condition on 'model.depthh'"),
     (("base: lvae", "base: lvae\nbogus: 1"), 2, "bogus: Extra inputs are not permitted"),
     (("choices: [64, 128]", "choices: []"), 10, "non-empty 'choices'"),
     (("top: {low: 2, high: 8}", "top: {low: 9, high: 8}"), 6, "low 9.0 > high 8.0"),
+    # a misspelt key is named (with its close match), not the 'Field required' it causes
+    (("objectives:", "objectivs:"), 2, "objectivs: Extra inputs are not permitted (unknown key 'objectivs'; "
+                                       "did you mean 'objectives'?)"),
+    (("depth: {low: 1, high: 4}", "depth: {low: 1, hgih: 4}"), 5,
+     "hierarchy.depth.hgih: Extra inputs are not permitted (unknown key 'hgih'; did you mean 'high'?)"),
+    (("low: 1.0e-6, high: 1.0e-2, log: true", "low: 1.0e-6, high: 1.0e-2, lgo: true"), 9, "unknown key 'lgo'"),
+    (("depth: {low: 1, high: 4}", "depth: {low: 0, high: 4}"), 5, "hierarchy.depth.low: Input should be greater"),
+    # ranges that validate as numbers but cannot be sampled or trained
+    (("low: 1.0e-6, high: 1.0e-2, log: true", "low: -1.0e-5, high: 1.0e-3, log: true"), 9,
+     "params.loss.lambda_kl: Value error, a log-scale range needs low > 0, got -1e-05"),
+    (("low: 1.0e-6, high: 1.0e-2, log: true", "low: 0.0, high: 1.0e-3, log: true"), 9,
+     "a log-scale range needs low > 0"),
+    (("low: 1.0e-6, high: 1.0e-2, log: true", "low: -1.0e-5, high: 1.0e-3"), 9,
+     "params.loss.lambda_kl: low -1e-05 is not a valid loss.lambda_kl: Input should be greater than or equal to 0"),
+    (("low: 1.0e-6, high: 1.0e-2, log: true", "low: 1.0e-6, high: .inf, log: true"), 9,
+     "params.loss.lambda_kl.high: Input should be a finite number"),
+    (("low: 1.0e-6, high: 1.0e-2, log: true", "low: .nan, high: 1.0e-2"), 9, "Input should be a finite number"),
+    (("level: {low: 8, high: 64, log: true}", "level: {low: 8, high: 64, step: 0.5}"), 7,
+     "latent sizes need an integer step"),
+    (("choices: [64, 128]", "choices: [64, 4]"), 10, "params.model.ladder_hidden: choice 4 is not a valid "
+                                                     "model.ladder_hidden: Input should be greater than or equal to 8"),
+    (("params:", "params:\n  optim.lr: {type: float, low: 0.0, high: 1.0e-2}"), 9,
+     "params.optim.lr: low 0.0 is not a valid optim.lr: Input should be greater than 0"),
+    (("params:", "params:\n  model.grid: {type: categorical, choices: [16, 24]}"), 9,
+     "params.model.grid: choice 24 is not a valid model.grid: Value error, grid must be a power of two"),
+    (("params:", "params:\n  optim.epochs: {type: int, low: 2, high: 9, step: 0.5}"), 9,
+     "an int parameter needs an integer step, got 0.5"),
+    (("params:", "params:\n  model.grid: {type: categorical, choices: [16, 1024]}"), 9,
+     "params.model.grid: choice 1024: model.grid: 1024^3 needs at least"),
+    # fixed values are checked against the base config, at their line
+    (("base: lvae", "base: lvae\nfixed:\n  optim.lr: .inf"), 3, "fixed: optim.lr: Input should be a finite number"),
+    (("base: lvae", "base: lvae\nfixed:\n  optim.betas: [0.9, 2]"), 3,
+     "fixed: optim.betas.1: Input should be less than 1"),
+    (("base: lvae", "base: lvae\nfixed:\n  model.grid: 1024"), 3, "model.grid: 1024^3 needs at least"),
+    # an objective no trial reports, with the metrics they do
+    (("metric: val_dice", "metric: val_dcie"), 3, "objectives.0.metric: 'val_dcie' is not a metric every trial of this "
+                                                 "space reports (did you mean 'val_dice'?); it reports: "),
+    (("metric: val_dice", "metric: val_dice_3v"), 3, "val_acc, val_auc, val_dice, val_dice_ed, val_dice_es"),
+    (("metric: val_dice", "metric: train_kl_1"), 3, "'train_kl_1' is not a metric every trial"),  # depth 1 has one KL
 ])
 def test_bad_files_name_file_and_line(edit, line, message):
     text = GOOD.replace(*edit)
@@ -101,3 +141,23 @@ def test_unknown_space_name_lists_the_shipped_ones(tmp_path):
         load_space("no_such_space")
     with pytest.raises(SpaceError, match="not found"):
         load_space(tmp_path / "missing.yaml")
+
+
+def test_objective_is_checked_against_the_task_of_the_base():
+    fetal = GOOD.replace("base: lvae", "base: hcvae").replace("model.ladder_hidden", "loss.prior_recon") \
+        .replace("choices: [64, 128]", "choices: [0.5, 1.0]")
+    assert parse_space(fetal, "f.yaml").objectives[0].metric == "val_dice"
+    parse_space(fetal.replace("metric: val_dice", "metric: val_dice_1v"), "f.yaml")
+    with pytest.raises(SpaceError, match=r"f.yaml:3: .*'val_acc' is not a metric .*val_dice_1v"):
+        parse_space(fetal.replace("metric: val_dice", "metric: val_acc"), "f.yaml")
+    deep = GOOD.replace("depth: {low: 1, high: 4}", "depth: {low: 3, high: 4}").replace("val_dice", "train_kl_2")
+    assert parse_space(deep, "d.yaml").objectives[0].metric == "train_kl_2"  # every depth has a third level
+
+
+def test_check_space_sees_changed_fixed_values():
+    from shapetune.search_spaces.spec import check_space
+
+    space = parse_space(GOOD, "good.yaml")
+    check_space(space)
+    with pytest.raises(SpaceError, match=r"good.yaml: fixed: optim.lr: Input should be a finite number"):
+        check_space(space.model_copy(update={"fixed": {"optim.lr": float("inf")}}))

@@ -15,14 +15,18 @@ def _pow2(v: int) -> bool:
     return v >= 1 and 2 ** round(math.log2(v)) == v
 
 
+ACTIVATION_BYTES = 2  # activations counted as bf16, the narrowest any run keeps them in: a lower bound
+
+
 class ModelConfig(BaseModel):
     """Architecture of a shape model. ``latent_dims`` lists latent sizes bottom -> top (last = top level)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Literal["vae", "lvae", "ae", "cvae", "hcvae", "tlnet", "cgan"] = "lvae"
     grid: int = Field(32, description="Grid size (voxels per side): a power of two >= 16, or 3 x one >= 48 (96).")
-    in_channels: int = 2
+    in_channels: int = Field(2, description="Masks per subject: 2 (ED, ES) for the cardiac models; the fetal "
+                                            "models read one skull mask and ignore it.")
     width: int = Field(16, ge=4, le=128, description="Channels of the first conv stage.")
     bottleneck: int = Field(4, description="Spatial size (voxels per side) where the conv features are flattened.")
     norm: Literal["group", "batch"] = Field("batch", description="Normalisation in the conv backbone.")
@@ -55,6 +59,9 @@ class ModelConfig(BaseModel):
                 or self.grid % self.bottleneck or not _pow2(self.grid // self.bottleneck):
             raise ValueError(f"bottleneck must be one of 2, 3, 4, 6, 8, 12, at most grid/4, and grid/bottleneck a power "
                              f"of two (e.g. 4 or 8 at 64, 6 or 12 at 96), got {self.bottleneck} at grid {self.grid}")
+        if self.name not in CONDITIONAL_MODELS and self.in_channels != 2:
+            raise ValueError(f"in_channels must be 2 for model '{self.name}': a prepared cardiac dataset holds two "
+                             f"masks (ED, ES) per subject, got {self.in_channels}")
         n = len(self.latent_dims)
         if self.depth is not None:
             if self.depth < 1 or self.depth > 5:
@@ -73,3 +80,24 @@ class ModelConfig(BaseModel):
     @property
     def levels(self) -> int:
         return len(self.latent_dims)
+
+
+def training_bytes(cfg: ModelConfig, batch_size: int) -> int:
+    """A lower bound on the memory one training step of the 3D backbone holds at ``cfg.grid``.
+
+    Counted: the float32 input batch and logits, and per conv stage of the encoder and decoder the outputs that
+    autograd keeps for the backward pass (conv, normalisation, SiLU; two convs a stage) at 2 bytes a value.
+    Not counted: weights, gradients, optimiser state, conv workspaces, the conditional models' plane encoders
+    and second (prior-path) decode, so the real peak is several times higher.
+    """
+    stages = int(math.log2(cfg.grid // cfg.bottleneck))
+    ch = [cfg.width * min(2**i, 8) for i in range(stages + 1)]  # as backbone._channels
+    vox = [(cfg.grid // 2**i) ** 3 for i in range(stages + 1)]
+    channels = 1 if cfg.name in CONDITIONAL_MODELS else cfg.in_channels  # the fetal models see one skull mask
+    io = 2 * channels * vox[0] * 4
+    # encoder: a stem at full resolution (or, light, one strided conv to half), then two convs per stage
+    enc = 3 * ch[1] * vox[1] if cfg.light_ends else 3 * ch[0] * vox[0] + 6 * ch[1] * vox[1]
+    enc += sum(6 * ch[j] * vox[j] for j in range(2, stages + 1))
+    # decoder: two convs per stage back up to full resolution (light: to half, then straight to logits)
+    dec = sum(6 * ch[j] * vox[j] for j in range(1 if cfg.light_ends else 0, stages))
+    return batch_size * (io + ACTIVATION_BYTES * (enc + dec))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shapetune.platform.config import ConfigError, TrainConfig, load_config, set_dotted
+from shapetune.platform.config import ConfigError, TrainConfig, load_config, memory_problem, set_dotted
 from shapetune.search_spaces.spec import HIERARCHY_DEPTH, HIERARCHY_TOP, Param, SearchSpace
 
 
@@ -78,6 +78,10 @@ def trial_config(space: SearchSpace, params: dict[str, Any]) -> TrainConfig:
         set_dotted(data, key, value)
     data["model"]["depth"] = None  # derived from latent_dims
     try:
-        return TrainConfig.model_validate(data)
+        cfg = TrainConfig.model_validate(data)
     except Exception as exc:
         raise ConfigError(f"{space.source}: parameters {params} give an invalid training config: {exc}") from exc
+    problem = memory_problem(cfg)  # here on the machine that trains it
+    if problem:
+        raise ConfigError(f"{space.source}: parameters {params}: {problem}")
+    return cfg

@@ -8,23 +8,30 @@ per existing level, the top level from its own range) and ordinary ``params`` th
 
 from __future__ import annotations
 
+import copy
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shapetune.errors import ShapeTuneError
+from shapetune.platform.config import (ConfigError, FieldProblem, TrainConfig, by_relevance, explain, line_of,
+                                       load_config, memory_problem, set_dotted, unreported, yaml_lines)
+
 HIERARCHY_DEPTH = "hierarchy.depth"
 HIERARCHY_TOP = "hierarchy.z_top"
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
 
-class SpaceError(ValueError):
+class SpaceError(ShapeTuneError):
     """A bad search-space file, reported with its path and line."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # a range bound of inf or nan passes every comparison check and breaks the sampler later
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Condition(_Strict):
@@ -94,6 +101,8 @@ class Param(Range):
             raise ValueError(f"a {self.type} parameter takes low/high, not 'choices'")
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
             raise ValueError("an int parameter needs integer low/high")
+        if self.type == "int" and self.step is not None and self.step != int(self.step):
+            raise ValueError(f"an int parameter needs an integer step, got {self.step}")
         Range._ordered(self)
         return self
 
@@ -114,6 +123,8 @@ class IntRange(Range):
     def _int(self) -> "IntRange":
         if self.low != int(self.low) or self.high != int(self.high) or self.low < 1:
             raise ValueError("latent sizes need integer low/high >= 1")
+        if self.step is not None and self.step != int(self.step):
+            raise ValueError(f"latent sizes need an integer step, got {self.step}")
         return self
 
 
@@ -177,44 +188,11 @@ class SearchSpace(_Strict):
         return CONFIG_DIR / f"{self.base}.yaml"
 
 
-# --- YAML with line numbers --------------------------------------------------------------------------
-
-def _line_index(text: str) -> dict[tuple, int]:
-    """Map every key path in a YAML document to its 1-based line."""
-    lines: dict[tuple, int] = {}
-
-    def walk(node, path: tuple) -> None:
-        lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                lines[path + (k.value,)] = k.start_mark.line + 1
-                walk(v, path + (k.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, path + (i,))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
-    loc = tuple(loc)
-    while loc:
-        if loc in lines:
-            return lines[loc]
-        loc = loc[:-1]
-    return lines.get(())
-
-
 def _fail(src: str, line: int | None, msg: str) -> SpaceError:
     return SpaceError(f"{src}:{line}: {msg}" if line else f"{src}: {msg}")
 
 
 def config_field_exists(dotted: str) -> bool:
-    from shapetune.platform.config import TrainConfig
-
     model: Any = TrainConfig
     for part in dotted.split("."):
         fields = getattr(model, "model_fields", None)
@@ -226,11 +204,34 @@ def config_field_exists(dotted: str) -> bool:
     return True
 
 
+def config_fields() -> list[str]:
+    """Every dotted field of the training config (sections and their fields)."""
+    out: list[str] = []
+
+    def walk(model: Any, prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            out.append(prefix + name)
+            ann = f.annotation
+            subs = [a for a in (ann, *getattr(ann, "__args__", ()))
+                    if isinstance(a, type) and hasattr(a, "model_fields")]
+            if subs:
+                walk(subs[0], f"{prefix}{name}.")
+
+    walk(TrainConfig, "")
+    return out
+
+
+def unknown_field(dotted: str) -> str:
+    """``unknown configuration field 'x'`` with the closest real one, if any."""
+    close = difflib.get_close_matches(dotted, config_fields(), n=1, cutoff=0.6)
+    return f"unknown configuration field {dotted!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 def parse_space(text: str, source: str = "<string>") -> SearchSpace:
     """Parse and validate a search space; errors read ``FILE:LINE: problem``."""
     try:
         raw = yaml.safe_load(text)
-        lines = _line_index(text)
+        lines = yaml_lines(text)
     except yaml.YAMLError as exc:
         raise SpaceError(f"{source}: invalid YAML ({exc})") from exc
     if not isinstance(raw, dict):
@@ -238,13 +239,17 @@ def parse_space(text: str, source: str = "<string>") -> SearchSpace:
     try:
         space = SearchSpace.model_validate({**raw, "source": source, "name": raw.get("name") or Path(source).stem})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in ("int", "Depth")))
-        where = ".".join(map(str, loc))
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise _fail(source, _line_of(lines, loc), f"{where}: {first['msg']}{more}") from exc
+        errors = by_relevance(exc.errors())  # a misspelt key before the 'Field required' it causes
+        loc, msg = explain(errors[0], SearchSpace)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise _fail(source, line_of(lines, loc), f"{'.'.join(map(str, loc))}: {msg}{more}") from exc
     _check_semantics(space, lines, source)
     return space
+
+
+def check_space(space: SearchSpace) -> None:
+    """The checks of ``parse_space`` beyond the schema, again (after ``fixed`` was changed, e.g. by overrides)."""
+    _check_semantics(space, {}, space.source or "<space>")
 
 
 def _check_semantics(space: SearchSpace, lines: dict, source: str) -> None:
@@ -257,18 +262,168 @@ def _check_semantics(space: SearchSpace, lines: dict, source: str) -> None:
                         "model.depth from params and fixed")
     for key in space.fixed:
         if not config_field_exists(key):
-            raise _fail(source, lines.get(("fixed", key)), f"fixed: unknown configuration field {key!r}")
+            raise _fail(source, lines.get(("fixed", key)), f"fixed: {unknown_field(key)}")
     for name, p in space.params.items():
         if not config_field_exists(name):
-            raise _fail(source, lines.get(("params", name)), f"params: unknown configuration field {name!r}")
+            raise _fail(source, lines.get(("params", name)), f"params: {unknown_field(name)}")
         if p.when is not None and p.when.param not in sampled:
             raise _fail(source, lines.get(("params", name, "when", "param")) or lines.get(("params", name)),
                         f"params.{name}: condition on {p.when.param!r}, which is not a parameter sampled before it "
                         f"(known: {', '.join(sampled) or 'none'})")
         sampled.append(name)
-    for k, o in enumerate(space.objectives):
-        if not o.metric.startswith(("val_", "train_")):
-            raise _fail(source, lines.get(("objectives", k)), f"objective metric {o.metric!r} is not a reported "
-                                                                 "metric (val_* or train_*)")
     if not space.base_path().exists():
         raise _fail(source, lines.get(("base",)), f"base config {space.base!r} not found ({space.base_path()})")
+    _check_trial_configs(space, lines, source)
+
+
+# --- what the trials' training configs can be ----------------------------------------------------------
+
+def _base_data(space: SearchSpace, lines: dict, source: str) -> dict:
+    """The base config as a dict, its latent sizes those of the smallest hierarchy when there is one."""
+    try:
+        data = load_config(space.base_path()).model_dump(mode="json")
+    except ConfigError as exc:
+        raise _fail(source, lines.get(("base",)), f"base: {exc}") from exc
+    data["model"]["depth"] = None  # derived from latent_dims, as in every trial
+    if space.hierarchy is not None:
+        data["model"]["latent_dims"] = _latents(space.hierarchy, _depths(space.hierarchy)[0])
+    return data
+
+
+def _depths(h: Hierarchy) -> tuple[int, int]:
+    return (h.depth, h.depth) if isinstance(h.depth, int) else (h.depth.low, h.depth.high)
+
+
+def _latents(h: Hierarchy, depth: int) -> list[int]:
+    low = int(h.level.low) if h.level is not None else 1
+    return [low] * (depth - 1) + [int(h.top.low)]
+
+
+def _with(data: dict, values: dict[str, Any]) -> tuple[TrainConfig | None, ValidationError | None]:
+    """(config, None) for ``data`` with dotted ``values`` set, or (None, the validation error)."""
+    d = copy.deepcopy(data)
+    for key, value in values.items():
+        set_dotted(d, key, value)
+    try:
+        return TrainConfig.model_validate(d), None
+    except ValidationError as exc:
+        return None, exc
+
+
+def _overlaps(a: tuple, b: tuple) -> bool:
+    return a[:len(b)] == b or b[:len(a)] == a
+
+
+def _candidates(p: Param) -> list[tuple[str, Any]]:
+    """The values of a parameter that bound it: its ends, or every choice."""
+    if p.type == "categorical":
+        return [("choice", c) for c in p.choices]
+    cast = int if p.type == "int" else float
+    return [("low", cast(p.low)), ("high", cast(p.high))]
+
+
+# Fields whose smallest value needs the least memory (and light_ends on): a space is refused for memory only
+# when even its leanest trial would not fit.
+_LEAN = ("model.grid", "model.width", "optim.batch_size")
+
+
+def _leanest(space: SearchSpace) -> dict[str, Any]:
+    """Overrides for the least memory any trial of ``space`` needs."""
+    out: dict[str, Any] = {}
+    for key in _LEAN:
+        p = space.params.get(key)
+        numbers = [v for _, v in _candidates(p) if isinstance(v, (int, float))] if p is not None else []
+        if numbers:
+            out[key] = min(numbers)
+    p = space.params.get("model.light_ends")
+    if p is not None and p.type == "categorical" and True in p.choices:
+        out["model.light_ends"] = True
+    return out
+
+
+def _check_trial_configs(space: SearchSpace, lines: dict, source: str) -> None:
+    """Refuse, before any trial runs, what every trial would trip over: a fixed value or a parameter's end or
+    choice the training config refuses, a space whose leanest trial cannot fit this machine's memory, and an
+    objective that a trial does not report."""
+    base = _base_data(space, lines, source)
+    _check_fixed(space, base, lines, source)
+    fixed = copy.deepcopy(base)
+    for key, value in space.fixed.items():
+        set_dotted(fixed, key, value)
+    _check_param_values(space, fixed, lines, source)
+    _check_memory(space, fixed, lines, source)
+    _check_objectives(space, fixed, lines, source)
+
+
+def _check_fixed(space: SearchSpace, base: dict, lines: dict, source: str) -> None:
+    """The base config with the fixed values must validate, unless a sampled field is involved."""
+    _, exc = _with(base, space.fixed)
+    if exc is None:
+        return
+    loc, msg = explain(by_relevance(exc.errors())[0], TrainConfig)
+    searched = [tuple(k.split(".")) for k in space.params] + ([("model", "latent_dims")] if space.hierarchy else [])
+    if any(_overlaps(loc, s) for s in searched):
+        return  # a sampled value may make it valid; trial_config says why when it does not
+    key = next((k for k in space.fixed if _overlaps(tuple(k.split(".")), loc)), None)
+    line = lines.get(("fixed", key)) if key else lines.get(("fixed",)) or lines.get(("base",))
+    raise _fail(source, line, f"fixed: {'.'.join(map(str, loc))}: {msg} (with base {space.base!r})")
+
+
+def _check_param_values(space: SearchSpace, fixed: dict, lines: dict, source: str) -> None:
+    """Each end of a range and each choice must pass its field's own bounds (finite, > 0, a valid grid, ...)."""
+    for name, p in space.params.items():
+        path = tuple(name.split("."))
+        for which, value in _candidates(p):
+            _, exc = _with(fixed, {name: value})
+            for e in exc.errors() if exc else []:
+                loc, msg = explain(e, TrainConfig)
+                # not a cross-field check: that one may pass with other sampled values
+                if not isinstance((e.get("ctx") or {}).get("error"), FieldProblem) and loc[:len(path)] == path:
+                    raise _fail(source, lines.get(("params", name)),
+                                f"params.{name}: {which} {value!r} is not a valid {name}: {msg}")
+
+
+def _check_memory(space: SearchSpace, fixed: dict, lines: dict, source: str) -> None:
+    """The leanest trial must fit this machine's memory, and so must every grid, width and batch size searched
+    with the others at their leanest."""
+    lean = _leanest(space)
+    cfg, _ = _with(fixed, lean)
+    if cfg is not None and (problem := memory_problem(cfg)):
+        key = next((k for k in _LEAN if k in space.fixed), None)
+        raise _fail(source, lines.get(("fixed", key)) if key else lines.get(("base",)), problem)
+    for name in _LEAN:
+        p = space.params.get(name)
+        for which, value in _candidates(p) if p is not None else []:
+            cfg, _ = _with(fixed, {**lean, name: value})
+            if cfg is not None and (problem := memory_problem(cfg)):
+                raise _fail(source, lines.get(("params", name)), f"params.{name}: {which} {value!r}: {problem}")
+
+
+def _variants(space: SearchSpace) -> list[dict[str, Any]]:
+    """Overrides that give every kind of trial: each choice of a searched model field, each end of the depth."""
+    out: list[dict[str, Any]] = [{}]
+    for name, p in space.params.items():
+        if name.startswith("model.") and p.type == "categorical":
+            out += [{name: c} for c in p.choices]
+    if space.hierarchy is not None:
+        out += [{"model.latent_dims": _latents(space.hierarchy, d)} for d in _depths(space.hierarchy)]
+    return out
+
+
+def _check_objectives(space: SearchSpace, fixed: dict, lines: dict, source: str) -> None:
+    """Every objective must be a metric that every kind of trial reports (the task's declared metrics)."""
+    from shapetune.platform.tasks import ENGINE_METRICS, reported_metrics
+
+    have: frozenset[str] | None = None
+    anyway = min(ENGINE_METRICS)  # a metric every run reports: trials checkpoint on the objective, not the base's
+    for values in _variants(space):
+        cfg, _ = _with(fixed, {**values, "checkpoint.metric": anyway})
+        if cfg is not None:
+            metrics = reported_metrics(cfg)
+            have = metrics if have is None else have & metrics
+    if have is None:
+        return  # no trial config validates on its own: the sampled values decide, and trial_config says why
+    for k, o in enumerate(space.objectives):
+        if o.metric not in have:
+            raise _fail(source, lines.get(("objectives", k, "metric")) or lines.get(("objectives", k)),
+                        f"objectives.{k}.metric: {unreported(o.metric, have, 'every trial of this space')}")

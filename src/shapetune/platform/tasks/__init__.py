@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shapetune.data.errors import DataError
+from shapetune.models.config import ModelConfig
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.tasks.cardiac import CardiacTask
 from shapetune.platform.tasks.fetal import FetalTask
@@ -17,6 +18,7 @@ class Task(Protocol):
     name: str
     val_keys: tuple[str, ...]  # validation metrics every epoch reports (the objective among them)
 
+    def train_metrics(self, model: ModelConfig) -> frozenset[str]: ...
     def load(self, path: str, cfg: TrainConfig) -> Any: ...
     def n_train(self, data: Any) -> int: ...
     def batch_loss(self, engine, data: Any, sel, epoch: int, batch: int, t: float): ...
@@ -31,6 +33,20 @@ def task_of(cfg: TrainConfig) -> Task:
     from shapetune.models.registry import model_task
 
     return TASKS[model_task(cfg.model.name)]
+
+
+# What Engine.train_epoch measures itself, beside the task's loss terms and validation metrics.
+ENGINE_METRICS = frozenset({"lr", "samples_per_s", "epoch_time_s", "peak_mem_mb"})
+
+
+def reported_metrics(cfg: TrainConfig) -> frozenset[str]:
+    """Every metric a run of ``cfg`` reports on its validated epochs (what a checkpoint or sweep can rank on).
+
+    Declared, not observed, so a config is checked before it runs; a test trains one tiny epoch of each model
+    and compares, so the declaration cannot drift from the engine and the tasks.
+    """
+    task = task_of(cfg)
+    return task.train_metrics(cfg.model) | frozenset(task.val_keys) | ENGINE_METRICS
 
 
 def dataset_task(path: str | Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from shapetune.models.config import ModelConfig
 from shapetune.models.losses import shape_loss
 from shapetune.platform.augment import augment_batch
 from shapetune.platform.config import TrainConfig
@@ -13,6 +14,15 @@ from shapetune.platform.config import TrainConfig
 class CardiacTask:
     name = "cardiac"
     val_keys = ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc")
+
+    def train_metrics(self, model: ModelConfig) -> frozenset[str]:
+        """The ``train_*`` terms ``shape_loss`` reports for ``model``: a KL per level when it is variational."""
+        from shapetune.models.registry import MODELS
+
+        terms = {"loss", "bce", "dice_loss", "kl", "ce"}
+        if MODELS[model.name].variational:
+            terms |= {f"kl_{i}" for i in range(len(model.latent_dims))}
+        return frozenset(f"train_{t}" for t in terms)
 
     def load(self, path: str, cfg: TrainConfig):
         from shapetune.platform.engine import load_training_data

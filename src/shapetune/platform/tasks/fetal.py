@@ -10,6 +10,7 @@ import torch
 
 from shapetune.data.errors import DataError
 from shapetune.data.fetal.planes import VIEWS
+from shapetune.models.config import ModelConfig
 from shapetune.models.losses import conditional_loss
 from shapetune.platform.config import TrainConfig
 
@@ -71,6 +72,23 @@ def dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class FetalTask:
     name = "fetal"
     val_keys = ("val_dice", "val_dice_3v", "val_dice_2v", "val_dice_1v")
+
+    def train_metrics(self, model: ModelConfig) -> frozenset[str]:
+        """The ``train_*`` terms ``conditional_loss`` reports for ``model`` (see the model's ``forward``)."""
+        from shapetune.models.registry import MODELS
+
+        terms = {"loss", "bce", "dice_loss", "kl"}
+        if MODELS[model.name].variational:
+            terms |= {f"kl_{i}" for i in range(len(model.latent_dims))}
+        if model.name != "cgan" or model.size_frame:  # the GAN has a prior path only through the size frame
+            terms.add("prior_dice_loss")
+        if model.name == "tlnet":
+            terms.add("embed")
+        if model.name == "cgan":
+            terms |= {"adv", "disc"}
+        if model.size_frame:
+            terms.add("size")
+        return frozenset(f"train_{t}" for t in terms)
 
     def load(self, path: str, cfg: TrainConfig) -> FetalData:
         return load_fetal(path, cfg.model.grid, cfg.data.fold)
