@@ -48,8 +48,8 @@ demo: $(STAMP)
 	  $(ST) tune --space lvae_hcm --data $(DEMO_DIR)/prepared/imperial --trials $(DEMO_TRIALS) --concurrency 2 \
 	    --name demo --storage-path $(DEMO_EXP) --grace-period 1 --seed $(DEMO_SEED) optim.epochs=$(DEMO_EPOCHS); \
 	fi
-	$(ST) export demo --storage-path $(DEMO_EXP) --out $(DEMO_DIR)/model
-	$(ST) predict $(DEMO_DIR)/model $(DEMO_DIR)/raw/acdc --out $(DEMO_DIR)/predictions/acdc
+	$(ST) export demo --storage-path $(DEMO_EXP) --out $(DEMO_DIR)/model --force
+	$(ST) predict $(DEMO_DIR)/model $(DEMO_DIR)/raw/acdc --out $(DEMO_DIR)/predictions/acdc --force
 	@# A plain VAE with the same latent budget and epochs, for the evaluation table.
 	[ -f $(DEMO_DIR)/runs/vae/summary.json ] || $(ST) train --config vae --data $(DEMO_DIR)/prepared/imperial \
 	  --out $(DEMO_DIR)/runs/vae optim.epochs=$(DEMO_EPOCHS)

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from shapetune import __version__
+from shapetune.errors import ShapeTuneError
+from shapetune.io import claim_folder
 
 app = typer.Typer(help="ShapeTune: tune and clinically evaluate generative 3D cardiac shape models.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -110,10 +112,19 @@ def data_prepare(
     except (DataError, ValueError) as exc:
         _fail(exc)
     dt = time.perf_counter() - t0
+    for note in rep.notes:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     if rep.up_to_date:
         console.print(f"[green]{out} is up to date[/] ({rep.n_subjects} subjects; inputs unchanged, nothing to do)")
     else:
         console.print(f"[green]prepared {rep.n_subjects} subjects into {out}[/] in {dt:.1f} s")
+    if rep.excluded:
+        console.print("not selected by --groups: " + ", ".join(f"{g} ({n})" for g, n in rep.excluded.items()))
+    if rep.clipped:
+        shown = ", ".join(rep.clipped[:10]) + (" ..." if len(rep.clipped) > 10 else "")
+        console.print(f"[bold yellow]warning:[/] {len(rep.clipped)} subject(s) touch the template border (shape cut "
+                      f"off; recorded as fov_clipped in dataset.json): {shown}; a larger --grid or --spacing holds "
+                      "them", soft_wrap=True)
     if rep.skipped:
         t = Table(title=f"{len(rep.skipped)} subject(s) skipped", title_style="bold yellow")
         for c in ("subject", "file", "problem"):
@@ -159,16 +170,17 @@ def train(
 ) -> None:
     """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]
     (fetal models: data.fold=K picks the cross-validation fold)."""
-    from shapetune.data.errors import DataError
-    from shapetune.platform.config import ConfigError, load_config
     from shapetune.platform import storage
+    from shapetune.platform.config import load_config
     from shapetune.platform.ray_train import run_training
 
     try:
         cfg = load_config(_config_path(config), list(ctx.args))
+        if not storage.is_uri(out):  # a run folder is continued by train, never someone else's folder
+            claim_folder(out, "train", legacy=lambda p: (p / "summary.json").is_file())
         outcome = run_training(cfg, storage.local_copy(data), out, workers=workers, gpus_per_worker=gpus_per_worker,
                                cpus_per_worker=cpus_per_worker)
-    except (ConfigError, DataError, storage.StorageError) as exc:
+    except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)
     from shapetune.platform.tasks import task_of
 
@@ -203,7 +215,9 @@ def tune_cmd(
     concurrency: Annotated[int, typer.Option(help="Trials running at once.")] = 1,
     name: Annotated[str | None, typer.Option(help="Experiment name (a folder under --storage-path).")] = None,
     storage_path: Annotated[str, typer.Option(help="Where experiments live: a folder, or a URI (s3://, gs://, file://) on a cluster.")] = "experiments",
-    resume: Annotated[str | None, typer.Option(help="Continue the interrupted experiment of this name.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the interrupted experiment of this name. Resuming loads "
+                                                    "Ray Tune's pickled state from the experiment folder, which can run "
+                                                    "code: resume only experiments from storage you trust.")] = None,
     optuna_storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL for the Optuna study (default: SQLite in the experiment folder).")] = None,
     workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial (1 = in the trial's own process).")] = 1,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker (torch threads for in-process trials).")] = 1.0,
@@ -216,12 +230,14 @@ def tune_cmd(
     time_budget_s: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Score each finished trial on the test split as soon as it ends (cached for `shapetune evaluate`).")] = False,
 ) -> None:
-    """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every trial."""
-    from shapetune.data.errors import DataError
-    from shapetune.platform.config import ConfigError
+    """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every trial.
+
+    --resume unpickles Tune's saved state (as Python's pickle documentation warns, only for data you trust):
+    resume sweeps from storage that only you and people you trust can write. Reading an experiment (export,
+    evaluate, dashboard) never unpickles anything."""
     from shapetune.platform import storage
+    from shapetune.platform.config import ConfigError
     from shapetune.platform.sweep import SweepSettings, load_settings, run_sweep
-    from shapetune.search_spaces import SpaceError
 
     try:
         if resume:
@@ -240,7 +256,7 @@ def tune_cmd(
             overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s,
             evaluate=evaluate)
         run_sweep(settings)
-    except (ConfigError, DataError, SpaceError, ValueError, storage.StorageError) as exc:
+    except (ShapeTuneError, ValueError, storage.StorageError) as exc:  # ValueError: the settings' own checks
         _fail(exc)
 
 
@@ -256,23 +272,22 @@ def _experiment(experiment: str, storage_path: str) -> str:
 @app.command("export")
 def export_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (under --storage-path) or its folder.")],
-    out: Annotated[str, typer.Option(help="Export folder or storage URI (replaced atomically if it exists).")],
+    out: Annotated[str, typer.Option(help="Export folder or storage URI: new or empty (a previous export is replaced only with --force).")],
     storage_path: Annotated[str, typer.Option(help="Where experiments live (a folder or a URI such as s3://bucket/experiments).")] = "experiments",
     objective: Annotated[str | None, typer.Option(help="Pick the best trial by this metric (default: the sweep's objective).")] = None,
     pareto_index: Annotated[int | None, typer.Option(help="Multi-objective sweeps: export this point of the Pareto front.")] = None,
     trial: Annotated[str | None, typer.Option(help="Export this trial (its best checkpoint) instead of the best one.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a previous ShapeTune export at --out (nothing else is ever replaced).")] = False,
 ) -> None:
     """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template, metrics, model card, checksums."""
-    from shapetune.data.errors import DataError
-    from shapetune.platform.config import ConfigError
-    from shapetune.platform.export import ExportError, export_model
+    from shapetune.platform.export import export_model
 
     from shapetune.platform import storage
 
     try:
-        path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial)
+        path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial, force=force)
         m = json.loads(storage.read_text(storage.join(path, "metrics.json")))
-    except (ExportError, ConfigError, DataError, FileNotFoundError, storage.StorageError) as exc:
+    except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)
     console.print(f"[green]exported[/] trial {m['trial_id']} ({m['selection']}, epoch {m['epoch'] + 1}) to {path}")
     console.print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in m["validation"].items()))
@@ -282,18 +297,18 @@ def export_cmd(
 def predict_cmd(
     export_dir: Annotated[str, typer.Argument(help="A folder (or URI) written by `shapetune export`.")],
     input: Annotated[str, typer.Argument(help="ACDC patient folder (or a folder of them), a prepared dataset, or an ED NIfTI with --es; or a URI of one.")],
-    out: Annotated[Path, typer.Option(help="Output folder: predictions.csv/.parquet and SUBJECT/recon_{ED,ES}.nii.gz.")],
+    out: Annotated[Path, typer.Option(help="Output folder, new or empty: predictions.csv/.parquet and SUBJECT/recon_{ED,ES}.nii.gz.")],
     es: Annotated[Path | None, typer.Option(help="ES label map when INPUT is an ED NIfTI file.")] = None,
     split: Annotated[str | None, typer.Option(help="Prepared datasets: only this split (train, val, test).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a previous `shapetune predict` output at --out.")] = False,
 ) -> None:
     """Run an exported model without Ray: HCM probability, latent coordinates per level, reconstructions in the subject's space."""
-    from shapetune.data.errors import DataError
-    from shapetune.platform.export import ExportError
+    from shapetune.platform import storage
     from shapetune.platform.predict import predict
 
     try:
-        df = predict(export_dir, input, out, es, split)
-    except (ExportError, DataError) as exc:
+        df = predict(export_dir, input, out, es, split, force=force)
+    except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)
     t = Table(title=f"{len(df)} subject(s)")
     for c in ("subject", "p(HCM)", "predicted", "label", "Dice ED", "Dice ES"):
@@ -322,17 +337,14 @@ def evaluate_cmd(
     ray: Annotated[bool, typer.Option(help="Score checkpoints as parallel Ray tasks.")] = True,
 ) -> None:
     """Evaluate trials and baselines: DC/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a report."""
-    from shapetune.data.errors import DataError
-    from shapetune.evaluation.fetal.study import StudyError
-    from shapetune.evaluation.service import EvaluationError, evaluate
-    from shapetune.platform.config import ConfigError
+    from shapetune.evaluation.service import evaluate
 
     from shapetune.platform.storage import StorageError
 
     try:
         res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
                        tuple(b.strip() for b in baselines.split(",") if b.strip()), force, use_ray=ray)
-    except (EvaluationError, DataError, ConfigError, StorageError, StudyError) as exc:
+    except (ShapeTuneError, StorageError) as exc:
         _fail(exc)
     if hasattr(res, "table"):  # a fetal-skull sweep: the study table by view subset
         _print_study(res.table)
@@ -373,10 +385,9 @@ def study_cmd(
 ) -> None:
     """Fetal-skull study: train each model on each fold (Ray Train), then DC/HD/RVD by view subset (3, 2, 1
     views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted overrides for every model."""
-    from shapetune.data.errors import DataError
-    from shapetune.evaluation.fetal.study import StudyError, run_study
+    from shapetune.evaluation.fetal.study import run_study
     from shapetune.platform import storage
-    from shapetune.platform.config import ConfigError, load_config
+    from shapetune.platform.config import load_config
 
     try:
         configs = {}
@@ -386,7 +397,7 @@ def study_cmd(
         fold_list = [int(f) for f in folds.split(",")] if folds else None
         res = run_study(configs, storage.local_copy(data), out, fold_list, samples=samples, force=force, workers=workers,
                         cpus_per_worker=cpus_per_worker)
-    except (ConfigError, DataError, StudyError, storage.StorageError, ValueError) as exc:
+    except (ShapeTuneError, storage.StorageError, ValueError) as exc:
         _fail(exc)
     _print_study(res.table)
     for r in res.effects.query("`from` == '3v' and to == '1v'").itertuples():

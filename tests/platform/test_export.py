@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from shapetune.cli import app
 from shapetune.data.nifti import sha256_file
+from shapetune.io import MARKER
 from shapetune.platform.export import CHECKSUMS, ExportError, export_model, verify_export
 from shapetune.platform.predict import predict
 from shapetune.platform.sweep import SweepSettings, run_sweep
@@ -22,7 +23,8 @@ from ..conftest import write_space
 def test_export_then_predict_reproduces_validation_metrics(finished_sweep, tiny_prepared, tmp_path):
     out = export_model(finished_sweep, tmp_path / "model")
     names = {p.name for p in out.iterdir()}
-    assert names == {"model.safetensors", "config.yaml", "template.json", "metrics.json", "MODEL_CARD.md", CHECKSUMS}
+    assert names == {"model.safetensors", "config.yaml", "template.json", "metrics.json", "MODEL_CARD.md", CHECKSUMS,
+                     MARKER}
     assert not list(tmp_path.glob(".model.tmp-*"))  # the temporary folder was renamed away
     metrics = json.loads((out / "metrics.json").read_text())
     df = predict(out, tiny_prepared, tmp_path / "pred", split="val")
@@ -47,7 +49,7 @@ def test_tampered_or_mismatched_exports_are_refused(finished_sweep, tmp_path):
     with pytest.raises(ExportError, match="model.safetensors: checksum mismatch"):
         verify_export(out)
 
-    out = export_model(finished_sweep, tmp_path / "model")  # a fresh export replaces the broken one
+    out = export_model(finished_sweep, tmp_path / "model", force=True)  # a fresh export replaces the broken one
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     cfg["model"]["latent_dims"] = [d + 1 for d in cfg["model"]["latent_dims"]]
     (out / "config.yaml").write_text(yaml.safe_dump(cfg))

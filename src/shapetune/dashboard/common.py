@@ -96,7 +96,7 @@ def evaluation_of(e: ex.Experiment) -> ex.Evaluation | None:
 @st.cache_data(show_spinner="reading trials ...", max_entries=64)
 def runs_table(path: str, stamp: tuple) -> tuple[pd.DataFrame, dict[str, str]]:
     """The Runs page's table (trials, latent sizes, stored test metrics) and the failed trials' errors."""
-    from shapetune.platform.sweep import latent_sizes
+    from shapetune.experiment.table import latent_sizes
 
     e = ex.open_experiment(Path(path))
     t = trials(path, stamp)

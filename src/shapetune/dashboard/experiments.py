@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from shapetune.errors import ShapeTuneError
 from shapetune.platform import storage
-from shapetune.platform.sweep import SETTINGS_FILE, SUMMARY_FILE, SweepSettings
+from shapetune.experiment.records import read_record, record_path, records_mtime
+from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSettings
+from shapetune.experiment.table import open_study_readonly, summary_is_current, trial_table
 
 EVAL_DIR = "evaluation"
 SPLIT_LABELS = {"imperial_test": "Imperial test", "acdc_test": "ACDC"}
 
 
-class DashboardError(ValueError):
+class DashboardError(ShapeTuneError):
     """A path that is not an experiment (nor a folder of experiments)."""
 
 
@@ -94,69 +97,49 @@ def _mtime(p: Path) -> int:
         return 0
 
 
-def tune_state_files(exp: Path) -> list[Path]:
-    return sorted(exp.glob("experiment_state-*.json"))
-
-
 def stamp(exp: Path) -> tuple:
-    """What the loaders' results depend on: mtimes of the summary, Tune's state, the study, the evaluation."""
-    state = max((_mtime(f) for f in tune_state_files(exp)), default=0)
+    """What the loaders' results depend on: mtimes of the summary, the trial records, the study, the evaluation."""
     ev = exp / EVAL_DIR
-    return (_mtime(exp / SUMMARY_FILE), state, _mtime(exp / "optuna.db"), _mtime(exp / "optuna.db-wal"),
+    return (_mtime(exp / SUMMARY_FILE), records_mtime(exp), _mtime(exp / "optuna.db"), _mtime(exp / "optuna.db-wal"),
             _mtime(ev / "summary.parquet"), _mtime(ev / "manifest.json"))
 
 
 def load_trials(exp: Experiment) -> pd.DataFrame:
     """Every trial (parameters, status, metrics). ``trials.parquet`` once the sweep has written it after its
-    last change; while a sweep runs, Tune's and Optuna's live records (without writing anything)."""
-    from shapetune.platform.sweep import trial_table
-
+    last change; while a sweep runs, ShapeTune's per-trial records and the study (without writing anything)."""
     summary = exp.path / SUMMARY_FILE
-    states = tune_state_files(exp.path)
-    if not states and not summary.exists():
-        return pd.DataFrame()
-    if summary.exists() and _mtime(summary) >= max((_mtime(f) for f in states), default=0):
+    if summary_is_current(exp.path) or (summary.exists() and not records_mtime(exp.path)):
         df = pd.read_parquet(summary)
-    else:
+    elif records_mtime(exp.path):
         df = trial_table(exp.path)
+    else:
+        return pd.DataFrame()
     return df.assign(experiment=exp.name)
 
 
 def failed_trials(exp: Experiment, trials: pd.DataFrame) -> dict[str, str]:
-    """Failed trial id -> the last line of its error (Tune's ``error.txt`` in the trial's folder)."""
+    """Failed trial id -> the last line of its error (its record's, else Tune's ``error.txt`` in its folder)."""
     out = {}
-    for tid in trials.loc[trials.status == "failed", "trial_id"] if len(trials) else []:
+    failed = trials.loc[trials.status == "failed"] if len(trials) else trials
+    for _, row in failed.iterrows():
+        tid, recorded = row.trial_id, row.get("error")
+        if isinstance(recorded, str) and recorded:
+            out[tid] = recorded
+            continue
         err = next(iter(exp.path.glob(f"*_{tid}_*/error.txt")), None)
         lines = err.read_text(errors="replace").strip().splitlines() if err else []
         out[tid] = lines[-1] if lines else "no error file recorded"
     return out
 
 
-def ro_storage_url(exp: Experiment) -> str:
-    """The study's storage; the default SQLite file is opened read-only."""
-    if exp.settings.optuna_storage:
-        return exp.settings.optuna_storage
-    return f"sqlite:///file:{exp.path / 'optuna.db'}?mode=ro&uri=true"
-
-
 def load_study(exp: Experiment):
     """The sweep's Optuna study (read-only), or None when it does not exist yet."""
-    import optuna
-
-    if not exp.settings.optuna_storage and not (exp.path / "optuna.db").exists():
-        return None
-    storage = optuna.storages.RDBStorage(ro_storage_url(exp), skip_table_creation=True,
-                                         skip_compatibility_check=True,
-                                         engine_kwargs={"connect_args": {"timeout": 30}})
-    try:
-        return optuna.load_study(study_name=exp.settings.name, storage=storage)
-    except KeyError:
-        return None
+    return open_study_readonly(exp.settings, exp.path)
 
 
 def objectives(exp: Experiment) -> list[tuple[str, str]]:
     """(metric, mode) of each objective of the sweep's frozen space."""
-    from shapetune.platform.sweep import frozen_space
+    from shapetune.experiment.settings import frozen_space
 
     return [(o.metric, o.mode) for o in frozen_space(exp.settings).objectives]
 
@@ -194,7 +177,7 @@ def candidate_info(exp: Experiment, ev: Evaluation) -> pd.DataFrame:
         ck = c.get("checkpoint")
         if ck is None and tid and not c.get("baseline"):  # evaluations written before manifest.json existed
             from shapetune.evaluation.service import EvaluationError, checkpoint_dir
-            from shapetune.platform.trial import trial_run_dir
+            from shapetune.experiment.settings import trial_run_dir
 
             try:
                 ck = str(checkpoint_dir(trial_run_dir(exp.path, tid, exp.settings.workers_per_trial)))
@@ -219,8 +202,14 @@ def test_metrics(exp: Experiment, ev: Evaluation | None) -> pd.DataFrame:
 
 
 def learning_curve(exp: Experiment, trial_id: str | None, checkpoint: str | None) -> pd.DataFrame:
-    """Per-epoch metrics of a trial (Tune's ``progress.csv``) or of a checkpoint's own history."""
+    """Per-epoch metrics of a trial (its record; Tune's ``progress.csv`` for sweeps older than records) or of a
+    checkpoint's own history."""
     if trial_id:
+        rec = read_record(record_path(exp.path, trial_id))
+        if rec and rec.get("history"):
+            df = pd.DataFrame(rec["history"])
+            if "epochs_done" in df:
+                return df.assign(epoch=df.epochs_done)
         f = next(iter(exp.path.glob(f"*_{trial_id}_*/progress.csv")), None)
         if f is not None and f.stat().st_size:
             df = pd.read_csv(f)

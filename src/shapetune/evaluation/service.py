@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from shapetune.errors import ShapeTuneError
 from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, split_fingerprint
 from shapetune.platform.checkpoints import CHECKPOINT_FILE
 
@@ -27,7 +28,7 @@ console = Console()
 SPLITS = ("imperial_test", "acdc_test")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ShapeTuneError):
     """Bad evaluation request (unknown split or trial, missing ACDC folder, grid mismatch)."""
 
 
@@ -75,8 +76,8 @@ def checkpoint_dir(path: Path) -> Path:
 def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = ()) -> list[Candidate]:
     """The checkpoints to evaluate: the sweep's best, all trials, or listed trial ids, plus ``NAME=DIR`` extras."""
     from shapetune.platform.export import best_checkpoint, choose
-    from shapetune.platform.sweep import frozen_space, load_settings, load_summary
-    from shapetune.platform.trial import trial_run_dir
+    from shapetune.experiment.settings import frozen_space, load_settings, trial_run_dir
+    from shapetune.experiment.table import load_summary
 
     out: list[Candidate] = []
     if trials:
@@ -127,7 +128,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     from shapetune.evaluation.baselines import BASELINES
     from shapetune.evaluation.report import write_report
     from shapetune.platform import storage
-    from shapetune.platform.sweep import data_dir, load_settings, local_experiment
+    from shapetune.experiment.settings import data_dir, load_settings, local_experiment
 
     if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
         res = evaluate(local_experiment(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
 import torch
 
+from shapetune.errors import ShapeTuneError
+
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class CheckpointError(ShapeTuneError):
+    """A checkpoint that is missing, unreadable, or refused (it is not weights-only)."""
 
 
 def save_state(directory: str | Path, state: dict) -> Path:
@@ -25,12 +33,19 @@ def save_state(directory: str | Path, state: dict) -> Path:
 def load_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
     path = Path(directory) / CHECKPOINT_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's weights-only unpickler names a global it does not allow; name it, not torch's advice to disable
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:  # not a pickle at all, or a truncated one
+            raise CheckpointError(f"{path}: unreadable checkpoint (not a PyTorch checkpoint, or a truncated one)") from exc
+        raise CheckpointError(f"{path}: refused: not a weights-only checkpoint (it asks for {found.group(1)}); "
+                              "loading it would run code from the file") from exc
     except Exception as exc:
-        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu"):

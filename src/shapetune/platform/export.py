@@ -9,8 +9,7 @@ sibling folder and renamed into place, so a reader never sees half an export.
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ import yaml
 from shapetune import __version__
 from shapetune.data.nifti import sha256_file
 from shapetune.data.template import ORIENTATION, TemplateGrid
+from shapetune.errors import OutputError, ShapeTuneError
+from shapetune.io import check_output, files_in, staged_folder
 from shapetune.platform.checkpoints import CHECKPOINT_FILE, load_state
 
 EXPORT_FORMAT = 1
@@ -28,7 +29,7 @@ WEIGHTS, CONFIG, TEMPLATE, METRICS, CARD, CHECKSUMS = ("model.safetensors", "con
                                                        "metrics.json", "MODEL_CARD.md", "checksums.sha256")
 
 
-class ExportError(ValueError):
+class ExportError(ShapeTuneError):
     """A missing, corrupted or inconsistent export (or nothing exportable in an experiment)."""
 
 
@@ -58,8 +59,8 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
            trial_id: str | None = None) -> Choice:
     """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first), a Pareto point,
     or the best checkpoint of one named trial."""
-    from shapetune.platform.sweep import frozen_space, load_settings, load_summary
-    from shapetune.platform.trial import trial_run_dir
+    from shapetune.experiment.settings import frozen_space, load_settings, trial_run_dir
+    from shapetune.experiment.table import TUNE_TRIAL_ATTR, load_summary, open_study_readonly
 
     settings = load_settings(exp_dir.parent, exp_dir.name)
     space = frozen_space(settings)
@@ -72,11 +73,9 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
         return Choice(trial_id, ck, f"trial {trial_id} chosen by hand (its best {obj.metric})")
     table = load_summary(exp_dir)
     if pareto_index is not None:
-        import optuna
-
-        from shapetune.platform.search import TUNE_TRIAL_ATTR, open_storage, sqlite_url
-
-        study = optuna.load_study(study_name=settings.name, storage=open_storage(settings.optuna_storage or sqlite_url(exp_dir)))
+        study = open_study_readonly(settings, exp_dir)
+        if study is None:
+            raise ExportError(f"{exp_dir}: no Optuna study {settings.name!r} to take a Pareto point from")
         if len(space.objectives) < 2:
             raise ExportError(f"{exp_dir}: --pareto-index needs a multi-objective sweep; this one has one objective")
         front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=space.objectives[0].mode == "max")
@@ -105,24 +104,42 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
 
 
 def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = None,
-                 pareto_index: int | None = None, trial_id: str | None = None) -> Path | str:
-    """Export the chosen trial of an experiment to ``out`` (atomically; an existing ``out`` is replaced).
-    Either may be a storage URI: the experiment is mirrored locally, the export uploaded."""
+                 pareto_index: int | None = None, trial_id: str | None = None, force: bool = False) -> Path | str:
+    """Export the chosen trial of an experiment to ``out``, published in one rename.
+
+    Args:
+        exp_dir: the experiment folder or its URI (mirrored locally; nothing in it is unpickled or changed).
+        out: a new or empty folder, or a previous export (replaced only with ``force``); or a URI.
+        objective, pareto_index, trial_id: how to choose the trial (see :func:`choose`).
+        force: replace a previous ShapeTune export at ``out``.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ExportError: nothing exportable, or a fetal-skull model (evaluated with ``shapetune study``).
+        OutputError: ``out`` holds something that is not a previous export, or a previous one without ``force``.
+    """
     from safetensors.torch import save_file
 
     from shapetune.data.dataset import PreparedDataset
     from shapetune.platform import storage
     from shapetune.platform.config import TrainConfig
-    from shapetune.platform.sweep import data_dir, load_settings, local_experiment
+    from shapetune.experiment.settings import data_dir, load_settings, local_experiment
 
     if storage.is_uri(out):  # build on this machine, then upload the finished folder
+        if storage.exists(out) and not (force and storage.exists(storage.join(out, CHECKSUMS))):
+            what = "a previous export; --force replaces it" if storage.exists(storage.join(out, CHECKSUMS)) \
+                else "something that is not a ShapeTune export; choose a new location"
+            raise OutputError(out, f"already holds {what}")
         with tempfile.TemporaryDirectory() as staging:
             local = export_model(exp_dir, Path(staging) / storage.name_of(out), objective, pareto_index, trial_id)
             storage.upload(local, out)
         return out
-    exp_dir, out = local_experiment(exp_dir), Path(out).resolve()
+    exp_dir, out = local_experiment(exp_dir), Path(out).absolute()
     if not exp_dir.exists():
         raise ExportError(f"{exp_dir}: no such experiment")
+    check_output(out, "export", force, legacy=_legacy_export)  # before any work
     choice = choose(exp_dir, objective, pareto_index, trial_id)
     state = load_state(choice.checkpoint)
     cfg = TrainConfig.model_validate(state["config"])
@@ -134,9 +151,7 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
                           f"({choice.checkpoint})")
     settings = load_settings(exp_dir.parent, exp_dir.name)
     ds = PreparedDataset(data_dir(settings))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_folder(out, "export", force, legacy=_legacy_export) as tmp:
         save_file({k: v.contiguous() for k, v in state["model"].items()}, str(tmp / WEIGHTS),
                   metadata={"format": "shapetune", "model": cfg.model.name})
         (tmp / CONFIG).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -156,13 +171,16 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
         (tmp / CARD).write_text(model_card(cfg, metrics, ds.grid, len(ds.split("train")), len(ds.split("val"))))
         files = sorted(p.name for p in tmp.iterdir())
         (tmp / CHECKSUMS).write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in files))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
+
+
+def _legacy_export(folder: Path) -> bool:
+    """An export written before output markers: its files are exactly those its checksums list."""
+    try:
+        listed = {line.partition("  ")[2] for line in (folder / CHECKSUMS).read_text().splitlines() if line}
+    except (OSError, UnicodeDecodeError):
+        return False
+    return files_in(folder) == listed | {CHECKSUMS}
 
 
 def model_card(cfg, metrics: dict, grid: TemplateGrid, n_train: int, n_val: int) -> str:
@@ -210,18 +228,14 @@ def verify_export(path: str | Path):
     from shapetune.platform.config import TrainConfig
 
     path = Path(path)
-    sums = path / CHECKSUMS
-    if not sums.exists():
-        raise ExportError(f"{sums}: missing; not a ShapeTune export")
-    listed = {}
-    for line in sums.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        listed[name] = digest
+    listed = read_checksums(path)
     for name in (WEIGHTS, CONFIG, TEMPLATE, METRICS):
         if name not in listed:
             raise ExportError(f"{path / name}: not listed in {CHECKSUMS}")
     for name, digest in listed.items():
         f = path / name
+        if f.is_symlink() or (f.exists() and not f.is_file()):
+            raise ExportError(f"{f}: not a regular file (a link, folder or device); an export holds plain files")
         if not f.exists():
             raise ExportError(f"{f}: missing from the export")
         if sha256_file(f) != digest:
@@ -230,6 +244,12 @@ def verify_export(path: str | Path):
         cfg = TrainConfig.model_validate(yaml.safe_load((path / CONFIG).read_text()))
     except Exception as exc:
         raise ExportError(f"{path / CONFIG}: invalid model config ({exc})") from exc
+    template, metrics = _json(path / TEMPLATE), _json(path / METRICS)
+    grid = template.get("grid") if isinstance(template.get("grid"), dict) else {}
+    shape, spacing = grid.get("shape"), grid.get("spacing")
+    if shape != [cfg.model.grid] * 3 or not isinstance(spacing, (int, float)) or not spacing > 0:
+        raise ExportError(f"{path / TEMPLATE}: grid {shape} at {spacing} mm does not fit the model, which "
+                          f"takes {[cfg.model.grid] * 3} voxels with a positive spacing ({CONFIG})")
     try:
         weights = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as exc:
@@ -242,6 +262,40 @@ def verify_export(path: str | Path):
         raise ExportError(f"{path / WEIGHTS}: weights do not match {CONFIG} ({len(missing)} missing, {len(extra)} "
                           f"unexpected, {len(bad)} with other shapes{', e.g. ' + bad[0] if bad else ''})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
-    template = json.loads((path / TEMPLATE).read_text())
-    metrics = json.loads((path / METRICS).read_text())
     return model.eval(), cfg, template, metrics
+
+
+# A checksum line: 64 hex digits, two spaces, a plain file name (no folders, no leading dot).
+_CHECKSUM_LINE = re.compile(r"^([0-9a-f]{64})  ([A-Za-z0-9_][A-Za-z0-9_.-]*)$")
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """``checksums.sha256`` of an export as {name: digest}, accepting only plain names of files inside it.
+
+    Raises:
+        ExportError: the file is missing, or a line is malformed or names anything but a plain file name
+            (``../x``, ``/dev/zero``, ``sub/x``, a hidden file): such a list could make verification read
+            files outside the export or hang on a device.
+    """
+    sums = path / CHECKSUMS
+    if not sums.is_file():
+        raise ExportError(f"{sums}: missing; not a ShapeTune export")
+    listed: dict[str, str] = {}
+    for i, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
+        m = _CHECKSUM_LINE.match(line)
+        if not m or m.group(2) in (".", ".."):
+            raise ExportError(f"{sums}: line {i}: expected '<sha256>  <file name in the export>', got {line[:80]!r}")
+        if m.group(2) in listed:
+            raise ExportError(f"{sums}: line {i}: {m.group(2)} is listed twice")
+        listed[m.group(2)] = m.group(1)
+    return listed
+
+
+def _json(f: Path) -> dict:
+    try:
+        obj = json.loads(f.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{f}: not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise ExportError(f"{f}: expected a JSON object")
+    return obj

@@ -17,6 +17,7 @@ from rich.progress import track
 
 from shapetune.data.errors import DataError
 from shapetune.data.template import MYOCARDIUM, TemplateGrid
+from shapetune.io import check_output, staged_folder
 from shapetune.platform.engine import dice_per_channel
 from shapetune.platform.export import verify_export
 
@@ -59,6 +60,9 @@ def _prepared(path: Path, grid: TemplateGrid, split: str | None) -> list[Subject
     from shapetune.data.dataset import PreparedDataset
 
     ds = PreparedDataset(path)
+    splits = sorted(set(ds.manifest["split"]))
+    if split is not None and split not in splits:
+        raise DataError(path / "manifest.parquet", f"no split {split!r}; this dataset has {', '.join(splits)}")
     if ds.grid != grid:
         raise DataError(path / "dataset.json", f"prepared at {ds.grid.shape}/{ds.grid.spacing} mm but the model "
                                                f"expects {grid.shape}/{grid.spacing} mm")
@@ -83,20 +87,44 @@ def load_inputs(inp: Path, grid: TemplateGrid, es: Path | None = None, split: st
 
 @torch.no_grad()
 def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | Path | None = None,
-            split: str | None = None, batch_size: int = 16, write_nifti: bool = True) -> pd.DataFrame:
-    """Predict every input subject; writes ``predictions.{csv,parquet}`` and reconstructions under ``out``."""
-    from shapetune.data.nifti import save_nifti
-    from shapetune.data.preprocess import template_to_subject
+            split: str | None = None, batch_size: int = 16, write_nifti: bool = True,
+            force: bool = False) -> pd.DataFrame:
+    """Predict every input subject with an exported model, without Ray.
 
+    Args:
+        export_dir: a folder (or URI) written by ``shapetune export``; verified before use.
+        inp: an ACDC patient folder or a folder of them, a prepared dataset, or an ED NIfTI (with ``es``).
+        out: a new or empty folder, or a previous prediction output (replaced only with ``force``); it gets
+            ``predictions.{csv,parquet}`` and ``SUBJECT/recon_{ED,ES}.nii.gz``, published in one rename.
+        es: the ES label map when ``inp`` is an ED NIfTI file.
+        split: prepared datasets only: predict this split.
+
+    Returns:
+        One row per subject: p(HCM), predicted class, label, Dice ED/ES, latent coordinates per level.
+
+    Raises:
+        ExportError: the export is missing, modified or inconsistent.
+        DataError: an input is unreadable or invalid, or the split does not exist.
+        OutputError: ``out`` may not be written (see :func:`shapetune.io.check_output`).
+    """
     from shapetune.platform import storage
 
+    out = Path(out).absolute()
+    check_output(out, "predict", force)  # before any work
     export_dir, inp = storage.local_copy(export_dir), storage.local_copy(inp)  # an export or input in a bucket
     model, cfg, template, _ = verify_export(export_dir)
     grid = TemplateGrid(tuple(template["grid"]["shape"]), float(template["grid"]["spacing"]))
     subjects = load_inputs(Path(inp), grid, Path(es) if es else None, split,
-                           template["preprocessing"].get("in_plane", "rv"))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+                           (template.get("preprocessing") or {}).get("in_plane", "rv"))
+    with staged_folder(out, "predict", force) as tmp:
+        return _predict_into(tmp, out, model, grid, subjects, batch_size, write_nifti)
+
+
+def _predict_into(tmp: Path, out: Path, model, grid: TemplateGrid, subjects: list[Subject], batch_size: int,
+                  write_nifti: bool) -> pd.DataFrame:
+    from shapetune.data.nifti import save_nifti
+    from shapetune.data.preprocess import template_to_subject
+
     rows = []
     for s0 in track(range(0, len(subjects), batch_size), description="predicting", disable=len(subjects) <= batch_size):
         batch = subjects[s0:s0 + batch_size]
@@ -113,15 +141,15 @@ def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | 
                 for k, v in enumerate(z[i].tolist()):
                     row[f"z{lvl}_{k}"] = v
             if write_nifti and s.aligned is not None:
-                sub = out / s.subject
+                sub = tmp / s.subject
                 sub.mkdir(exist_ok=True)
                 for c, phase in enumerate(("ED", "ES")):
                     p = template_to_subject(recon[i, c].numpy(), s.aligned, grid)
                     save_nifti(sub / f"recon_{phase}.nii.gz", ((p > 0.5) * s.myo_label).astype(np.uint8),
                                s.aligned.affine)
-                row["recon_dir"] = str(sub)
+                row["recon_dir"] = str(out / s.subject)
             rows.append(row)
     df = pd.DataFrame(rows)
-    df.to_csv(out / "predictions.csv", index=False)
-    df.to_parquet(out / "predictions.parquet", index=False)
+    df.to_csv(tmp / "predictions.csv", index=False)
+    df.to_parquet(tmp / "predictions.parquet", index=False)
     return df

@@ -10,10 +10,10 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from shapetune.experiment.table import TUNE_TRIAL_ATTR
 from shapetune.search_spaces.sampling import define_by_run
 from shapetune.search_spaces.spec import SearchSpace
 
-TUNE_TRIAL_ATTR = "tune_trial_id"
 # TPE's `group` option is marked experimental in Optuna 5; it is what handles the conditional hierarchy.
 warnings.filterwarnings("ignore", message=r"Argument ``group`` is an experimental",
                         category=optuna.exceptions.ExperimentalWarning)

@@ -17,103 +17,23 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.table import Table
 from ray.tune import Callback
 
+from shapetune.experiment.records import (RECORDS_DIR, TrialRecorder, epoch_metrics, read_record, read_records,
+                                          record_path)
+from shapetune.experiment.settings import (SETTINGS_FILE, SPACE_FILE, SUMMARY_FILE, SweepSettings,  # noqa: F401
+                                           data_dir, frozen_space, load_settings, local_experiment, max_epochs,
+                                           read_settings, trial_location)
+from shapetune.experiment.table import latent_sizes, trial_table
+from shapetune.io import atomic_write_bytes, atomic_write_text
 from shapetune.platform import storage
-from shapetune.platform.config import ConfigError, parse_overrides
-from shapetune.platform.trial import trial_location
-from shapetune.search_spaces import load_space, parse_space
+from shapetune.platform.config import ConfigError
 from shapetune.search_spaces.sampling import base_config
-from shapetune.search_spaces.spec import SearchSpace, config_field_exists
+from shapetune.search_spaces.spec import SearchSpace
 
-SETTINGS_FILE = "sweep.json"
-SPACE_FILE = "space.yaml"
-SUMMARY_FILE = "trials.parquet"
 console = Console()
-
-
-class SweepSettings(BaseModel):
-    """Everything a sweep needs; persisted in the experiment directory for ``--resume``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    space: str
-    data: str
-    trials: int = Field(8, ge=1)
-    concurrency: int = Field(1, ge=1)
-    storage_path: str
-    optuna_storage: str | None = None  # SQLAlchemy URL; default SQLite in the experiment directory
-    workers_per_trial: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    scheduler: str | None = Field(None, pattern="^(asha|none)$")
-    sampler: str | None = Field(None, pattern="^(tpe|random|nsga2)$")
-    grace_period: int | None = Field(None, ge=1, description="ASHA grace period (default: the space's).")
-    seed: int = 0
-    overrides: list[str] = Field(default_factory=list)
-    max_failures: int = Field(1, ge=0, description="Retries of a failed trial before it is recorded as failed.")
-    time_budget_s: float | None = None
-    evaluate: bool = Field(False, description="Score each finished trial on the test split as soon as it ends.")
-
-    @field_validator("storage_path", "data")
-    @classmethod
-    def _location(cls, v: str) -> str:
-        if storage.is_uri(v) and not v.split("://", 1)[1].strip("/"):
-            raise ValueError(f"{v!r}: a URI needs a bucket and a path")
-        return v
-
-    @property
-    def remote(self) -> bool:
-        """Results go to a storage URI rather than a local (or NFS) folder."""
-        return storage.is_uri(self.storage_path)
-
-    @property
-    def exp_location(self) -> str:
-        """The experiment's home: ``STORAGE/NAME`` as a URI or an absolute path."""
-        if self.remote:
-            return storage.join(self.storage_path, self.name)
-        return str(Path(self.storage_path).resolve() / self.name)
-
-    @property
-    def exp_dir(self) -> Path:
-        """The experiment folder on this machine: itself, or the local mirror of a URI."""
-        return storage.mirror_path(self.exp_location) if self.remote else Path(self.exp_location)
-
-
-def local_experiment(location: str | Path) -> Path:
-    """An experiment folder on this machine: the folder itself, or a fresh mirror of an experiment at a URI."""
-    if storage.is_uri(location):
-        if not storage.exists(storage.join(location, SETTINGS_FILE)):
-            raise ConfigError(f"{location}: no such experiment (no {SETTINGS_FILE})")
-        return storage.local_copy(location)
-    return Path(location).resolve()
-
-
-def data_dir(settings: SweepSettings) -> Path:
-    """The sweep's prepared dataset on this machine (a URI is mirrored into the cache first)."""
-    return storage.local_copy(settings.data)
-
-
-def frozen_space(settings: SweepSettings) -> SearchSpace:
-    """The sweep's space (the copy in the experiment directory once started) with CLI overrides in ``fixed``."""
-    copy = settings.exp_dir / SPACE_FILE
-    space = parse_space(copy.read_text(), str(copy)) if copy.exists() else load_space(settings.space)
-    fixed = {**space.fixed, **parse_overrides(settings.overrides)}
-    for key in fixed:
-        if not config_field_exists(key):
-            raise ConfigError(f"override {key!r}: unknown configuration field")
-    return space.model_copy(update={"fixed": fixed})
-
-
-def _max_epochs(space: SearchSpace) -> int:
-    p = space.params.get("optim.epochs")
-    if p is not None:
-        return int(max(p.choices) if p.choices else p.high)
-    return base_config(space).optim.epochs
 
 
 class ProgressCallback(Callback):
@@ -139,6 +59,80 @@ class ProgressCallback(Callback):
     def _done(self, trials, trial, what: str) -> None:
         n = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
         console.print(f"[bold]trial {trial.trial_id} {what}[/] ({min(n, self.total)}/{self.total})")
+
+
+class RecordTrials(Callback):
+    """Keeps ShapeTune's own record of every trial (``records/TRIAL_ID.json``: parameters, status, every epoch's
+    metrics, error), so reading an experiment never needs Tune's pickled state. With a URI storage path a record
+    is uploaded when its trial starts and ends (the final copies come with ``write_summary``)."""
+
+    def __init__(self, exp_dir: Path, location: str | None = None):
+        self.recorder, self.location = TrialRecorder(exp_dir), location
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._publish(self.recorder.start(trial.trial_id, trial.config))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.recorder.result(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._publish(self.recorder.end(trial.trial_id, "terminated"))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._publish(self.recorder.end(trial.trial_id, "error", _error_line(trial)))
+
+    def _publish(self, path: Path) -> None:
+        if self.location is None:
+            return
+        try:
+            storage.upload(path, storage.join(self.location, path.parent.name, path.name))
+        except OSError as exc:  # the bucket being briefly unreachable must not stop the sweep
+            console.print(f"[yellow]could not publish {path.name} to {self.location}:[/] {exc}")
+
+
+def _error_line(trial) -> str | None:
+    """The last line of a failed trial's error (Tune's ``error.txt``, plain text)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = Path(path).read_text(errors="replace").strip().splitlines() if path else []
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+def reconcile_records(exp: Path, results) -> int:
+    """Bring the records in line with the ``ResultGrid`` this driver holds at the end of ``fit``: a trial
+    without a record (a sweep started before records existed, then resumed) gets one, and a trial whose
+    record was left running (the driver died between its last report and its end, and Tune restored it as
+    finished) gets its final status and any epochs it missed, and a record Tune does not know is marked
+    abandoned. Returns how many records changed."""
+    recorder, n, known = TrialRecorder(exp), 0, set()
+    for r in results:
+        tid = (r.metrics or {}).get("trial_id")
+        if not tid:
+            continue
+        known.add(tid)
+        rec = read_record(record_path(exp, tid))
+        status = "error" if r.error else "terminated"
+        if rec is not None and rec["status"] == status:
+            continue
+        if rec is None:
+            recorder.start(tid, r.config or {})
+        done = {h.get("epochs_done") for h in (rec or {}).get("history", [])}
+        df = r.metrics_dataframe
+        for row in (df.to_dict("records") if df is not None else [r.metrics]):
+            if row.get("epochs_done") not in done:
+                recorder.result(tid, epoch_metrics(row))
+        recorder.end(tid, status, str(r.error).strip().splitlines()[-1] if r.error else None)
+        n += 1
+    # A trial started just before the driver was killed, but after Tune last saved its state, is unknown to the
+    # resumed Tune: its Optuna trial is taken over by a new trial. Its record stays, marked abandoned.
+    for rec in read_records(exp)[0]:
+        if rec["trial_id"] not in known and rec["status"] in ("pending", "running"):
+            recorder.end(rec["trial_id"], "abandoned", "the driver stopped before Ray Tune saved this trial; "
+                                                       "a resumed sweep continued its Optuna trial as a new trial")
+            n += 1
+    return n
 
 
 class EvaluateOnComplete(Callback):
@@ -250,7 +244,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     if not (exp / SPACE_FILE).exists():
         (exp / SPACE_FILE).write_text(Path(space.source).read_text())
     if not resume:
-        _atomic_write(exp / SETTINGS_FILE, settings.model_dump_json(indent=2))
+        atomic_write_text(exp / SETTINGS_FILE, settings.model_dump_json(indent=2))
     if settings.remote:
         for f in (SPACE_FILE, SETTINGS_FILE):
             storage.upload(exp / f, storage.join(home, f))
@@ -260,7 +254,8 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     storage_url = settings.optuna_storage or sqlite_url(exp)
     trainable = _trainable(settings, space, data)
     progress = ProgressCallback(settings.trials, objective.metric, objective.mode)
-    callbacks = [progress] + ([EvaluateOnComplete(str(exp), settings.data, settings.workers_per_trial, objective.metric,
+    recorder = RecordTrials(exp, home if settings.remote else None)
+    callbacks = [progress, recorder] + ([EvaluateOnComplete(str(exp), settings.data, settings.workers_per_trial, objective.metric,
                                                   objective.mode)] if settings.evaluate else [])
     if settings.remote and not settings.optuna_storage:
         callbacks.append(PublishStudy(exp / "optuna.db", storage.join(home, "optuna.db")))
@@ -272,8 +267,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
         scheduler_name = settings.scheduler or space.scheduler.name
         if scheduler_name == "asha":
             scheduler = ASHAScheduler(time_attr="epochs_done", metric=objective.metric, mode=objective.mode,
-                                      max_t=_max_epochs(space),
-                                      grace_period=settings.grace_period or space.scheduler.grace_period,
+                                      max_t=max_epochs(space), grace_period=grace_period(settings, space),
                                       reduction_factor=space.scheduler.reduction_factor)
         else:
             scheduler = FIFOScheduler()
@@ -288,71 +282,20 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
                 name=settings.name, storage_path=storage.parent_of(home), verbose=0, callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures)),
         )
-    tuner.fit()
+    reconcile_records(exp, tuner.fit())
     console.print(f"sweep finished in {time.perf_counter() - t0:.0f} s")
     return write_summary(exp)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def load_settings(storage_path: str | Path, name: str) -> SweepSettings:
-    """Settings of an existing experiment (a local folder or a URI)."""
-    f = storage.join(storage.normalise(storage_path), name, SETTINGS_FILE)
-    if not storage.exists(f):
-        raise ConfigError(f"{f}: no sweep named {name!r} under {storage_path}")
-    return SweepSettings.model_validate_json(storage.read_text(f))
-
-
-def trial_table(exp_dir: str | Path) -> pd.DataFrame:
-    """Every trial with its parameters, status and metrics, joining Tune's records and the Optuna study."""
-    import optuna
-    from ray.tune import ExperimentAnalysis
-
-    from shapetune.platform.search import TUNE_TRIAL_ATTR, open_storage, sqlite_url
-
-    exp = Path(exp_dir).resolve()
-    settings = SweepSettings.model_validate_json((exp / SETTINGS_FILE).read_text())
-    space = frozen_space(settings)
-    metrics = [o.metric for o in space.objectives]
-    # Tune's records live where Tune wrote them (the bucket, for a URI storage path); the study on this machine
-    home = settings.exp_location if settings.remote else str(exp)
-    analysis = ExperimentAnalysis(home)
-    study = optuna.load_study(study_name=settings.name, storage=open_storage(settings.optuna_storage or sqlite_url(exp)))
-    by_tune = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)}
-    max_epochs = _max_epochs(space)
-    rows = []
-    for t in analysis.trials:
-        last = t.last_result or {}
-        df = analysis.trial_dataframes.get(t.trial_id)
-        ot = by_tune.get(t.trial_id)
-        epochs = int(last.get("epochs_done") or last.get("training_iteration") or 0)
-        status = {"TERMINATED": "completed" if epochs >= max_epochs else "stopped early",
-                  "ERROR": "failed"}.get(t.status, t.status.lower())
-        row = {"trial_id": t.trial_id, "status": status, "epochs": epochs,
-               "optuna_number": ot.number if ot else None, "optuna_state": ot.state.name if ot else None,
-               "path": trial_location(home, t.trial_id, settings.workers_per_trial)}
-        row.update({f"param:{k}": v for k, v in (t.config or {}).items()})
-        for m in ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc", "val_dice_3v", "val_dice_2v",
-                  "val_dice_1v", "train_loss"):
-            row[m] = last.get(m)
-        for m, o in zip(metrics, space.objectives):
-            if df is not None and m in df:
-                row[f"best_{m}"] = float(df[m].max() if o.mode == "max" else df[m].min())
-        row["wall_s"] = last.get("time_total_s")
-        row["node_id"] = last.get("node_id")  # the Ray node that ran the trial's last epoch
-        row["resumed_from_epoch"] = last.get("resumed_from_epoch")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def load_summary(exp_dir: Path) -> pd.DataFrame:
-    """``trials.parquet`` of an experiment, written first if the sweep never got that far."""
-    f = exp_dir / SUMMARY_FILE
-    return pd.read_parquet(f) if f.exists() else write_summary(exp_dir, show=False)
+def grace_period(settings: SweepSettings, space: SearchSpace) -> int:
+    """ASHA's grace period: the one asked for (or the space's), at most the epochs a trial trains (Ray refuses
+    a grace period above ``max_t``); a clamp is said on the console."""
+    asked = settings.grace_period or space.scheduler.grace_period
+    most = max_epochs(space)
+    if asked > most:
+        console.print(f"[yellow]ASHA grace period {asked} is more than the {most} epoch(s) a trial trains: "
+                      f"using {most}[/]")
+    return min(asked, most)
 
 
 def write_summary(exp_dir: str | Path, show: bool = True) -> pd.DataFrame:
@@ -361,10 +304,12 @@ def write_summary(exp_dir: str | Path, show: bool = True) -> pd.DataFrame:
 
     exp = Path(exp_dir).resolve()
     df = trial_table(exp)
-    df.to_parquet(exp / SUMMARY_FILE, index=False)
-    settings = SweepSettings.model_validate_json((exp / SETTINGS_FILE).read_text())
+    atomic_write_bytes(exp / SUMMARY_FILE, df.to_parquet(index=False))
+    settings = read_settings(exp)
     if settings.remote:
         storage.upload(exp / SUMMARY_FILE, storage.join(settings.exp_location, SUMMARY_FILE))
+        if (exp / RECORDS_DIR).is_dir():
+            storage.upload(exp / RECORDS_DIR, storage.join(settings.exp_location, RECORDS_DIR))
         if not settings.optuna_storage and (exp / "optuna.db").exists():
             publish_sqlite(exp / "optuna.db", storage.join(settings.exp_location, "optuna.db"))
     if show:
@@ -389,17 +334,6 @@ def print_table(df: pd.DataFrame) -> None:
         cells += [_fmt(r[best_col or "val_dice"]), _fmt(r.val_acc), f"#{_fmt(r.optuna_number)} {r.optuna_state}"]
         t.add_row(*cells)
     console.print(t)
-
-
-def latent_sizes(r: pd.Series) -> str:
-    from shapetune.search_spaces.spec import HIERARCHY_TOP
-
-    top = r.get(f"param:{HIERARCHY_TOP}")
-    if top is None or top != top:
-        return "-"
-    lower = sorted((c for c in r.index if c.startswith("param:hierarchy.z_") and c != f"param:{HIERARCHY_TOP}"
-                    and r[c] == r[c] and r[c] is not None), key=lambda c: int(c.rsplit("_", 1)[1]))
-    return "[" + ",".join(str(int(r[c])) for c in lower + [f"param:{HIERARCHY_TOP}"]) + "]"
 
 
 def _fmt(v) -> str:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shapetune.experiment.settings import trial_location, trial_run_dir  # noqa: F401 (re-exported)
 from shapetune.platform import storage
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.engine import Engine, TrainData, seed_everything
@@ -39,17 +40,6 @@ class TrialSettings:
     gpus_per_worker: float = 0.0
     exp_dir: str = ""  # the experiment directory (shared storage on a cluster)
 
-
-
-def trial_location(exp: str | Path, trial_id: str, workers: int) -> str:
-    """Where a trial keeps its checkpoints (a path or a URI): its own folder (1 worker) or its nested Train
-    run (several)."""
-    return storage.join(exp, "trials" if workers == 1 else "train_runs", trial_id)
-
-
-def trial_run_dir(exp: str | Path, trial_id: str, workers: int) -> Path:
-    """:func:`trial_location` in a local experiment folder (or a local mirror of a remote one)."""
-    return Path(trial_location(exp, trial_id, workers))
 
 
 def scratch_dir(exp_location: str, trial_id: str) -> Path:

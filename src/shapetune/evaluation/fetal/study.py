@@ -14,7 +14,6 @@ A re-run trains and scores only what is missing; ``force`` re-scores (training i
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from shapetune.errors import ShapeTuneError
+from shapetune.io import atomic_write_json, claim_folder
 from shapetune.models.config import CONDITIONAL_MODELS
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.tasks.fetal import VIEW_SUBSETS, fold_rows
@@ -45,7 +46,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-class StudyError(ValueError):
+class StudyError(ShapeTuneError):
     """A bad study request (unknown model config, a fold the data does not have, a non-fetal dataset)."""
 
 
@@ -213,12 +214,10 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
         if model_task(cfg.model.name) != "fetal":
             raise StudyError(f"model {name!r} ({cfg.model.name}) is not a fetal-skull model "
                              f"({', '.join(CONDITIONAL_MODELS)})")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_folder(out, "study", legacy=lambda p: (p / STUDY_FILE).is_file())  # never someone else's folder
     request = {"data": str(Path(data).resolve()), "folds": folds, "samples": samples,
                "models": {n: c.model_dump(mode="json") for n, c in configs.items()}}
-    tmp = out / f".{STUDY_FILE}.tmp"
-    tmp.write_text(json.dumps(request, indent=2))
-    os.replace(tmp, out / STUDY_FILE)
+    atomic_write_json(out / STUDY_FILE, request)
     runs, trained = train_folds(configs, data, out, folds, runs, workers, cpus_per_worker)
     write_runs(out, runs)
     per_case, scored = score_runs({k: v for k, v in runs.items() if k[1] in folds}, data, out, samples, force)

@@ -1,0 +1,139 @@
+"""The trial table of an experiment, from ShapeTune's own records and the Optuna study (read-only).
+
+Nothing here unpickles: Tune's ``experiment_state-*.json`` embeds cloudpickled objects, so anyone who can write
+an experiment folder could run code as whoever reads it. The table comes from ``records/*.json`` (written by
+the sweep driver) joined with the Optuna study opened read-only; ``trials.parquet`` is the driver's snapshot.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from shapetune.experiment.records import RECORDS_DIR, read_records, records_mtime
+from shapetune.experiment.settings import (SUMMARY_FILE, SweepSettings, frozen_space, max_epochs, read_settings,
+                                           trial_location)
+from shapetune.platform.config import ConfigError
+from shapetune.search_spaces.spec import HIERARCHY_TOP
+
+TUNE_TRIAL_ATTR = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune id
+# The metrics the table always has a column for (None where a task does not report one).
+TABLE_METRICS = ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc", "val_dice_3v", "val_dice_2v",
+                 "val_dice_1v", "train_loss")
+
+
+def readonly_storage_url(settings: SweepSettings, exp_dir: Path) -> str:
+    """The study's storage; the default SQLite file is opened read-only (nothing is created or migrated)."""
+    if settings.optuna_storage:
+        return settings.optuna_storage
+    return f"sqlite:///file:{Path(exp_dir).resolve() / 'optuna.db'}?mode=ro&uri=true"
+
+
+def open_study_readonly(settings: SweepSettings, exp_dir: Path):
+    """The sweep's Optuna study without creating or changing anything, or None when it does not exist yet."""
+    import optuna
+
+    if not settings.optuna_storage and not (Path(exp_dir) / "optuna.db").exists():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(readonly_storage_url(settings, exp_dir), skip_table_creation=True,
+                                         skip_compatibility_check=True,
+                                         engine_kwargs={"connect_args": {"timeout": 30}}
+                                         if not settings.optuna_storage else {})
+    try:
+        return optuna.load_study(study_name=settings.name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _best(history: list[dict], metric: str, mode: str) -> float | None:
+    values = [h[metric] for h in history if isinstance(h.get(metric), (int, float))]
+    if not values:
+        return None
+    return float(max(values) if mode == "max" else min(values))
+
+
+def trial_table(exp_dir: str | Path) -> pd.DataFrame:
+    """Every trial with its parameters, status and metrics (records joined with the Optuna study).
+
+    Args:
+        exp_dir: an experiment folder on this machine (or the local mirror of one at a URI).
+
+    Returns:
+        One row per trial: ``trial_id``, ``status`` (completed, stopped early, failed, running, pending),
+        ``epochs``, ``optuna_number``/``optuna_state``, ``path`` (its checkpoints), ``param:NAME`` columns, the
+        last epoch's metrics, ``best_METRIC`` per objective, ``wall_s``, ``node_id``, ``resumed_from_epoch``,
+        ``error``.
+    """
+    exp = Path(exp_dir).resolve()
+    settings = read_settings(exp)
+    space = frozen_space(settings)
+    records, bad = read_records(exp)
+    if bad:
+        warnings.warn(f"{exp / RECORDS_DIR}: not trial records, left out of the table: "
+                      f"{', '.join(p.name for p in bad)}", stacklevel=2)
+    study = open_study_readonly(settings, exp)
+    by_tune = {t.user_attrs.get(TUNE_TRIAL_ATTR): t for t in study.get_trials(deepcopy=False)} if study else {}
+    home = settings.exp_location if settings.remote else str(exp)
+    most = max_epochs(space)
+    rows = []
+    for rec in sorted(records, key=lambda r: (r.get("started") or 0, r["trial_id"])):
+        if rec["status"] == "abandoned":  # not a trial of the sweep: its Optuna trial continued as another one
+            continue
+        hist = rec.get("history") or []
+        last = hist[-1] if hist else {}
+        epochs = int(last.get("epochs_done") or last.get("training_iteration") or 0)
+        status = {"terminated": "completed" if epochs >= most else "stopped early",
+                  "error": "failed"}.get(rec["status"], rec["status"])
+        ot = by_tune.get(rec["trial_id"])
+        row = {"trial_id": rec["trial_id"], "status": status, "epochs": epochs,
+               "optuna_number": ot.number if ot else None, "optuna_state": ot.state.name if ot else None,
+               "path": trial_location(home, rec["trial_id"], settings.workers_per_trial)}
+        row.update({f"param:{k}": v for k, v in rec.get("params", {}).items()})
+        row.update({m: last.get(m) for m in TABLE_METRICS})
+        for o in space.objectives:
+            best = _best(hist, o.metric, o.mode)
+            if best is not None:
+                row[f"best_{o.metric}"] = best
+        row["wall_s"] = last.get("time_total_s")
+        row["node_id"] = last.get("node_id")  # the Ray node that ran the trial's last epoch
+        row["resumed_from_epoch"] = last.get("resumed_from_epoch")
+        row["error"] = rec.get("error")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary_is_current(exp_dir: Path) -> bool:
+    """``trials.parquet`` exists and is no older than the newest trial record."""
+    f = Path(exp_dir) / SUMMARY_FILE
+    return f.exists() and f.stat().st_mtime_ns >= records_mtime(Path(exp_dir))
+
+
+def load_summary(exp_dir: str | Path) -> pd.DataFrame:
+    """The trial table of an experiment, read-only: ``trials.parquet`` when it is current, else rebuilt in
+    memory from the records (a sweep still running, or a driver that died before writing the summary).
+
+    Raises:
+        ConfigError: the folder has neither records nor a summary.
+    """
+    exp = Path(exp_dir)
+    f = exp / SUMMARY_FILE
+    if summary_is_current(exp) or (f.exists() and not (exp / RECORDS_DIR).is_dir()):
+        return pd.read_parquet(f)
+    if (exp / RECORDS_DIR).is_dir():
+        return trial_table(exp)
+    raise ConfigError(f"{exp}: no trial records ({RECORDS_DIR}/) and no {SUMMARY_FILE}: no trial has started yet, "
+                      "or the sweep was written before ShapeTune kept trial records (resume it once with "
+                      "`shapetune tune --resume NAME`, from storage you trust, to write them)")
+
+
+def latent_sizes(r: pd.Series) -> str:
+    """A trial's latent sizes from its hierarchy parameters, bottom -> top (``[32,8,2]``), or ``-``."""
+    top = r.get(f"param:{HIERARCHY_TOP}")
+    if top is None or top != top:
+        return "-"
+    lower = sorted((c for c in r.index if c.startswith("param:hierarchy.z_") and c != f"param:{HIERARCHY_TOP}"
+                    and r[c] == r[c] and r[c] is not None), key=lambda c: int(c.rsplit("_", 1)[1]))
+    return "[" + ",".join(str(int(r[c])) for c in lower + [f"param:{HIERARCHY_TOP}"]) + "]"
