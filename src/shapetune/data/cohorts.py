@@ -30,7 +30,7 @@ from shapetune.data.errors import DataError
 from shapetune.data.limits import check_field_of_view, check_memory
 from shapetune.data.nifti import save_nifti
 from shapetune.data.parallel import default_workers, pmap
-from shapetune.data.publish import abandon, begin, commit, open_out
+from shapetune.data.publish import open_out, publishing
 from shapetune.data.template import TemplateGrid
 
 # The reference study's split: (split, healthy, HCM).
@@ -115,8 +115,7 @@ def synth_imperial(out: str | Path, cfg: SynthConfig = SynthConfig(), workers: i
     plan = imperial_plan(cfg.seed, split)
     if plan.empty:
         raise DataError("split", "no subjects to generate")
-    pub = begin(out, "cohort", notes)
-    try:
+    with publishing(out, "cohort", notes, "cohort") as pub:
         jobs = [(r.subject, int(r.label), r.split, cfg, str(pub.staging)) for r in plan.itertuples()]
         recs = [None] * len(jobs)
         for i, rec in pmap(_imperial_one, jobs, workers, "synth imperial", quiet):
@@ -127,13 +126,6 @@ def synth_imperial(out: str | Path, cfg: SynthConfig = SynthConfig(), workers: i
                                                                                        index=False)
         _write_cohort_json(pub.staging, "imperial", cfg, len(gt), extra,
                            ["cohort.json", "subjects.csv", "ground_truth.parquet", "subjects"])
-        commit(pub)
-    except OSError as exc:
-        abandon(pub)
-        raise DataError(out, f"cannot write the cohort ({exc.strerror or exc})") from exc
-    except BaseException:
-        abandon(pub)
-        raise
     return gt
 
 
@@ -241,8 +233,7 @@ def synth_acdc(out: str | Path, cfg: SynthConfig = SynthConfig(), n_per_group: i
     out, notes = open_out(out, "cohort")
     if (done := _existing(out, "acdc", cfg, extra, "shapetune_ground_truth.parquet")) is not None:
         return done
-    pub = begin(out, "cohort", notes)
-    try:
+    with publishing(out, "cohort", notes, "cohort") as pub:
         jobs = [(ACDC_FIRST_ID[g] + i, g, cfg, str(pub.staging), slice_mm) for g in ("HCM", "NOR")
                 for i in range(n_per_group)]
         recs = [None] * len(jobs)
@@ -252,11 +243,4 @@ def synth_acdc(out: str | Path, cfg: SynthConfig = SynthConfig(), n_per_group: i
         gt.to_parquet(pub.staging / "shapetune_ground_truth.parquet", index=False)
         contents = ["cohort.json", "shapetune_ground_truth.parquet", *(f"patient{j[0]:03d}" for j in jobs)]
         _write_cohort_json(pub.staging, "acdc", cfg, len(gt), extra, contents)
-        commit(pub)
-    except OSError as exc:
-        abandon(pub)
-        raise DataError(out, f"cannot write the cohort ({exc.strerror or exc})") from exc
-    except BaseException:
-        abandon(pub)
-        raise
     return gt

@@ -33,7 +33,7 @@ from shapetune.data.limits import check_disk, check_field_of_view, check_memory
 from shapetune.data.nifti import sha256_file
 from shapetune.data.parallel import default_workers, pmap
 from shapetune.data.preprocess import preprocess_subject
-from shapetune.data.publish import abandon, begin, commit, open_out
+from shapetune.data.publish import open_out, publishing
 from shapetune.data.sources import READERS, RawSubject, SourceScan
 from shapetune.data.template import ORIENTATION, TemplateGrid
 
@@ -132,17 +132,10 @@ def prepare(src: str | Path, fmt: str, out: str | Path, grid: TemplateGrid = Tem
         return done
     subjects = scan.subjects
     check_disk(out, len(subjects) * 2 * math.prod(grid.shape), "masks.npy")
-    pub = begin(out, "dataset", notes)
-    try:
+    with publishing(out, "dataset", notes, "dataset") as pub:
         report = _write(pub.staging, src, fmt, out, grid, scan, settings, fingerprint, hashes, in_plane, skip_bad,
                         workers, quiet)
-        report.notes = commit(pub)
-    except OSError as exc:
-        abandon(pub)
-        raise DataError(out, f"cannot write the dataset ({exc.strerror or exc})") from exc
-    except BaseException:
-        abandon(pub)
-        raise
+    report.notes = pub.notes
     return report
 
 

@@ -10,11 +10,13 @@ interrupted swap is rolled back to the old output first), never a half-written f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,3 +205,21 @@ def commit(pub: Publication) -> list[str]:
 def abandon(pub: Publication) -> None:
     """Remove the staging folder of a run that failed before publishing."""
     shutil.rmtree(pub.staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def publishing(out: Path, kind: str, notes: list[str] | None = None,
+               what: str = "output") -> Iterator[Publication]:
+    """``begin`` a publication, let the body write into ``pub.staging``, then ``commit`` it (its notes land in
+    ``pub.notes``); on any error the staging folder is removed, and an ``OSError`` becomes a ``DataError``
+    naming ``out``."""
+    pub = begin(out, kind, notes)
+    try:
+        yield pub
+        pub.notes = commit(pub)
+    except OSError as exc:
+        abandon(pub)
+        raise DataError(out, f"cannot write the {what} ({exc.strerror or exc})") from exc
+    except BaseException:
+        abandon(pub)
+        raise

@@ -29,7 +29,7 @@ from shapetune.data.errors import DataError
 from shapetune.data.limits import check_memory
 from shapetune.data.nifti import save_nifti
 from shapetune.data.parallel import default_workers, pmap
-from shapetune.data.publish import abandon, begin, commit, open_out
+from shapetune.data.publish import open_out, publishing
 
 GENERATOR_VERSION = 2  # bump when the skull or plane generator changes what it draws: old cohorts are then redone
 
@@ -132,8 +132,7 @@ def synth_fetal(out: str | Path, cfg: FetalConfig = FetalConfig(), workers: int 
         old.pop("contents", None)
         if old == json.loads(json.dumps(meta)):
             return pd.read_parquet(out / "ground_truth.parquet")
-    pub = begin(out, "cohort", notes)
-    try:
+    with publishing(out, "cohort", notes, "cohort") as pub:
         recs: list = [None] * cfg.n_subjects
         jobs = [(i, cfg, str(pub.staging)) for i in range(cfg.n_subjects)]
         for i, rec in pmap(_one, jobs, workers, "synth fetal", quiet):
@@ -148,11 +147,4 @@ def synth_fetal(out: str | Path, cfg: FetalConfig = FetalConfig(), workers: int 
         contents = ["cohort.json", "ground_truth.parquet", "folds.csv", "subjects.csv", "subjects"]
         (pub.staging / "cohort.json").write_text(json.dumps({**meta, "n_written": len(gt), "contents": contents},
                                                             indent=2))  # last: marks it complete
-        commit(pub)
-    except OSError as exc:
-        abandon(pub)
-        raise DataError(out, f"cannot write the cohort ({exc.strerror or exc})") from exc
-    except BaseException:
-        abandon(pub)
-        raise
     return gt

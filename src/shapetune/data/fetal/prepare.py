@@ -26,7 +26,7 @@ from shapetune.data.fetal.planes import VIEWS, PlanePose
 from shapetune.data.limits import check_disk, check_memory
 from shapetune.data.nifti import check_voxel_sizes
 from shapetune.data.parallel import default_workers, pmap
-from shapetune.data.publish import abandon, begin, commit, open_out
+from shapetune.data.publish import open_out, publishing
 from shapetune.data.sources import SAFE_ID
 
 FORMAT_VERSION = 1
@@ -123,9 +123,8 @@ def prepare_fetal(src: str | Path, out: str | Path, grid: int = 64, workers: int
     fold_cols = [c for c in folds.columns if c.startswith("fold")]
     n = len(folds)
     check_disk(out, n * (grid ** 3 + 3 * grid ** 2), "masks.npy and planes.npy")
-    pub = begin(out, "dataset", notes)
-    tmp = pub.staging
-    try:
+    with publishing(out, "dataset", notes, "dataset") as pub:
+        tmp = pub.staging
         masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, 1, grid, grid, grid))
         planes = np.lib.format.open_memmap(tmp / "planes.npy", mode="w+", dtype=np.uint8, shape=(n, 3, grid, grid))
         rows: list = [None] * n
@@ -157,11 +156,4 @@ def prepare_fetal(src: str | Path, out: str | Path, grid: int = 64, workers: int
                 "contents": ["dataset.json", *files], "files": {f: (tmp / f).stat().st_size for f in files},
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-        commit(pub)
-    except OSError as exc:
-        abandon(pub)
-        raise DataError(out, f"cannot write the dataset ({exc.strerror or exc})") from exc
-    except BaseException:
-        abandon(pub)
-        raise
     return n
