@@ -151,6 +151,12 @@ def test_export_page_exports_the_selected_trial_and_shows_the_card(lv2d_app, das
     assert "checksums and weights verified" in _texts(at) and "# " in _texts(at)
     _, _, _, metrics = verify_export(tmp_path / f"lv2d-{trial}")
     assert metrics["trial_id"] == trial
+    [b for b in at.button if b.label == "Export"][0].click().run()  # again: an earlier export is there
+    assert "Replace an earlier export there" in " ".join(e.value for e in at.error)
+    at.checkbox(key="export_replace").check().run()
+    [b for b in at.button if b.label == "Export"][0].click().run()
+    assert f"exported trial {trial}" in _texts(at) and not at.error
+    verify_export(tmp_path / f"lv2d-{trial}")
 
 
 def test_dashboard_never_writes_into_experiments(app_for, dash_storage):

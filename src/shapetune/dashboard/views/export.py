@@ -48,12 +48,15 @@ def render() -> None:
     parent = Path(st.text_input("Export into", value=str(Path.cwd() / "exports"), key="export_parent"))
     out = parent.expanduser() / f"{e.name}-{tid}"
     st.caption(f"writes `{out}`")
+    # As `shapetune export --force`: only an earlier export is ever replaced, never a folder of someone else's.
+    replace = st.checkbox("Replace an earlier export there", value=False, key="export_replace")
     if st.button("Export", type="primary"):
         with st.spinner(f"exporting trial {tid} ..."):
             try:
-                export_model(e.path, out, trial_id=tid)
+                export_model(e.path, out, trial_id=tid, force=replace)
             except (ExportError, ValueError, OSError) as exc:
-                st.error(f"export failed: {exc}")
+                hint = " (tick 'Replace an earlier export there')" if "--force replaces it" in str(exc) else ""
+                st.error(f"export failed: {exc}{hint}")
                 return
         st.success(f"exported trial {tid} to {out}")
     if (out / CARD).exists():
