@@ -8,6 +8,7 @@ skipped, unless ``SHAPETUNE_REQUIRE_BROWSER=1`` (set by ``make test``) makes tha
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -55,21 +56,71 @@ def test_every_page_renders_in_chromium(dash_storage, fetal_study):
     assert "Reconstruction by view subset" in fetal["text"]
 
 
+# The latent scatter's first point once plotly has drawn every point of the figure's scatter traces and the point
+# has stayed put between two polls (Streamlit re-renders the chart as it lays it out) inside the viewport:
+# its box, else false.
+POINT_READY = """() => {
+  const gd = document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot');
+  if (!gd || !gd._fullLayout || !gd.calcdata || getComputedStyle(gd).visibility !== 'visible') return false;
+  const points = gd.querySelectorAll('.scatterlayer .point');
+  const expected = gd.calcdata.filter(cd => cd[0] && cd[0].trace.type === 'scatter')
+                              .reduce((n, cd) => n + cd.length, 0);
+  if (!points.length || points.length !== expected) return false;
+  const r = points[0].getBoundingClientRect();
+  const box = {x: r.x, y: r.y, width: r.width, height: r.height};
+  const key = JSON.stringify([box, points.length, gd._fullLayout.width, gd._fullLayout.height]);
+  const steady = gd.__pointKey === key;
+  gd.__pointKey = key;
+  const inside = r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth;
+  return steady && inside && gd._fullLayout.clickmode.includes('select') && box;
+}"""
+# What plotly hovers at the mouse, which its click-to-select uses: the subject under the pointer, else false.
+HOVERED = """() => {
+  const gd = document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot');
+  const h = gd && gd._hoverdata;
+  return !!(h && h.length && h[0].customdata) && h[0].customdata[0];
+}"""
+
+
+def _hover_a_point(page, timeout_ms: int = 60_000) -> str:
+    """Put the mouse on the scatter's first point once it is drawn and hit-testable: plotly selects on click what
+    it hovers, so wait until it hovers a subject there (moving again if a redraw ate the first hover).
+    Returns that subject."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.locator("[data-testid=stPlotlyChart]").first.scroll_into_view_if_needed(timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        box = page.wait_for_function(POINT_READY, timeout=timeout_ms, polling=100).json_value()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 1, y - 1)
+        page.mouse.move(x, y)
+        try:
+            return page.wait_for_function(HOVERED, timeout=5_000, polling=50).json_value()
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_selecting_a_latent_point_opens_the_subject(dash_storage):
     from playwright.sync_api import sync_playwright
 
     executable = _browser()
     with running_dashboard([str(dash_storage / "lv2d")]) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.goto(f"{url}/latents")
-        settle(page, "Latent clusters")
-        points = page.locator(".js-plotly-plot .scatterlayer .point")
-        n_points = points.count()
-        box = points.first.bounding_box()
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a real plotly click
-        settle(page, "Shapes")
-        text = page.get_by_test_id("stMain").inner_text()
-        browser.close()
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"{url}/latents")
+            settle(page, "Latent clusters")  # the script has ended and the scatter is drawn
+            subject = _hover_a_point(page)
+            n_points = page.locator(".js-plotly-plot .scatterlayer .point").count()
+            page.mouse.down()  # a real plotly click where it hovers the point
+            page.mouse.up()
+            settle(page, "Shapes")  # the selection reruns the page, which switches to Shapes
+            text = page.get_by_test_id("stMain").inner_text()
+            shown = page.get_by_role("combobox", name="Subject").input_value()
+        finally:
+            browser.close()
     assert n_points >= 8 + 10  # Imperial test + ACDC subjects (misclassified ones drawn twice: the ring)
     assert "Input vs reconstruction" in text and "p(HCM)" in text
+    assert shown == subject  # the Shapes page opened on the subject that was clicked

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -35,34 +37,60 @@ def running_dashboard(paths: list[str], timeout_s: float = 60):
     """``shapetune dashboard PATHS`` on a free localhost port; yields its URL, stops it on exit."""
     port = free_port()
     cli = [sys.executable, "-m", "shapetune.cli", "dashboard", *map(str, paths), "--port", str(port)]
-    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
+    # the server's log goes to a file: a pipe nobody reads would block Streamlit once 64 KiB of log filled it
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cli, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                        break
+                except OSError:
+                    if proc.poll() is not None:
+                        log.seek(0)
+                        raise RuntimeError(f"dashboard exited early:\n{log.read().decode(errors='replace')}") from None
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"dashboard did not answer on {url} within {timeout_s:.0f} s") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # `shapetune dashboard` stops its Streamlit server, then exits
             try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"dashboard exited early:\n{proc.stdout.read().decode()}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"dashboard did not answer on {url} within {timeout_s:.0f} s") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+                raise
+
+
+# True once what the page shows is drawn. Streamlit loads an element's code lazily and shows a skeleton meanwhile
+# (widgets, metrics, charts), after the script has ended; a plotly chart is hidden until Streamlit has measured its
+# width, and plotly draws it after that. Elements out of sight (an inactive tab) are not waited for.
+DRAWN = """() => {
+  const main = document.querySelector('[data-testid=stMain]');
+  if (!main) return false;
+  const shown = el => el.checkVisibility();
+  if ([...main.querySelectorAll('[data-testid=stSkeleton]')].some(shown)) return false;
+  const plotted = c => {
+    const gd = c.querySelector('.js-plotly-plot');
+    return !!(gd && gd._fullLayout && gd.querySelector('.main-svg') && getComputedStyle(gd).visibility === 'visible');
+  };
+  return [...main.querySelectorAll('[data-testid=stPlotlyChart]')].filter(shown).every(plotted)
+    && [...main.querySelectorAll('img')].filter(shown).every(img => img.complete);
+}"""
 
 
 def settle(page, title: str | None = None, timeout_ms: int = 180_000) -> None:
-    """Wait until the page shows ``title`` as its heading, its script has finished and plots had time to draw."""
+    """Wait until the page shows ``title`` as its heading, its script has finished and what it shows is drawn
+    (:data:`DRAWN`); each wait bounded by ``timeout_ms``."""
     if title is not None:
         page.wait_for_function("t => document.querySelector('h1')?.innerText.trim() === t", arg=title,
                                timeout=timeout_ms)
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=timeout_ms)
-    page.wait_for_timeout(1500)  # plotly draws after the script ends
+    page.wait_for_function(DRAWN, timeout=timeout_ms, polling=100)
 
 
 def open_page(page, name: str) -> None:
