@@ -18,7 +18,7 @@ from shapetune.errors import ShapeTuneError
 from shapetune.platform import storage
 from shapetune.experiment.records import read_record, record_path, records_mtime
 from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSettings
-from shapetune.experiment.table import open_study_readonly, summary_is_current, trial_table
+from shapetune.experiment.table import open_study_readonly, read_trial_table
 
 EVAL_DIR = "evaluation"
 SPLIT_LABELS = {"imperial_test": "Imperial test", "acdc_test": "ACDC"}
@@ -107,14 +107,8 @@ def stamp(exp: Path) -> tuple:
 def load_trials(exp: Experiment) -> pd.DataFrame:
     """Every trial (parameters, status, metrics). ``trials.parquet`` once the sweep has written it after its
     last change; while a sweep runs, ShapeTune's per-trial records and the study (without writing anything)."""
-    summary = exp.path / SUMMARY_FILE
-    if summary_is_current(exp.path) or (summary.exists() and not records_mtime(exp.path)):
-        df = pd.read_parquet(summary)
-    elif records_mtime(exp.path):
-        df = trial_table(exp.path)
-    else:
-        return pd.DataFrame()
-    return df.assign(experiment=exp.name)
+    df = read_trial_table(exp.path)
+    return pd.DataFrame() if df is None else df.assign(experiment=exp.name)
 
 
 def failed_trials(exp: Experiment, trials: pd.DataFrame) -> dict[str, str]:

@@ -37,7 +37,6 @@ def open_study_readonly(settings: SweepSettings, exp_dir: Path):
 
     if not settings.optuna_storage and not (Path(exp_dir) / "optuna.db").exists():
         return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(readonly_storage_url(settings, exp_dir), skip_table_creation=True,
                                          skip_compatibility_check=True,
                                          engine_kwargs={"connect_args": {"timeout": 30}}
@@ -105,28 +104,30 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_is_current(exp_dir: Path) -> bool:
-    """``trials.parquet`` exists and is no older than the newest trial record."""
-    f = Path(exp_dir) / SUMMARY_FILE
-    return f.exists() and f.stat().st_mtime_ns >= records_mtime(Path(exp_dir))
+def read_trial_table(exp_dir: str | Path) -> pd.DataFrame | None:
+    """The trial table, read-only: ``trials.parquet`` when no record changed after it, else rebuilt in memory
+    from the records (a sweep still running, or a driver that died before writing the summary); None when the
+    experiment has neither (no trial has started)."""
+    exp = Path(exp_dir)
+    f = exp / SUMMARY_FILE
+    changed = records_mtime(exp)  # one listing of records/: it may hold thousands of files
+    if f.exists() and (not changed or f.stat().st_mtime_ns >= changed):
+        return pd.read_parquet(f)
+    return trial_table(exp) if changed else None
 
 
 def load_summary(exp_dir: str | Path) -> pd.DataFrame:
-    """The trial table of an experiment, read-only: ``trials.parquet`` when it is current, else rebuilt in
-    memory from the records (a sweep still running, or a driver that died before writing the summary).
+    """:func:`read_trial_table` for the commands that need trials (export, evaluate).
 
     Raises:
         ConfigError: the folder has neither records nor a summary.
     """
-    exp = Path(exp_dir)
-    f = exp / SUMMARY_FILE
-    if summary_is_current(exp) or (f.exists() and not (exp / RECORDS_DIR).is_dir()):
-        return pd.read_parquet(f)
-    if (exp / RECORDS_DIR).is_dir():
-        return trial_table(exp)
-    raise ConfigError(f"{exp}: no trial records ({RECORDS_DIR}/) and no {SUMMARY_FILE}: no trial has started yet, "
-                      "or the sweep was written before ShapeTune kept trial records (resume it once with "
-                      "`shapetune tune --resume NAME`, from storage you trust, to write them)")
+    table = read_trial_table(exp_dir)
+    if table is None:
+        raise ConfigError(f"{exp_dir}: no trial records ({RECORDS_DIR}/) and no {SUMMARY_FILE}: no trial has started "
+                          "yet, or the sweep was written before ShapeTune kept trial records (resume it once with "
+                          "`shapetune tune --resume NAME`, from storage you trust, to write them)")
+    return table
 
 
 def latent_sizes(r: pd.Series) -> str:

@@ -177,8 +177,8 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
 def _legacy_export(folder: Path) -> bool:
     """An export written before output markers: its files are exactly those its checksums list."""
     try:
-        listed = {line.partition("  ")[2] for line in (folder / CHECKSUMS).read_text().splitlines() if line}
-    except (OSError, UnicodeDecodeError):
+        listed = set(read_checksums(folder))
+    except (ExportError, OSError):
         return False
     return files_in(folder) == listed | {CHECKSUMS}
 
