@@ -10,7 +10,8 @@ DEMO_GRID    ?= 32
 DEMO_SPACING ?= 4.0
 DEMO_SEED    ?= 0
 DEMO_TRIALS  ?= 8
-DEMO_EPOCHS  ?= 4
+DEMO_EPOCHS  ?= 24
+DEMO_GRACE   ?= 6
 DEMO_EXP     := $(DEMO_DIR)/experiments
 PYTEST_ARGS  ?=
 
@@ -46,7 +47,7 @@ demo: $(STAMP)
 	  $(ST) tune --resume demo --storage-path $(DEMO_EXP); \
 	else \
 	  $(ST) tune --space lvae_hcm --data $(DEMO_DIR)/prepared/imperial --trials $(DEMO_TRIALS) --concurrency 2 \
-	    --name demo --storage-path $(DEMO_EXP) --grace-period 1 --seed $(DEMO_SEED) optim.epochs=$(DEMO_EPOCHS); \
+	    --name demo --storage-path $(DEMO_EXP) --grace-period $(DEMO_GRACE) --seed $(DEMO_SEED) optim.epochs=$(DEMO_EPOCHS); \
 	fi
 	$(ST) export demo --storage-path $(DEMO_EXP) --out $(DEMO_DIR)/model --force
 	$(ST) predict $(DEMO_DIR)/model $(DEMO_DIR)/raw/acdc --out $(DEMO_DIR)/predictions/acdc --force

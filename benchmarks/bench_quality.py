@@ -1,10 +1,13 @@
-"""Quality run: LVAE vs VAE (equal latent budget) on the 32^3 Imperial-style cohort, CPU.
+"""Quality run: the shipped configs against the PCA(50)+LR baseline on the 32^3 Imperial-style cohort, CPU.
 
-    python benchmarks/bench_quality.py --data demo_out/prepared/imperial [--models lvae,vae --threads 2 ...overrides]
+    python benchmarks/bench_quality.py --data demo_out/prepared/imperial --acdc demo_out/prepared/acdc \
+        [--models lvae,vae,ae --threads 2 ...overrides]
 
-Trains each shipped config in-process (the same engine as the Ray Train workers), keeps the best
-checkpoint by validation Dice, and evaluates it on the test split: Dice ED/ES and diagnosis accuracy with
-a subject-level bootstrap 95 % CI. A finished run of the same config in ``--runs`` is reused. Prints a table and writes ``benchmarks/results/bench_quality.{md,json}``.
+Trains each shipped config in-process (the same engine as the Ray Train workers) for its own default epochs,
+keeps the best checkpoint by validation Dice, and scores it on the test split and on the ACDC-style external
+split: Dice ED/ES, diagnosis accuracy with a subject-level bootstrap 95 % CI, and a paired Wilcoxon test of
+the per-subject Dice against PCA(50)+LR fitted on the same training split. A finished run of the same config
+in ``--runs`` is reused. Prints a table and writes ``benchmarks/results/bench_quality.{md,json}``.
 """
 
 from __future__ import annotations
@@ -14,32 +17,62 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from _results import RESULTS, publish
 
-from shapetune.evaluation.splits import load_split
-from shapetune.evaluation.stats import mean_ci
+from shapetune.evaluation.baselines import PCABaseline
+from shapetune.evaluation.splits import EvalSplit, load_split
+from shapetune.evaluation.stats import mean_ci, wilcoxon_paired
 from shapetune.platform.checkpoints import load_model
 from shapetune.platform.config import load_config
-from shapetune.platform.engine import Engine, load_training_data
+from shapetune.platform.engine import Engine, dice_per_channel, load_training_data
 from shapetune.platform.local import train_local
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
 
 
+def pca_scores(train_dir: str, splits: dict[str, EvalSplit], n: int = 50) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per split: PCA(n)+LR's per-subject Dice ``[N, 2]`` and HCM probability, fitted on the training split."""
+    tr = load_split(train_dir, "train", "train")
+    pca = PCABaseline(n).fit(tr.masks, tr.labels)
+    out = {}
+    for name, sp in splits.items():
+        o = pca.predict(sp)
+        d = dice_per_channel(torch.from_numpy(o.recon).float(), torch.from_numpy(sp.masks).float()).numpy()
+        out[name] = (d, o.prob)
+    return out
+
+
+def row(model: str, split: EvalSplit, dice: np.ndarray, prob: np.ndarray, ref: np.ndarray | None) -> dict:
+    correct = ((prob > 0.5) == split.labels).astype(float)
+    _, _, lo, hi = mean_ci(correct)
+    r = {"model": model, "split": split.name, "n": len(split.labels), "dice_ed": float(dice[:, 0].mean()),
+         "dice_es": float(dice[:, 1].mean()), "acc": float(correct.mean()), "acc_ci": [lo, hi]}
+    if ref is not None:  # paired against PCA on the same subjects
+        for i, ph in enumerate(("ed", "es")):
+            w = wilcoxon_paired(dice[:, i], ref[:, i])
+            r[f"vs_pca_{ph}_median"], r[f"vs_pca_{ph}_p"] = w["median_difference"], w["p_value"]
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--models", default="lvae,vae")
+    ap.add_argument("--acdc", default=None, help="a prepared ACDC-style dataset on the same grid (external split)")
+    ap.add_argument("--models", default="lvae,vae,ae")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default=str(RESULTS / "quality_runs"))
     ap.add_argument("overrides", nargs="*", help="dotted config overrides applied to every model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    test = load_split(args.data, "test", "test")
-    x_test, y_test = test.masks, test.labels
-    rows = []
+    splits = {"test": load_split(args.data, "test", "test")}
+    if args.acdc:
+        splits["acdc"] = load_split(args.acdc, None, "acdc")
+    pca = pca_scores(args.data, splits)
+    rows = [row("PCA(50)+LR", sp, *pca[k], None) | {"wall_s": float("nan"), "best_epoch": None, "epochs": None}
+            for k, sp in splits.items()]
     for name in args.models.split(","):
         cfg = load_config(CONFIGS / f"{name}.yaml", args.overrides)
         data = load_training_data(args.data, cfg.model.grid)
@@ -55,23 +88,28 @@ def main() -> None:
             best = train_local(cfg, data, run_dir).best_checkpoint
             wall = time.perf_counter() - t0
         model, cfg2, state = load_model(best)
-        dice, prob = Engine(cfg2, model, torch.device("cpu")).predict(x_test)
-        correct = ((prob > 0.5) == y_test).astype(float)
-        _, _, lo, hi = mean_ci(correct)
-        rows.append({"model": name, "latent_dims": cfg.model.latent_dims, "best_epoch": state["epoch"] + 1,
-                     "epochs": cfg.optim.epochs, "wall_s": wall, "val_dice_ed": state["metrics"]["val_dice_ed"],
-                     "val_dice_es": state["metrics"]["val_dice_es"], "test_dice_ed": float(dice[:, 0].mean()),
-                     "test_dice_es": float(dice[:, 1].mean()), "test_acc": float(correct.mean()),
-                     "test_acc_ci": [lo, hi]})
-        print(rows[-1], flush=True)
-    cells = [[r["model"], str(r["latent_dims"]), f"{r['best_epoch']}/{r['epochs']}",
-              f"{r['val_dice_ed']:.3f} / {r['val_dice_es']:.3f}", f"{r['test_dice_ed']:.3f} / {r['test_dice_es']:.3f}",
-              f"{r['test_acc']:.3f} [{r['test_acc_ci'][0]:.3f}, {r['test_acc_ci'][1]:.3f}]", f"{r['wall_s'] / 60:.1f} min"]
-             for r in rows]
+        engine = Engine(cfg2, model, torch.device("cpu"))
+        for k, sp in splits.items():
+            dice, prob = engine.predict(sp.masks)
+            rows.append(row(name, sp, dice, prob, pca[k][0]) | {"wall_s": wall, "best_epoch": state["epoch"] + 1,
+                                                                 "epochs": cfg.optim.epochs})
+            print(rows[-1], flush=True)
+
+    def vs(r: dict) -> str:
+        if "vs_pca_ed_p" not in r:
+            return "-"
+        return (f"{r['vs_pca_ed_median']:+.3f} p={r['vs_pca_ed_p']:.0e} / "
+                f"{r['vs_pca_es_median']:+.3f} p={r['vs_pca_es_p']:.0e}")
+
+    cells = [[r["model"], r["split"], f"{r['dice_ed']:.3f} / {r['dice_es']:.3f}", vs(r),
+              f"{r['acc']:.3f} [{r['acc_ci'][0]:.3f}, {r['acc_ci'][1]:.3f}]",
+              "-" if r["best_epoch"] is None else f"{r['best_epoch']}/{r['epochs']}",
+              "-" if not np.isfinite(r["wall_s"]) else f"{r['wall_s'] / 60:.1f} min"] for r in rows]
     publish("bench_quality", "bench_quality (32³ Imperial-style, CPU)",
-            f"{args.threads} CPU threads, overrides {args.overrides}",
-            ["model", "latents", "best epoch / epochs", "val Dice ED / ES", "test Dice ED / ES",
-             "test accuracy [95 % CI]", "wall"], cells, rows)
+            f"{args.threads} CPU threads, overrides {args.overrides}; vs PCA: median paired Dice difference and "
+            f"Wilcoxon p, ED / ES",
+            ["model", "split", "Dice ED / ES", "vs PCA (ED / ES)", "accuracy [95 % CI]", "best epoch", "wall"],
+            cells, rows)
 
 
 if __name__ == "__main__":

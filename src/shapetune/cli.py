@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -166,7 +167,7 @@ def train(
     out: Annotated[str, typer.Option(help="Run folder or URI: checkpoints, history.csv, summary.json, learning_curves.png.")],
     workers: Annotated[int, typer.Option(help="Ray Train workers (DDP).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 1.0,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker (default: the node's CPUs / workers).")] = None,
 ) -> None:
     """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]
     (fetal models: data.fold=K picks the cross-validation fold)."""
@@ -220,7 +221,8 @@ def tune_cmd(
                                                     "code: resume only experiments from storage you trust.")] = None,
     optuna_storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL for the Optuna study (default: SQLite in the experiment folder).")] = None,
     workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial (1 = in the trial's own process).")] = 1,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker (torch threads for in-process trials).")] = 1.0,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker, the torch threads of in-process trials "
+                                                               "(default: the node's CPUs / concurrency).")] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker.")] = 0.0,
     scheduler: Annotated[SchedulerName | None, typer.Option(help="Early stopping (default: the space's).")] = None,
     sampler: Annotated[SamplerName | None, typer.Option(help="Optuna sampler (default: the space's).")] = None,
@@ -277,6 +279,8 @@ def export_cmd(
     objective: Annotated[str | None, typer.Option(help="Pick the best trial by this metric (default: the sweep's objective).")] = None,
     pareto_index: Annotated[int | None, typer.Option(help="Multi-objective sweeps: export this point of the Pareto front.")] = None,
     trial: Annotated[str | None, typer.Option(help="Export this trial (its best checkpoint) instead of the best one.")] = None,
+    min_val_acc: Annotated[float, typer.Option(help="Choose the best checkpoint among those with at least this validation "
+                                                    "accuracy (0 for none); none reaching it: the best overall, said.")] = 0.95,
     force: Annotated[bool, typer.Option(help="Replace a previous ShapeTune export at --out (nothing else is ever replaced).")] = False,
 ) -> None:
     """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template, metrics, model card, checksums."""
@@ -285,7 +289,8 @@ def export_cmd(
     from shapetune.platform import storage
 
     try:
-        path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial, force=force)
+        path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial, force=force,
+                            min_val_acc=min_val_acc or None)
         m = json.loads(storage.read_text(storage.join(path, "metrics.json")))
     except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)
@@ -354,21 +359,22 @@ def evaluate_cmd(
 
 
 def _print_eval(res) -> None:
+    """The evaluation summary in five columns, to read in an 80-column terminal (every metric is in report.md)."""
     s = res.summary
-    t = Table(title="evaluation (mean over subjects; accuracy with 95 % CI)")
-    cols = ["model", "split", "DC ED", "DC ES", "HD ED mm", "HD ES mm", "RVD ED", "RVD ES", "accuracy"]
-    for c in cols:
-        t.add_column(c, overflow="fold")
+    t = Table(title="evaluation: mean over subjects, accuracy with 95 % CI", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for c, just in (("model", "left"), ("split", "left"), ("Dice ED/ES", "right"), ("HD mm ED/ES", "right"),
+                    ("accuracy [95 % CI]", "right")):
+        t.add_column(c, justify=just, overflow="fold")
     for (model, split), g in s.groupby(["model", "split"], sort=False):
-        def val(metric, phase=""):
+        def val(metric, phase="", fmt=".3f"):
             r = g[(g.metric == metric) & (g.phase == phase)]
-            return "-" if r.empty or r["mean"].isna().all() else f"{r['mean'].iloc[0]:.3f}"
+            return "-" if r.empty or r["mean"].isna().all() else format(r["mean"].iloc[0], fmt)
         acc = g[g.metric == "accuracy"].iloc[0]
-        t.add_row(model, split, val("dice", "ED"), val("dice", "ES"), val("hd", "ED"), val("hd", "ES"),
-                  val("rvd", "ED"), val("rvd", "ES"), f"{acc['mean']:.3f} [{acc.lo:.3f}, {acc.hi:.3f}]")
+        t.add_row(model, split, f"{val('dice', 'ED')}/{val('dice', 'ES')}",
+                  f"{val('hd', 'ED', '.1f')}/{val('hd', 'ES', '.1f')}", f"{acc['mean']:.3f} [{acc.lo:.2f}, {acc.hi:.2f}]")
     console.print(t)
     console.print(f"evaluated {res.evaluated} candidate x split pair(s), {res.cached} from cache; "
-                  f"report: {res.out_dir / 'report.md'}")
+                  f"report (RVD, HD95, paired tests): {res.out_dir / 'report.md'}")
 
 
 @app.command("study", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -381,7 +387,8 @@ def study_cmd(
     samples: Annotated[int, typer.Option(help="Prior samples per case for the uncertainty maps.")] = 8,
     force: Annotated[bool, typer.Option(help="Re-score every run (training is never repeated).")] = False,
     workers: Annotated[int, typer.Option(help="Ray Train workers per run (DDP).")] = 1,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker (its torch threads).")] = 1.0,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker, its torch threads (default: the "
+                                                               "node's CPUs / workers).")] = None,
 ) -> None:
     """Fetal-skull study: train each model on each fold (Ray Train), then DC/HD/RVD by view subset (3, 2, 1
     views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted overrides for every model."""

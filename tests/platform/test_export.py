@@ -93,6 +93,24 @@ def test_export_a_chosen_trial_by_id(finished_sweep, tmp_path):
     r = CliRunner().invoke(app, ["export", str(finished_sweep), "--trial", "nope", "--out", str(tmp_path / "n")])
     assert r.exit_code == 2 and "trial 'nope' has no checkpoint" in r.output
 
+def test_choice_keeps_the_diagnosis_in_view(finished_sweep):
+    """The recommended checkpoint: best validation Dice among those with validation accuracy >= the floor."""
+    from shapetune.platform.checkpoints import CHECKPOINT_FILE, load_state
+    from shapetune.platform.export import choose
+
+    cks = [(p.parent, load_state(p.parent)["metrics"]) for p in finished_sweep.rglob(CHECKPOINT_FILE)]
+    accs = sorted({m["val_acc"] for _, m in cks})
+    plain = choose(finished_sweep, min_val_acc=None)
+    assert load_state(plain.checkpoint)["metrics"]["val_dice"] == max(m["val_dice"] for _, m in cks)
+    for floor in accs:  # every floor some checkpoint reaches: the best Dice among those that reach it
+        c = choose(finished_sweep, min_val_acc=floor)
+        want = max(m["val_dice"] for _, m in cks if m["val_acc"] >= floor)
+        got = load_state(c.checkpoint)["metrics"]
+        assert got["val_dice"] == want and got["val_acc"] >= floor and f"val_acc >= {floor:g}" in c.reason
+    above = choose(finished_sweep, min_val_acc=accs[-1] + 1e-6)  # none reaches it: the best overall, said so
+    assert above.checkpoint == plain.checkpoint and "chosen without the floor" in above.reason
+
+
 @pytest.mark.slow
 def test_two_worker_trials_nest_ray_train_and_export(tiny_prepared, ray_local, tmp_path):
     space = write_space(tmp_path / "tiny.yaml", epochs=2)

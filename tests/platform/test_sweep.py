@@ -42,6 +42,8 @@ def test_four_trial_sweep_completes_in_optuna_and_tune(tiny_prepared, ray_local,
         assert t.value == pytest.approx(row.val_dice)
         assert t.params["optim.lr"] == pytest.approx(row["param:optim.lr"])
     assert pd.read_parquet(exp / SUMMARY_FILE).shape[0] == 4
+    # No --cpus-per-worker: each trial got the node's 2 CPUs / concurrency 2, fixed in the settings for a resume.
+    assert SweepSettings.model_validate_json((exp / "sweep.json").read_text()).cpus_per_worker == 1.0
     # --evaluate scored every finished trial on the test split already: the service only reads the cache.
     assert len(list((exp / "evaluation" / "cache").glob("*.subjects.parquet"))) == 4
     from shapetune.evaluation.service import evaluate
@@ -50,6 +52,36 @@ def test_four_trial_sweep_completes_in_optuna_and_tune(tiny_prepared, ray_local,
     assert (res.evaluated, res.cached) == (0, 4) and len(res.per_subject) == 4 * 8
     with pytest.raises(ValueError, match="already exists"):
         run_sweep(s)
+
+
+def test_asha_promotes_trials_rung_by_rung(tiny_prepared, ray_local, tmp_path):
+    """Multi-fidelity: ASHA (grace 1, reduction 2, 4 epochs) stops trials only at its rungs (1 and 2 epochs) and
+    lets the better ones run on; a trial stopped at a rung scored worse than one that went on from it. Ranked by
+    the training loss, which differs between any two trials (a 16^3 model's validation Dice can tie at 0)."""
+    space = write_space(tmp_path / "asha.yaml", epochs=4).read_text()
+    space = space.replace("scheduler: {name: none}", "scheduler: {name: asha, grace_period: 1, reduction_factor: 2}")
+    space = space.replace("{metric: val_dice, mode: max}", "{metric: train_loss, mode: min}")
+    (tmp_path / "asha.yaml").write_text(space)
+    s = SweepSettings(name="asha", space=str(tmp_path / "asha.yaml"), data=str(tiny_prepared), trials=6,
+                      concurrency=2, storage_path=str(tmp_path / "exp"))
+    df = run_sweep(s)
+    assert len(df) == 6 and set(df.epochs) <= {1, 2, 4}, df[["trial_id", "epochs", "status"]]
+    assert (df.epochs == 4).any() and (df.epochs < 4).any(), df[["trial_id", "epochs"]]
+    from shapetune.experiment.records import read_records
+
+    records, _ = read_records(tmp_path / "exp" / "asha")
+    curves = {r["trial_id"]: [m["train_loss"] for m in r["history"]] for r in records}
+    for _, row in df[df.epochs < 4].iterrows():
+        rung = int(row.epochs)
+        went_on = [c[rung - 1] for t, c in curves.items() if len(c) > rung]
+        assert went_on and curves[row.trial_id][rung - 1] >= min(went_on), row.trial_id
+
+
+def test_default_cpus_share_the_node_among_trials(ray_local):
+    from shapetune.platform.ray_train import default_cpus
+
+    # ray_local has 2 CPUs: one trial at a time gets both (it trained on 1 thread before, the other core idle)
+    assert [default_cpus(n) for n in (1, 2, 3)] == [2.0, 1.0, 1.0]
 
 
 def test_failing_trial_is_retried_then_recorded_failed(tiny_prepared, ray_local, tmp_path):

@@ -30,7 +30,8 @@ class SweepSettings(BaseModel):
     storage_path: str
     optuna_storage: str | None = None  # SQLAlchemy URL; default SQLite in the experiment directory
     workers_per_trial: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float | None = Field(None, gt=0, description="None: the node's CPUs / concurrency, fixed "
+                                                                  "when the sweep starts.")
     gpus_per_worker: float = Field(0.0, ge=0)
     scheduler: str | None = Field(None, pattern="^(asha|none)$")
     sampler: str | None = Field(None, pattern="^(tpe|random|nsga2)$")

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from shapetune.models.config import ModelConfig
+
 
 def _norm(c: int, kind: str = "group") -> nn.Module:
     return nn.BatchNorm3d(c) if kind == "batch" else nn.GroupNorm(min(8, c), c)
@@ -16,11 +18,42 @@ def _channels(width: int, stages: int) -> list[int]:
     return [width * min(2**i, 8) for i in range(stages + 1)]
 
 
+class Residual(nn.Module):
+    """``silu(x + norm(conv3(x)))``: a stage's second convolution with its input added back (He et al. 2016).
+
+    The same compute as the plain conv it replaces; the identity path lets the gradient reach the early stages
+    undiminished.
+    """
+
+    def __init__(self, c: int, norm: str):
+        super().__init__()
+        self.conv, self.norm, self.act = nn.Conv3d(c, c, 3, padding=1), _norm(c, norm), nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.norm(self.conv(x)))
+
+
+def _refine(c: int, norm: str, residual: bool) -> list[nn.Module]:
+    """A stage's second (same-resolution) convolution, plain or residual."""
+    return [Residual(c, norm)] if residual else [nn.Conv3d(c, c, 3, padding=1), _norm(c, norm), nn.SiLU()]
+
+
+def encoder_for(cfg: ModelConfig, in_channels: int | None = None) -> Encoder:
+    """The encoder ``cfg`` describes (every model builds its backbone through these two functions)."""
+    return Encoder(cfg.in_channels if in_channels is None else in_channels, cfg.width, cfg.grid, cfg.bottleneck,
+                   cfg.norm, light_bottom=cfg.light_ends, residual=cfg.residual)
+
+
+def decoder_for(cfg: ModelConfig, out_channels: int | None = None) -> Decoder:
+    return Decoder(cfg.in_channels if out_channels is None else out_channels, cfg.width, cfg.grid, cfg.bottleneck,
+                   cfg.norm, light_top=cfg.light_ends, residual=cfg.residual)
+
+
 class Encoder(nn.Module):
     """Strided 3D convs from ``grid``^3 down to ``bottleneck``^3, then flattened: ``[B, C, G, G, G] -> [B, F]``."""
 
     def __init__(self, in_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group",
-                 light_bottom: bool = False):
+                 light_bottom: bool = False, residual: bool = False):
         super().__init__()
         stages = int(math.log2(grid // bottleneck))
         ch = _channels(width, stages)
@@ -31,7 +64,7 @@ class Encoder(nn.Module):
             layers = [nn.Conv3d(in_channels, ch[0], 3, padding=1), _norm(ch[0], norm), nn.SiLU()]
         for i in range(1 if light_bottom else 0, stages):
             layers += [nn.Conv3d(ch[i], ch[i + 1], 3, stride=2, padding=1), _norm(ch[i + 1], norm), nn.SiLU(),
-                       nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1], norm), nn.SiLU()]
+                       *_refine(ch[i + 1], norm, residual)]
         self.net = nn.Sequential(*layers)
         self.features = ch[-1] * bottleneck**3
 
@@ -47,7 +80,7 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, out_channels: int, width: int, grid: int, bottleneck: int = 2, norm: str = "group",
-                 light_top: bool = False):
+                 light_top: bool = False, residual: bool = False):
         super().__init__()
         stages = int(math.log2(grid // bottleneck))
         ch = _channels(width, stages)[::-1]
@@ -55,7 +88,7 @@ class Decoder(nn.Module):
         layers: list[nn.Module] = []
         for i in range(stages - 1 if light_top else stages):
             layers += [nn.ConvTranspose3d(ch[i], ch[i + 1], 4, stride=2, padding=1), _norm(ch[i + 1], norm), nn.SiLU(),
-                       nn.Conv3d(ch[i + 1], ch[i + 1], 3, padding=1), _norm(ch[i + 1], norm), nn.SiLU()]
+                       *_refine(ch[i + 1], norm, residual)]
         if light_top:
             layers.append(nn.ConvTranspose3d(ch[-2], out_channels, 4, stride=2, padding=1))
         else:

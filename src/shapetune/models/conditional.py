@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shapetune.models.backbone import Decoder, Encoder
+from shapetune.models.backbone import decoder_for, encoder_for
 from shapetune.models.config import ModelConfig
 from shapetune.models.gaussian import reparameterize
 from shapetune.models.outputs import ConditionalOutput, Level
@@ -87,8 +87,8 @@ class ConditionalModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.planes = ViewEncoders(cfg)
-        self.encoder = Encoder(1, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm, light_bottom=cfg.light_ends)
-        self.decoder = Decoder(1, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm, light_top=cfg.light_ends)
+        self.encoder = encoder_for(cfg, 1)
+        self.decoder = decoder_for(cfg, 1)
         self.size_head = SizeHead(N_VIEWS) if cfg.size_frame else None
 
     def _sizes(self, volume: torch.Tensor, planes: torch.Tensor,

@@ -32,6 +32,8 @@ class ModelConfig(BaseModel):
     norm: Literal["group", "batch"] = Field("batch", description="Normalisation in the conv backbone.")
     light_ends: bool = Field(False, description="Full-resolution stages of the 3D encoder/decoder reduced to one "
                                                 "strided (transposed) convolution: several times cheaper at 64^3.")
+    residual: bool = Field(False, description="Each stage's second convolution adds its input back (a residual "
+                                              "block): same compute, deeper gradient path.")
     latent_dims: list[int] = Field(default_factory=lambda: [32, 16, 2])
     depth: int | None = Field(None, description="LVAE hierarchy depth; must equal len(latent_dims) if given.")
     ladder_hidden: int = Field(256, ge=8, description="Width of the LVAE's deterministic ladder MLPs.")

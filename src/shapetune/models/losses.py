@@ -1,4 +1,4 @@
-"""Training objective: reconstruction (BCE + soft Dice, per channel) + lambda * KL (per level) + gamma * CE."""
+"""Training objective: reconstruction (BCE + soft Dice, per channel) + lambda * sum_i alpha_i KL_i + gamma * CE."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ class LossWeights:
     embed_weight: float = 1.0  # TL-Net: weight of the embedding regression
     size_weight: float = 100.0  # size frame: weight of the head-size regression (squared log-radius error)
     adv_weight: float = 0.01  # conditional GAN: weight of the generator's adversarial term
+    kl_alpha: tuple[float, ...] | None = None  # per-level KL weights (bottom -> top), multiplying lambda
+
+
+def _level_kl(levels, w: LossWeights, terms: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Sum over levels of alpha_i x KL_i (free bits applied per dimension); each level's KL into ``terms``."""
+    total = torch.zeros((), device=device)
+    for i, lv in enumerate(levels):
+        kl_dim = kl_normal(lv.mu_q.float(), lv.logvar_q.float(),
+                           None if lv.mu_p is None else lv.mu_p.float(),
+                           None if lv.logvar_p is None else lv.logvar_p.float()).mean(0)
+        terms[f"kl_{i}"] = kl_dim.sum()
+        level = torch.clamp(kl_dim, min=w.free_bits).sum() if w.free_bits > 0 else kl_dim.sum()
+        total = total + (level if w.kl_alpha is None else w.kl_alpha[i] * level)
+    return total
 
 
 def soft_dice_per_channel(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -44,15 +58,7 @@ def shape_loss(out: ModelOutput, target: torch.Tensor, label: torch.Tensor, w: L
     dice = 1.0 - soft_dice_per_channel(logits, target).mean()
     recon = bce + w.dice_weight * dice
     terms = {"bce": bce, "dice_loss": dice}
-    kl_total = torch.zeros((), device=logits.device)
-    if variational:
-        for i, lv in enumerate(out.levels):
-            kl_dim = kl_normal(lv.mu_q.float(), lv.logvar_q.float(),
-                               None if lv.mu_p is None else lv.mu_p.float(),
-                               None if lv.logvar_p is None else lv.logvar_p.float()).mean(0)
-            kl_level = kl_dim.sum()
-            terms[f"kl_{i}"] = kl_level
-            kl_total = kl_total + (torch.clamp(kl_dim, min=w.free_bits).sum() if w.free_bits > 0 else kl_level)
+    kl_total = _level_kl(out.levels, w, terms, logits.device) if variational else torch.zeros((), device=logits.device)
     terms["kl"] = kl_total
     ce = F.binary_cross_entropy_with_logits(out.cls_logit.float(), label.float())
     terms["ce"] = ce
@@ -79,12 +85,7 @@ def conditional_loss(out: ConditionalOutput, target: torch.Tensor, w: LossWeight
         prior_recon, _, prior_dice = _recon(out.prior_logits.float(), target, w)
         terms["prior_dice_loss"] = prior_dice
         total = total + w.prior_recon * prior_recon
-    kl_total = torch.zeros((), device=target.device)
-    if variational:
-        for i, lv in enumerate(out.levels):
-            kl_dim = kl_normal(lv.mu_q.float(), lv.logvar_q.float(), lv.mu_p.float(), lv.logvar_p.float()).mean(0)
-            terms[f"kl_{i}"] = kl_dim.sum()
-            kl_total = kl_total + (torch.clamp(kl_dim, min=w.free_bits).sum() if w.free_bits > 0 else kl_dim.sum())
+    kl_total = _level_kl(out.levels, w, terms, target.device) if variational else torch.zeros((), device=target.device)
     terms["kl"] = kl_total
     total = total + w.lambda_kl * kl_warmup(epoch, w.kl_warmup_epochs) * kl_total
     if out.extra_loss is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shapetune.models.backbone import Decoder, Encoder
+from shapetune.models.backbone import decoder_for, encoder_for
 from shapetune.models.classifier import LatentClassifier
 from shapetune.models.config import ModelConfig
 from shapetune.models.gaussian import precision_weighted_merge, reparameterize
@@ -37,7 +37,7 @@ class LadderVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         dims, h = cfg.latent_dims, cfg.ladder_hidden
-        self.encoder = Encoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
+        self.encoder = encoder_for(cfg)
         f = self.encoder.features
         # Level 0 reads the conv features directly (through the ladder it reconstructed worse: val Dice
         # 0.72/0.80 vs 0.80/0.85 for the VAE at epoch 10); the deterministic ladder starts above it.
@@ -46,7 +46,7 @@ class LadderVAE(nn.Module):
         # down[i] maps z_{i+1} to the prior of z_i (i = 0 .. L-2)
         self.down = nn.ModuleList([nn.Sequential(_mlp(dims[i + 1], h), nn.Linear(h, 2 * dims[i]))
                                    for i in range(len(dims) - 1)])
-        self.decoder = Decoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
+        self.decoder = decoder_for(cfg)
         self.project = nn.Linear(sum(dims), self.decoder.features)
         self.classifier = LatentClassifier(dims[-1], cfg.classifier_hidden)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shapetune.models.backbone import Decoder, Encoder
+from shapetune.models.backbone import decoder_for, encoder_for
 from shapetune.models.classifier import LatentClassifier
 from shapetune.models.config import ModelConfig
 from shapetune.models.gaussian import reparameterize
@@ -23,9 +23,9 @@ class VAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.latent_dims[0]
-        self.encoder = Encoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
+        self.encoder = encoder_for(cfg)
         self.head = nn.Linear(self.encoder.features, 2 * d)
-        self.decoder = Decoder(cfg.in_channels, cfg.width, cfg.grid, cfg.bottleneck, cfg.norm)
+        self.decoder = decoder_for(cfg)
         self.project = nn.Linear(d, self.decoder.features)
         self.classifier = LatentClassifier(d, cfg.classifier_hidden)
 

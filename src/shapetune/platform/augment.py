@@ -41,4 +41,5 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
         scale = torch.tensor([2 / W, 2 / H, 2 / D], device=dev)
         grid = grid + field.permute(0, 2, 3, 4, 1) * scale
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return (out > 0.5).to(x.dtype)
+    fmt = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
+    return (out > 0.5).to(x.dtype).contiguous(memory_format=fmt)  # in the layout it came in

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shapetune.errors import ShapeTuneError
 from shapetune.models.config import ModelConfig, training_bytes
@@ -39,8 +39,16 @@ class OptimConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     epochs: int = Field(30, ge=1)
     grad_clip: float | None = Field(5.0, ge=0, description="Max gradient norm; 0 or null: no clipping.")
-    schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over the epochs.")
+    schedule: Literal["constant", "cosine", "onecycle"] = Field(
+        "constant", description="Learning-rate schedule, set every step: constant; cosine from lr down to "
+                                "lr x min_lr_ratio; onecycle (Smith 2018) up from lr/25 to lr over warmup_epochs "
+                                "(30 % of the run if 0), then cosine down to lr/1e4.")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Cosine: the last epoch's lr as a fraction of lr.")
+    warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up of the lr from 0 over this many epochs "
+                                                        "(constant and cosine; onecycle's own warm-up).")
+    ema: float | None = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the weights "
+                                                            "(e.g. 0.999), used for validation, checkpoints and "
+                                                            "export; null: none.")
 
 
 class LossConfig(_Strict):
@@ -55,6 +63,9 @@ class LossConfig(_Strict):
                                                           "head-size regression (squared error of log radii).")
     adv_weight: float = Field(0.01, ge=0, description="Conditional GAN (cgan): weight of the generator's adversarial "
                                                       "term beside the reconstruction (pix2pix-style).")
+    kl_alpha: list[Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="Per-level KL weights alpha_i (bottom -> top, one per latent level) multiplying lambda, "
+                          "as in the reference Ladder VAE; null: 1 for every level.")
 
 
 class AugmentConfig(_Strict):
@@ -117,15 +128,33 @@ class TrainConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     seed: int = Field(0, ge=0, lt=2**32, description="numpy's generators take no negative seed.")
-    amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast on GPU when 'auto'.")
+    amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast: 'auto' on GPU and on CPUs with "
+                                                                     "native bf16 (AVX512-BF16 or AMX).")
+    deterministic: bool | None = Field(None, description="torch's deterministic algorithms; null: on GPU only (on "
+                                                          "CPU runs are bitwise reproducible without them).")
+    channels_last: bool = Field(True, description="3D conv weights and batches in channels-last layout (faster "
+                                                  "with oneDNN on CPU and cuDNN on GPU).")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint.")
     val_every: int = Field(1, ge=1)
     fault_injection: FaultInjection | None = None
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` (amp: off, amp=off) as false
 
     @model_validator(mode="after")
     def _batch_norm_needs_batches(self) -> "TrainConfig":
         if (self.model.name == "lvae" or self.model.norm == "batch") and self.optim.batch_size < 2:
             raise FieldProblem("optim.batch_size", "batch normalisation needs optim.batch_size >= 2")
+        return self
+
+    @model_validator(mode="after")
+    def _one_alpha_per_level(self) -> "TrainConfig":
+        alpha = self.loss.kl_alpha
+        if alpha is not None and len(alpha) != self.model.levels:
+            raise FieldProblem("loss.kl_alpha", f"{len(alpha)} weights for {self.model.levels} latent levels "
+                                                f"(model.latent_dims={self.model.latent_dims}): give one per level")
         return self
 
     @model_validator(mode="after")

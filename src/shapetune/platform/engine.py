@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
@@ -74,29 +75,47 @@ class Engine:
         self.cfg, self.model, self.device, self.rank, self.world = cfg, model, device, rank, world
         o = cfg.optim
         self.optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        self.weights = LossWeights(**cfg.loss.model_dump())
+        loss = cfg.loss.model_dump()
+        self.weights = LossWeights(**{**loss, "kl_alpha": tuple(loss["kl_alpha"]) if loss["kl_alpha"] else None})
         self.variational = unwrap(model).variational
         self.task = task_of(cfg)
-        use_bf16 = device.type == "cuda" and cfg.amp in ("auto", "bf16")
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.amp = use_bf16(device, cfg.amp)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if self.amp \
+            else contextlib.nullcontext
+        self.channels_last = cfg.channels_last
+        if self.channels_last:
+            to_channels_last(model)
+        # The average is kept beside the trained weights and is what validation, checkpoints and exports see.
+        self.ema = AveragedModel(unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(o.ema), use_buffers=True) \
+            if o.ema else None
 
     def _shard(self, n: int, epoch: int) -> np.ndarray:
         perm = np.random.default_rng([self.cfg.seed, epoch]).permutation(n)
         per_rank = n // self.world
         return perm[self.rank::self.world][:per_rank]
 
-    def lr_at(self, epoch: int) -> float:
-        """The epoch's learning rate: a function of the epoch alone, so a resumed run continues the schedule."""
+    def lr_at(self, epoch: float) -> float:
+        """The learning rate at (fractional) ``epoch``: a function of it alone, so a resumed run continues the
+        schedule. Set every step: a linear warm-up, then constant or a cosine that reaches its floor at the start
+        of the last epoch (onecycle: torch's OneCycleLR shape, from lr/25 up, down to lr/25e4)."""
         o = self.cfg.optim
+        onecycle = o.schedule == "onecycle"
+        warm = o.warmup_epochs or (0.3 * o.epochs if onecycle else 0.0)
+        if epoch < warm:
+            start = o.lr / 25 if onecycle else 0.0
+            return start + (o.lr - start) * epoch / warm
         if o.schedule == "constant" or o.epochs <= 1:
             return o.lr
-        floor = o.lr * o.min_lr_ratio
-        return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * epoch / (o.epochs - 1)))
+        floor = o.lr / 25e4 if onecycle else o.lr * o.min_lr_ratio
+        frac = min(1.0, (epoch - warm) / max(o.epochs - 1 - warm, 1e-9))
+        return floor + (o.lr - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    def eval_model(self) -> nn.Module:
+        """The weights validation and checkpoints use: the moving average when ``optim.ema`` is set."""
+        return self.ema.module if self.ema is not None else unwrap(self.model)
 
     def train_epoch(self, data, epoch: int) -> dict[str, float]:
         self.model.train()
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(epoch)
         bs = self.cfg.optim.batch_size
         idx = self._shard(self.task.n_train(data), epoch)
         n_batches = max(1, len(idx) // bs)
@@ -105,12 +124,16 @@ class Engine:
         t0 = time.perf_counter()
         for b in range(n_batches):
             sel = np.sort(idx[b * bs:(b + 1) * bs])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(epoch + b / n_batches)
             loss, terms = self.task.batch_loss(self, data, sel, epoch, b, epoch + b / n_batches)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.optim.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(unwrap(self.model))
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         dt = time.perf_counter() - t0
@@ -121,15 +144,20 @@ class Engine:
         metrics["peak_mem_mb"] = peak_memory_mb(self.device)
         return metrics
 
-    @torch.no_grad()
+    def tensor(self, x_np: np.ndarray) -> torch.Tensor:
+        """A batch of volumes ``[B, C, D, H, W]`` as float32 on the device, in the model's memory format."""
+        x = torch.from_numpy(np.ascontiguousarray(x_np)).to(self.device, torch.float32)
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last and x.ndim == 5 else x
+
+    @torch.inference_mode()
     def predict(self, x_np: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Per-subject hard Dice ``[N, 2]`` against the input and HCM probability ``[N]`` (this rank's rows)."""
-        self.model.eval()
+        model = self.eval_model().eval()
         dices, probs = [], []
         for s in range(0, len(x_np), batch_size):
-            x = torch.from_numpy(x_np[s:s + batch_size]).to(self.device, torch.float32)
+            x = self.tensor(x_np[s:s + batch_size])
             with self.autocast():
-                out = unwrap(self.model)(x)
+                out = model(x)
             dices.append(dice_per_channel((out.logits.float() > 0).float(), x).cpu())
             probs.append(torch.sigmoid(out.cls_logit.float()).cpu())
         if not dices:
@@ -150,12 +178,48 @@ class Engine:
         return (rows[order], *(a[order] for a in arrays))
 
     def state(self, epoch: int, metrics: dict, history: list[dict]) -> dict:
-        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                "config": self.cfg.model_dump(mode="json"), "epoch": epoch, "metrics": metrics, "history": history}
+        # contiguous: channels-last weights are saved in the standard layout (safetensors needs it; any model loads it)
+        def plain(m: nn.Module) -> dict:
+            return {k: v.contiguous() for k, v in m.state_dict().items()}
+
+        state = {"model": plain(self.eval_model()), "optimizer": self.optimizer.state_dict(),
+                 "config": self.cfg.model_dump(mode="json"), "epoch": epoch, "metrics": metrics, "history": history}
+        if self.ema is not None:  # "model" holds the average (what is evaluated and exported); resume needs both
+            state["trained_model"] = plain(unwrap(self.model))
+            state["ema_steps"] = int(self.ema.n_averaged)
+        return state
 
     def load_state(self, state: dict) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state.get("trained_model", state["model"]))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["model"])
+            self.ema.n_averaged.fill_(state.get("ema_steps", 1))
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def use_bf16(device: torch.device, amp: str) -> bool:
+    """Whether training autocasts to bf16: asked for, or ``auto`` on CUDA and on CPUs with native bf16.
+
+    Measured on this project's 2-core AVX512-BF16 CPU (32^3 LVAE step, batch 8): bf16 alone 1.3x the fp32
+    samples/s, with channels-last 1.7x. Without native bf16 (no AVX512-BF16 / AMX) autocast only adds casts.
+    """
+    if amp == "off":
+        return False
+    if device.type == "cuda" or amp == "bf16":
+        return True
+    return device.type == "cpu" and bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """3D conv weights in channels-last (NDHWC) layout, in place (other parameters keep theirs).
+
+    Measured (2-core CPU, 32^3, 8-channel full-resolution convs): oneDNN runs these 2-3x faster channels-last;
+    the whole LVAE step 1.3x in fp32.
+    """
+    for p in model.parameters():
+        if p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+    return model
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -167,7 +231,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device, deterministic: bool | None = None) -> None:
+    """Seed numpy and torch; ask for deterministic kernels if ``deterministic``, by default on CUDA only.
+
+    Not on CPU by default: there the same seed already gives bit-identical runs (measured: 5 LVAE steps, cl +
+    bf16, two runs equal to the last bit with and without it), while deterministic mode picks slower oneDNN
+    paths (-10 % samples/s).
+    """
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(device.type == "cuda" if deterministic is None else deterministic,
+                                       warn_only=True)

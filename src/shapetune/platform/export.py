@@ -44,21 +44,29 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in run_dir.rglob(CHECKPOINT_FILE))
 
 
-def best_checkpoint(run_dir: Path, metric: str, mode: str) -> Path | None:
-    """The checkpoint under ``run_dir`` whose recorded ``metric`` is best (latest epoch on ties)."""
+# The recommended model is chosen with the diagnosis in view: best validation Dice among the checkpoints that
+# classify at least this well. Measured: on an external ACDC-layout set the best-Dice model of a demo-scale sweep
+# classified 80 % of 40 patients, the 40-epoch shipped LVAE 100 % (issue 17).
+ACC_FLOOR = ("val_acc", 0.95)
+
+
+def best_checkpoint(run_dir: Path, metric: str, mode: str, floor: tuple[str, float] | None = None) -> Path | None:
+    """The checkpoint under ``run_dir`` whose recorded ``metric`` is best (latest epoch on ties); with ``floor``
+    ``(metric, value)`` only among checkpoints that recorded at least ``value`` for that metric."""
     sign = 1.0 if mode == "max" else -1.0
     scored = []
     for ck in _checkpoints(run_dir):
         m = load_state(ck)["metrics"]
-        if m.get(metric) is not None:
+        if m.get(metric) is not None and (floor is None or m.get(floor[0], float("-inf")) >= floor[1]):
             scored.append((sign * m[metric], -m["epoch"], ck))
     return max(scored)[2] if scored else None
 
 
 def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None = None,
-           trial_id: str | None = None) -> Choice:
-    """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first), a Pareto point,
-    or the best checkpoint of one named trial."""
+           trial_id: str | None = None, min_val_acc: float | None = ACC_FLOOR[1]) -> Choice:
+    """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first) among checkpoints
+    with validation accuracy >= ``min_val_acc`` where the task reports one (none reaching it: the best overall,
+    said in the reason); a Pareto point; or the best checkpoint of one named trial."""
     from shapetune.experiment.settings import frozen_space, load_settings, trial_run_dir
     from shapetune.experiment.table import TUNE_TRIAL_ATTR, load_summary, open_study_readonly
 
@@ -95,22 +103,35 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
     col = f"best_{metric}" if f"best_{metric}" in table else metric
     if col not in table:
         raise ExportError(f"{exp_dir}: no trial reported {metric!r}")
-    ranked = table.dropna(subset=[col]).sort_values(col, ascending=mode == "min")
-    for _, row in ranked.iterrows():
-        ck = best_checkpoint(trial_run_dir(exp_dir, row.trial_id, settings.workers_per_trial), metric, mode)
-        if ck is not None:
-            return Choice(row.trial_id, ck, f"best {metric} ({mode}) over {len(table)} trials")
+    reports_acc = ACC_FLOOR[0] in table and table[ACC_FLOOR[0]].notna().any()  # the cardiac task, not the fetal
+    floor = (ACC_FLOOR[0], min_val_acc) if min_val_acc is not None and reports_acc else None
+    runs = [trial_run_dir(exp_dir, t, settings.workers_per_trial) for t in table.dropna(subset=[col]).trial_id]
+    for fl in ([floor, None] if floor else [None]):
+        found = [(ck, load_state(ck)["metrics"]) for ck in (best_checkpoint(r, metric, mode, fl) for r in runs) if ck]
+        if found:
+            sign = 1.0 if mode == "max" else -1.0
+            ck, m = max(found, key=lambda f: (sign * f[1][metric], -f[1]["epoch"]))
+            tid = next(t for t, r in zip(table.dropna(subset=[col]).trial_id, runs) if ck.is_relative_to(r))
+            if fl:
+                why = f"best {metric} ({mode}) over {len(table)} trials among checkpoints with {fl[0]} >= {fl[1]:g}"
+            elif floor:
+                why = (f"best {metric} ({mode}) over {len(table)} trials; no checkpoint reached {floor[0]} >= "
+                       f"{floor[1]:g}: chosen without the floor")
+            else:
+                why = f"best {metric} ({mode}) over {len(table)} trials"
+            return Choice(tid, ck, why)
     raise ExportError(f"{exp_dir}: no trial has a checkpoint to export")
 
 
 def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = None,
-                 pareto_index: int | None = None, trial_id: str | None = None, force: bool = False) -> Path | str:
+                 pareto_index: int | None = None, trial_id: str | None = None, force: bool = False,
+                 min_val_acc: float | None = ACC_FLOOR[1]) -> Path | str:
     """Export the chosen trial of an experiment to ``out``, published in one rename.
 
     Args:
         exp_dir: the experiment folder or its URI (mirrored locally; nothing in it is unpickled or changed).
         out: a new or empty folder, or a previous export (replaced only with ``force``); or a URI.
-        objective, pareto_index, trial_id: how to choose the trial (see :func:`choose`).
+        objective, pareto_index, trial_id, min_val_acc: how to choose the trial (see :func:`choose`).
         force: replace a previous ShapeTune export at ``out``.
 
     Returns:
@@ -133,14 +154,15 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
                 else "something that is not a ShapeTune export; choose a new location"
             raise OutputError(out, f"already holds {what}")
         with tempfile.TemporaryDirectory() as staging:
-            local = export_model(exp_dir, Path(staging) / storage.name_of(out), objective, pareto_index, trial_id)
+            local = export_model(exp_dir, Path(staging) / storage.name_of(out), objective, pareto_index, trial_id,
+                                 min_val_acc=min_val_acc)
             storage.upload(local, out)
         return out
     exp_dir, out = local_experiment(exp_dir), Path(out).absolute()
     if not exp_dir.exists():
         raise ExportError(f"{exp_dir}: no such experiment")
     check_output(out, "export", force, legacy=_legacy_export)  # before any work
-    choice = choose(exp_dir, objective, pareto_index, trial_id)
+    choice = choose(exp_dir, objective, pareto_index, trial_id, min_val_acc)
     state = load_state(choice.checkpoint)
     cfg = TrainConfig.model_validate(state["config"])
     from shapetune.models.registry import model_task

@@ -33,8 +33,8 @@ def train_local(cfg: TrainConfig, data, out: str | Path | None = None, device: s
     improves and the latest only at the end (concurrent runs on one GPU would otherwise spend their budget
     writing checkpoints).
     """
-    seed_everything(cfg.seed)
     dev = torch.device(device)
+    seed_everything(cfg.seed, dev, cfg.deterministic)
     engine = Engine(cfg, build_model(cfg.model).to(dev), dev)
     history: list[dict] = []
     best_val, best_metrics = None, {}

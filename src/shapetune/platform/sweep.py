@@ -222,7 +222,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from shapetune.platform.ray_train import ensure_ray
+    from shapetune.platform.ray_train import default_cpus, ensure_ray
     from shapetune.platform.search import make_searcher, sqlite_url
     from shapetune.platform.tasks import task_of
 
@@ -240,6 +240,12 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     if settings.evaluate and task_of(base_config(space)).name == "fetal":
         raise ConfigError("--evaluate scores the cardiac test split; for a fetal-skull sweep run `shapetune evaluate "
                           f"{settings.name}` after it (cross-validation by view subset)")
+    ensure_ray()
+    if settings.cpus_per_worker is None:  # fixed now and kept in the settings, so a resume gets the same
+        cpus = default_cpus(settings.concurrency * settings.workers_per_trial)
+        settings = settings.model_copy(update={"cpus_per_worker": cpus})
+        console.print(f"each trial worker gets {cpus:g} CPUs (the cluster's CPUs / concurrency; set "
+                      f"--cpus-per-worker to choose)")
     exp.mkdir(parents=True, exist_ok=True)
     if not (exp / SPACE_FILE).exists():
         (exp / SPACE_FILE).write_text(Path(space.source).read_text())
@@ -249,7 +255,6 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
         for f in (SPACE_FILE, SETTINGS_FILE):
             storage.upload(exp / f, storage.join(home, f))
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save Tune's state often: a kill loses little
-    ensure_ray()
     objective = space.objectives[0]
     storage_url = settings.optuna_storage or sqlite_url(exp)
     trainable = _trainable(settings, space, data)

@@ -76,8 +76,8 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
     from shapetune.platform.checkpoints import CHECKPOINT_FILE, load_state, save_state
 
     torch.set_num_threads(max(1, int(round(settings.cpus_per_worker))))
-    seed_everything(cfg.seed)
     device = torch.device("cuda" if settings.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu")
+    seed_everything(cfg.seed, device, cfg.deterministic)
     engine = Engine(cfg, build_model(cfg.model).to(device), device)
     trial_id = tune.get_context().get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()

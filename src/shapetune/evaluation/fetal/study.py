@@ -88,7 +88,7 @@ def same_config(saved: dict, cfg: TrainConfig) -> bool:
 
 def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, folds: list[int],
                 runs: dict[tuple[str, int], Path] | None = None, workers: int = 1,
-                cpus_per_worker: float = 1.0) -> tuple[dict, list[str]]:
+                cpus_per_worker: float | None = None) -> tuple[dict, list[str]]:
     """Train every (model, fold) without a finished run under ``out/runs`` (or in ``runs``); returns the runs."""
     from shapetune.platform.ray_train import run_training
 
@@ -196,7 +196,7 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path, folds: list[int] | None = None,
               samples: int = 8, force: bool = False, workers: int = 1,
-              runs: dict[tuple[str, int], Path] | None = None, cpus_per_worker: float = 1.0) -> StudyResult:
+              runs: dict[tuple[str, int], Path] | None = None, cpus_per_worker: float | None = None) -> StudyResult:
     """Train what is missing, score what is new, write the table, per-case results and figures."""
     from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
     from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects

@@ -33,7 +33,7 @@ class CardiacTask:
         return len(data.train_x)
 
     def batch_loss(self, engine, data, sel: np.ndarray, epoch: int, batch: int, t: float):
-        x = torch.from_numpy(data.train_x[sel]).to(engine.device, torch.float32)
+        x = engine.tensor(data.train_x[sel])
         y = torch.from_numpy(data.train_y[sel]).to(engine.device)
         x = augment_batch(x, engine.cfg.augment, engine.gen)
         with engine.autocast():

@@ -117,15 +117,13 @@ class FetalTask:
     def predict(self, engine, planes: np.ndarray, present: tuple[int, int, int], target: np.ndarray,
                 batch_size: int = 8) -> np.ndarray:
         """Hard Dice ``[N]`` of the prior-mean prediction from the given view subset."""
-        from shapetune.platform.engine import unwrap
-
-        engine.model.eval()
+        model = engine.eval_model().eval()
         out = []
         for s in range(0, len(planes), batch_size):
             p = torch.from_numpy(np.asarray(planes[s:s + batch_size], dtype=np.float32)).to(engine.device)
             pres = torch.tensor([present] * len(p), dtype=torch.float32, device=engine.device)
             with engine.autocast():
-                logits = unwrap(engine.model).predict(p, pres)
+                logits = model.predict(p, pres)
             y = torch.from_numpy(np.asarray(target[s:s + batch_size], dtype=np.float32)).to(engine.device)
             out.append(dice((logits.float() > 0).float(), y).cpu())
         return torch.cat(out).numpy() if out else np.zeros(0)
