@@ -10,8 +10,8 @@
 # and carry `.wheels`. Locally (`.venv` present) it runs with the project's own environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  PY=.venv/bin/python
+if [ -z "${PY:-}" ] && [ -x .venv/bin/python ]; then
+  PY=.venv/bin/python   # this project's environment (not carried to the GPU machine: too large)
 else
   PY=${PY:-python3}
   if [ -d .wheels ]; then

@@ -361,9 +361,10 @@ def evaluate_cmd(
 def _print_eval(res) -> None:
     """The evaluation summary in five columns, to read in an 80-column terminal (every metric is in report.md)."""
     s = res.summary
-    t = Table(title="evaluation: mean over subjects, accuracy with 95 % CI", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for c, just in (("model", "left"), ("split", "left"), ("Dice ED/ES", "right"), ("HD mm ED/ES", "right"),
-                    ("accuracy [95 % CI]", "right")):
+    t = Table(title="evaluation: means over subjects, HD in mm, accuracy (95 % CI)", box=box.SIMPLE_HEAD,
+              padding=(0, 1), pad_edge=False)
+    for c, just in (("model", "left"), ("split", "left"), ("Dice ED/ES", "right"), ("HD ED/ES", "right"),
+                    ("accuracy", "right")):
         t.add_column(c, justify=just, overflow="fold")
     for (model, split), g in s.groupby(["model", "split"], sort=False):
         def val(metric, phase="", fmt=".3f"):
@@ -371,7 +372,7 @@ def _print_eval(res) -> None:
             return "-" if r.empty or r["mean"].isna().all() else format(r["mean"].iloc[0], fmt)
         acc = g[g.metric == "accuracy"].iloc[0]
         t.add_row(model, split, f"{val('dice', 'ED')}/{val('dice', 'ES')}",
-                  f"{val('hd', 'ED', '.1f')}/{val('hd', 'ES', '.1f')}", f"{acc['mean']:.3f} [{acc.lo:.2f}, {acc.hi:.2f}]")
+                  f"{val('hd', 'ED', '.1f')}/{val('hd', 'ES', '.1f')}", f"{acc['mean']:.3f} ({acc.lo:.2f}-{acc.hi:.2f})")
     console.print(t)
     console.print(f"evaluated {res.evaluated} candidate x split pair(s), {res.cached} from cache; "
                   f"report (RVD, HD95, paired tests): {res.out_dir / 'report.md'}")
