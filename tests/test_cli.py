@@ -85,3 +85,35 @@ def test_dashboard_refuses_paths_without_experiments(tmp_path):
     (tmp_path / "empty").mkdir()
     res = runner.invoke(app, ["dashboard", str(tmp_path / "empty")])
     assert res.exit_code == 2 and "not an experiment" in res.output
+
+
+def test_evaluation_table_reads_in_80_columns(monkeypatch):
+    """The table `shapetune evaluate` (and so `make demo`) ends with: no line wider than 80 columns, and every
+    row's Dice, HD and accuracy whole on one line (the nine-column table wrapped into fragments)."""
+    import types
+
+    import pandas as pd
+    from rich.console import Console
+
+    import shapetune.cli as cli
+
+    rows = []
+    for model in ("demo:best(1b5b3d96)", "vae", "clinical_indices+LR", "PCA(50)+LR"):
+        for split in ("imperial_test", "acdc_test"):
+            for metric, ph, mean in (("dice", "ED", 0.8701), ("dice", "ES", 0.9043), ("hd", "ED", 6.44),
+                                     ("hd", "ES", 5.81), ("rvd", "ED", 0.01)):
+                rows.append({"model": model, "split": split, "metric": metric, "phase": ph,
+                             "mean": float("nan") if model.startswith("clinical") else mean, "lo": 0, "hi": 1})
+            rows.append({"model": model, "split": split, "metric": "accuracy", "phase": "", "mean": 0.995,
+                         "lo": 0.985, "hi": 1.0})
+    res = types.SimpleNamespace(summary=pd.DataFrame(rows), evaluated=8, cached=0, out_dir=cli.Path("/tmp/e"))
+    con = Console(width=80, record=True, force_terminal=False)
+    monkeypatch.setattr(cli, "console", con)
+    cli._print_eval(res)
+    text = con.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    body = [line for line in text.splitlines() if "imperial_test" in line or "acdc_test" in line]
+    assert len(body) == 8
+    for line in body:
+        assert "0.995 (0.98-1.00)" in line and ("0.870/0.904" in line or "-/-" in line)
+        assert "6.4/5.8" in line or "-/-" in line
