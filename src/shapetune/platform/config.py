@@ -42,7 +42,7 @@ class OptimConfig(_Strict):
     schedule: Literal["constant", "cosine", "onecycle"] = Field(
         "constant", description="Learning-rate schedule, set every step: constant; cosine from lr down to "
                                 "lr x min_lr_ratio; onecycle (Smith 2018) up from lr/25 to lr over warmup_epochs "
-                                "(30 % of the run if 0), then cosine down to lr/1e4.")
+                                "(30 % of the run if 0), then cosine down to lr/25e4 (torch's OneCycleLR).")
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Cosine: the last epoch's lr as a fraction of lr.")
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up of the lr from 0 over this many epochs "
                                                         "(constant and cosine; onecycle's own warm-up).")

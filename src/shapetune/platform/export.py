@@ -105,21 +105,18 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
         raise ExportError(f"{exp_dir}: no trial reported {metric!r}")
     reports_acc = ACC_FLOOR[0] in table and table[ACC_FLOOR[0]].notna().any()  # the cardiac task, not the fetal
     floor = (ACC_FLOOR[0], min_val_acc) if min_val_acc is not None and reports_acc else None
-    runs = [trial_run_dir(exp_dir, t, settings.workers_per_trial) for t in table.dropna(subset=[col]).trial_id]
-    for fl in ([floor, None] if floor else [None]):
-        found = [(ck, load_state(ck)["metrics"]) for ck in (best_checkpoint(r, metric, mode, fl) for r in runs) if ck]
-        if found:
-            sign = 1.0 if mode == "max" else -1.0
-            ck, m = max(found, key=lambda f: (sign * f[1][metric], -f[1]["epoch"]))
-            tid = next(t for t, r in zip(table.dropna(subset=[col]).trial_id, runs) if ck.is_relative_to(r))
-            if fl:
-                why = f"best {metric} ({mode}) over {len(table)} trials among checkpoints with {fl[0]} >= {fl[1]:g}"
-            elif floor:
-                why = (f"best {metric} ({mode}) over {len(table)} trials; no checkpoint reached {floor[0]} >= "
-                       f"{floor[1]:g}: chosen without the floor")
-            else:
-                why = f"best {metric} ({mode}) over {len(table)} trials"
-            return Choice(tid, ck, why)
+    sign = 1.0 if mode == "max" else -1.0
+    scored = [(tid, ck, m) for tid in table.dropna(subset=[col]).trial_id
+              for ck in _checkpoints(trial_run_dir(exp_dir, tid, settings.workers_per_trial))
+              for m in [load_state(ck)["metrics"]] if m.get(metric) is not None]  # each checkpoint read once
+    above = [r for r in scored if floor and r[2].get(floor[0], float("-inf")) >= floor[1]]
+    pick = max(above or scored, key=lambda r: (sign * r[2][metric], -r[2]["epoch"]), default=None)
+    if pick is not None:
+        why = f"best {metric} ({mode}) over {len(table)} trials"
+        if floor:
+            why += (f" among checkpoints with {floor[0]} >= {floor[1]:g}" if above else
+                    f"; no checkpoint reached {floor[0]} >= {floor[1]:g}: chosen without the floor")
+        return Choice(pick[0], pick[1], why)
     raise ExportError(f"{exp_dir}: no trial has a checkpoint to export")
 
 
