@@ -220,10 +220,9 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
     """Run (or resume) a sweep to ``settings.trials`` trials; returns and writes the trial summary."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
     from shapetune.platform.ray_train import default_cpus, ensure_ray
-    from shapetune.platform.search import make_searcher, sqlite_url
+    from shapetune.platform.search import ShapeTuneLimiter, make_searcher, sqlite_url
     from shapetune.platform.tasks import task_of
 
     exp, home = settings.exp_dir, settings.exp_location
@@ -276,8 +275,9 @@ def run_sweep(settings: SweepSettings, resume: bool = False) -> pd.DataFrame:
                                       reduction_factor=space.scheduler.reduction_factor)
         else:
             scheduler = FIFOScheduler()
-        searcher = ConcurrencyLimiter(make_searcher(space, settings.name, storage_url, settings.sampler, settings.seed),
-                                      max_concurrent=settings.concurrency)
+        searcher = ShapeTuneLimiter(make_searcher(space, settings.name, storage_url, settings.sampler, settings.seed,
+                                                  settings.trials),
+                                    max_concurrent=settings.concurrency)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=settings.trials,
