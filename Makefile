@@ -38,6 +38,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(ST) data synth --cohort imperial --out $(DEMO_DIR)/raw/imperial --grid $(DEMO_GRID) --spacing $(DEMO_SPACING) --seed $(DEMO_SEED)
 	$(ST) data synth --cohort acdc --out $(DEMO_DIR)/raw/acdc --seed $(DEMO_SEED)
+	@# A second, harder external set: another seed, 10 mm slices, up to 15 degrees of tilt, half of HCM borderline.
+	$(ST) data synth --cohort acdc --out $(DEMO_DIR)/raw/acdc_hard --seed $$(($(DEMO_SEED) + 1)) --slice-mm 10 \
+	  --max-tilt-deg 15 --borderline-fraction 0.5
 	$(ST) data prepare $(DEMO_DIR)/raw/imperial --format imperial --out $(DEMO_DIR)/prepared/imperial --grid $(DEMO_GRID) --spacing $(DEMO_SPACING)
 	$(ST) data prepare $(DEMO_DIR)/raw/acdc --format acdc --out $(DEMO_DIR)/prepared/acdc --grid $(DEMO_GRID) --spacing $(DEMO_SPACING)
 	$(ST) data show $(DEMO_DIR)/prepared/imperial
@@ -54,10 +57,11 @@ demo: $(STAMP)
 	@# A plain VAE with the same latent budget and epochs, for the evaluation table.
 	[ -f $(DEMO_DIR)/runs/vae/summary.json ] || $(ST) train --config vae --data $(DEMO_DIR)/prepared/imperial \
 	  --out $(DEMO_DIR)/runs/vae optim.epochs=$(DEMO_EPOCHS)
-	$(ST) evaluate demo --storage-path $(DEMO_EXP) --acdc $(DEMO_DIR)/raw/acdc --extra vae=$(DEMO_DIR)/runs/vae
+	$(ST) evaluate demo --storage-path $(DEMO_EXP) --acdc $(DEMO_DIR)/raw/acdc --acdc-hard $(DEMO_DIR)/raw/acdc_hard \
+	  --extra vae=$(DEMO_DIR)/runs/vae
 	@echo
 	@echo "Demo outputs:"
-	@echo "  raw cohorts            $(DEMO_DIR)/raw/{imperial,acdc}"
+	@echo "  raw cohorts            $(DEMO_DIR)/raw/{imperial,acdc,acdc_hard}"
 	@echo "  prepared datasets      $(DEMO_DIR)/prepared/{imperial,acdc} (figures/ inside)"
 	@echo "  sweep                  $(DEMO_EXP)/demo (trials.parquet, optuna.db, trials/<id>/checkpoint_best)"
 	@echo "  exported best model    $(DEMO_DIR)/model (MODEL_CARD.md, model.safetensors, checksums.sha256)"

@@ -57,6 +57,10 @@ def data_synth(
     spacing: Annotated[float, typer.Option(help="Imperial: template spacing in mm.")] = 2.0,
     borderline_fraction: Annotated[float, typer.Option(help="Fraction of HCM cases that are borderline (13-16 mm).")] = 0.15,
     n_per_group: Annotated[int, typer.Option(help="ACDC: patients per group (NOR, HCM).")] = 20,
+    slice_mm: Annotated[float | None, typer.Option(help="ACDC: one slice thickness in mm for every patient "
+                                                        "(default: drawn from 5, 6.5, 8, 10).")] = None,
+    max_tilt_deg: Annotated[float, typer.Option(help="ACDC: largest tilt of the short-axis stack off the long "
+                                                     "axis, degrees.")] = 8.0,
     subjects: Annotated[int, typer.Option(help="Fetal: cohort size (72 in the reference study; 3 folds x 14 test).")] = 72,
     workers: Annotated[int, typer.Option(help="Parallel processes (0 = all cores).")] = 0,
 ) -> None:
@@ -74,7 +78,8 @@ def data_synth(
         elif cohort is Cohort.imperial:
             gt = synth_imperial(out, cfg, workers=workers or None)
         else:
-            gt = synth_acdc(out, cfg, n_per_group=n_per_group, workers=workers or None)
+            gt = synth_acdc(out, cfg, n_per_group=n_per_group, workers=workers or None, slice_mm=slice_mm,
+                            max_tilt_deg=max_tilt_deg)
     except ValueError as exc:
         _fail(exc)
     dt = time.perf_counter() - t0
@@ -333,9 +338,13 @@ def predict_cmd(
 def evaluate_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (under --storage-path) or its folder.")],
     storage_path: Annotated[str, typer.Option(help="Where experiments live (a folder or a URI).")] = "experiments",
-    splits: Annotated[str, typer.Option(help="Comma-separated: imperial_test, acdc_test.")] = "imperial_test,acdc_test",
+    splits: Annotated[str, typer.Option(help="Comma-separated: imperial_test, acdc_test, acdc_hard (added when "
+                                             "--acdc-hard is given).")] = "imperial_test,acdc_test",
     trials: Annotated[str, typer.Option(help="best, all, or trial ids separated by commas ('' for none).")] = "best",
     acdc: Annotated[str | None, typer.Option(help="ACDC-layout folder or URI (prepared on the fly, cached) or a prepared ACDC dataset.")] = None,
+    acdc_hard: Annotated[str | None, typer.Option(help="A second, harder ACDC-layout set (split acdc_hard), e.g. "
+                                                       "`data synth --cohort acdc --seed 1 --slice-mm 10 "
+                                                       "--max-tilt-deg 15 --borderline-fraction 0.5`.")] = None,
     extra: Annotated[list[str] | None, typer.Option(help="More checkpoints to compare, NAME=RUN_OR_CHECKPOINT_DIR (repeatable).")] = None,
     baselines: Annotated[str, typer.Option(help="Comma-separated baselines: clinical, pca ('' for none).")] = "clinical,pca",
     force: Annotated[bool, typer.Option(help="Re-evaluate what is already cached.")] = False,
@@ -348,7 +357,8 @@ def evaluate_cmd(
 
     try:
         res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
-                       tuple(b.strip() for b in baselines.split(",") if b.strip()), force, use_ray=ray)
+                       tuple(b.strip() for b in baselines.split(",") if b.strip()), force, use_ray=ray,
+                       acdc_hard=acdc_hard)
     except (ShapeTuneError, StorageError) as exc:
         _fail(exc)
     if hasattr(res, "table"):  # a fetal-skull sweep: the study table by view subset

@@ -62,3 +62,29 @@ def test_full_imperial_cohort_counts(tmp_path):
                                                                      "midventricular"]).all()
     # Borderline fraction knob: about 15 % of HCM cases.
     assert 0.08 < m.borderline[m.label == 1].mean() < 0.22
+
+
+@pytest.mark.parametrize("max_tilt", [0.0, 8.0, 15.0])
+def test_acdc_pose_tilts_the_long_axis_at_most_as_asked(max_tilt):
+    from shapetune.data.cohorts import _acdc_pose
+
+    rng = np.random.default_rng(0)
+    tilts = []
+    for _ in range(200):
+        rot = _acdc_pose(rng, max_tilt)
+        assert np.allclose(rot @ rot.T, np.eye(3), atol=1e-9)
+        # The template's long axis (e0) goes to -z (basal slice first), off by the tilt.
+        tilts.append(np.degrees(np.arccos(np.clip(-(rot @ np.array([1.0, 0.0, 0.0]))[2], -1, 1))))
+    assert max(tilts) <= max_tilt + 1e-4  # arccos near 1 loses digits
+    assert max(tilts) >= 0.9 * max_tilt  # the range is used, not only its start
+
+
+@pytest.mark.parametrize("args,problem", [(["--max-tilt-deg", "60"], "--max-tilt-deg"),
+                                          (["--slice-mm", "0"], "--slice-mm")])
+def test_acdc_synth_refuses_impossible_geometry(tmp_path, args, problem):
+    from typer.testing import CliRunner
+
+    from shapetune.cli import app
+
+    res = CliRunner().invoke(app, ["data", "synth", "--cohort", "acdc", "--out", str(tmp_path / "a"), *args])
+    assert res.exit_code == 2 and problem in res.output and not (tmp_path / "a").exists(), res.output

@@ -57,12 +57,28 @@ def test_rerun_changes_nothing_and_a_broken_checkpoint_is_reported(evaluated, fi
 
 
 def test_bad_requests_are_clear(finished_sweep):
-    with pytest.raises(EvaluationError, match="needs --acdc"):
+    with pytest.raises(EvaluationError, match="needs --acdc "):
         evaluate(finished_sweep, splits=("acdc_test",))
+    with pytest.raises(EvaluationError, match="acdc_hard needs --acdc-hard"):
+        evaluate(finished_sweep, splits=("acdc_hard",))
     with pytest.raises(EvaluationError, match="unknown split"):
         evaluate(finished_sweep, splits=("mars",))
     with pytest.raises(EvaluationError, match="no trial"):
         evaluate(finished_sweep, splits=("imperial_test",), trials="nope")
+
+
+def test_a_second_external_split_is_scored_and_reported(evaluated, finished_sweep, acdc_raw):
+    """``acdc_hard`` is a split of its own: scored, cached apart from ``acdc_test``, in the report's accuracy."""
+    res = evaluate(finished_sweep, splits=("imperial_test",), trials="all", acdc_hard=acdc_raw, n_boot=300,
+                   use_ray=False)
+    ps = res.per_subject
+    assert set(ps.split) == {"imperial_test", "acdc_hard"} and res.cached == 4  # the test split came from cache
+    same = evaluated.per_subject[evaluated.per_subject.split == "acdc_test"].drop(columns="split")
+    hard = ps[ps.split == "acdc_hard"].drop(columns="split")
+    cols = ["model", "subject", "prob_hcm", "dice_ed", "dice_es"]
+    pd.testing.assert_frame_equal(hard[cols].sort_values(cols[:2]).reset_index(drop=True),
+                                  same[cols].sort_values(cols[:2]).reset_index(drop=True))  # same data, same scores
+    assert "acc ACDC hard" in (finished_sweep / "evaluation" / "report.md").read_text()
 
 
 def test_extra_candidates_resolve_run_folders(finished_sweep, tmp_path):

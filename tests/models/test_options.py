@@ -21,6 +21,9 @@ OPTIONS = [
     ("residual", ["model.residual=true"], lambda m: any(type(x).__name__ == "Residual" for x in m.modules())),
     ("light_ends", ["model.light_ends=true"],
      lambda m: m.encoder.net[0].stride == (2, 2, 2) and isinstance(m.decoder.net[-1], torch.nn.ConvTranspose3d)),
+    ("linear_path", ["model.linear_path=true"],
+     lambda m: m.linear is not None and m.linear.dec.weight.abs().sum() > 0),  # the basis left zero init
+    ("linear_pca", ["model.linear_path=true", "model.linear_init=pca"], lambda m: m.linear is not None),
     ("kl_alpha", ["loss.kl_alpha=[1.0,0.5,0.1]"], None),
     ("ema", ["optim.ema=0.9"], None),
     ("onecycle", ["optim.schedule=onecycle"], None),

@@ -21,7 +21,7 @@ from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSett
 from shapetune.experiment.table import open_study_readonly, read_trial_table
 
 EVAL_DIR = "evaluation"
-SPLIT_LABELS = {"imperial_test": "Imperial test", "acdc_test": "ACDC"}
+SPLIT_LABELS = {"imperial_test": "Imperial test", "acdc_test": "ACDC", "acdc_hard": "ACDC (hard)"}
 
 
 class DashboardError(ShapeTuneError):
@@ -189,7 +189,7 @@ def test_metrics(exp: Experiment, ev: Evaluation | None) -> pd.DataFrame:
     info = candidate_info(exp, ev).dropna(subset=["trial_id"])
     s = ev.summary.merge(info[["model", "trial_id"]], on="model")
     keep = s[((s.metric == "dice") & s.phase.isin(["ED", "ES"])) | (s.metric == "accuracy")].copy()
-    short = {"imperial_test": "test", "acdc_test": "acdc"}
+    short = {"imperial_test": "test", "acdc_test": "acdc", "acdc_hard": "hard"}
     keep["col"] = keep.split.map(short).fillna(keep.split) + "_" + keep.metric.str.replace("accuracy", "acc") \
         + keep.phase.str.lower().radd("_").where(keep.phase != "", "")
     return keep.pivot_table(index="trial_id", columns="col", values="mean", aggfunc="first").reset_index()

@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 CLASS_NAMES = {0: "healthy", 1: "HCM"}
 CLASS_COLOURS = {"healthy": "#1f77b4", "HCM": "#d62728"}
-SPLIT_SYMBOLS = {"imperial_test": "circle", "acdc_test": "diamond"}
+SPLIT_SYMBOLS = {"imperial_test": "circle", "acdc_test": "diamond", "acdc_hard": "square"}
 PLANES = ("short axis", "long axis 1", "long axis 2")  # axis 0 runs apex -> base
 
 

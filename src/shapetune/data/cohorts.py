@@ -152,22 +152,26 @@ def _existing(out: Path, cohort: str, cfg: SynthConfig, extra: dict, gt_name: st
 
 
 # ---------------------------------------------------------------- ACDC-style
-def _acdc_pose(rng: np.random.Generator) -> np.ndarray:
-    """Template -> scanner rotation: long axis along -z (first slice basal), random in-plane angle, small tilt."""
+DEFAULT_TILT_DEG = 8.0
+
+
+def _acdc_pose(rng: np.random.Generator, max_tilt_deg: float = DEFAULT_TILT_DEG) -> np.ndarray:
+    """Template -> scanner rotation: long axis along -z (first slice basal), random in-plane angle, a tilt of
+    the stack off the long axis up to ``max_tilt_deg``."""
     align = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # columns: images of e0, e1, e2
     spin = Rotation.from_rotvec([0.0, 0.0, rng.uniform(0, 2 * np.pi)]).as_matrix()
     tilt_axis = np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a), 0.0])
-    tilt = Rotation.from_rotvec(tilt_axis * np.radians(rng.uniform(0, 8))).as_matrix()
+    tilt = Rotation.from_rotvec(tilt_axis * np.radians(rng.uniform(0, max_tilt_deg))).as_matrix()
     return tilt @ spin @ align
 
 
 def _acdc_one(args: tuple) -> dict:
-    pid, group, cfg, out, slice_mm = args
+    pid, group, cfg, out, slice_mm, max_tilt_deg = args
     label = HCM if group == "HCM" else HEALTHY
     seed = _subject_seed(cfg.seed, "acdc", pid)
     subj = sample_subject(f"patient{pid:03d}", label, seed, cfg.borderline_fraction)
     rng = np.random.default_rng(seed + 7)
-    rot = _acdc_pose(rng)
+    rot = _acdc_pose(rng, max_tilt_deg)
     inplane = rng.uniform(1.37, 1.68)
     thick = slice_mm if slice_mm else float(rng.choice([5.0, 6.5, 8.0, 10.0]))
     nx, ny = int(rng.integers(200, 257)), int(rng.integers(180, 233))
@@ -219,22 +223,32 @@ def _cine_intensity(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def synth_acdc(out: str | Path, cfg: SynthConfig = SynthConfig(), n_per_group: int = 20,
-               workers: int | None = None, slice_mm: float | None = None, quiet: bool = False) -> pd.DataFrame:
-    """Generate the ACDC-layout test cohort (``n_per_group`` NOR and HCM patients); returns ground truth."""
+               workers: int | None = None, slice_mm: float | None = None, quiet: bool = False,
+               max_tilt_deg: float = DEFAULT_TILT_DEG) -> pd.DataFrame:
+    """Generate the ACDC-layout test cohort (``n_per_group`` NOR and HCM patients); returns ground truth.
+
+    ``slice_mm`` fixes every patient's slice thickness (else drawn from 5, 6.5, 8, 10 mm) and ``max_tilt_deg``
+    bounds the stack's tilt off the long axis: with another seed and a larger ``cfg.borderline_fraction`` they
+    make a harder external split (``make demo``'s ``acdc_hard``: seed 1, 10 mm, 15 degrees, half of HCM
+    borderline)."""
     cfg.check()
     if not 1 <= n_per_group <= MAX_PER_GROUP:
         raise DataError("--n-per-group", f"must be within 1..{MAX_PER_GROUP} (ACDC numbering: HCM patients from "
                                          f"{ACDC_FIRST_ID['HCM']:03d}, NOR from {ACDC_FIRST_ID['NOR']:03d}), "
                                          f"got {n_per_group}")
     if slice_mm is not None and not (np.isfinite(slice_mm) and slice_mm > 0):
-        raise DataError("slice_mm", f"must be a positive thickness in mm, got {slice_mm}")
+        raise DataError("--slice-mm", f"must be a positive thickness in mm, got {slice_mm}")
+    if not (np.isfinite(max_tilt_deg) and 0 <= max_tilt_deg <= 45):
+        raise DataError("--max-tilt-deg", f"must be within 0..45 degrees, got {max_tilt_deg}")
     out = Path(out)
     extra = {"n_per_group": n_per_group, "slice_mm": slice_mm}
+    if max_tilt_deg != DEFAULT_TILT_DEG:  # recorded when set, so cohorts written before the option stay valid
+        extra["max_tilt_deg"] = max_tilt_deg
     out, notes = open_out(out, "cohort")
     if (done := _existing(out, "acdc", cfg, extra, "shapetune_ground_truth.parquet")) is not None:
         return done
     with publishing(out, "cohort", notes, "cohort") as pub:
-        jobs = [(ACDC_FIRST_ID[g] + i, g, cfg, str(pub.staging), slice_mm) for g in ("HCM", "NOR")
+        jobs = [(ACDC_FIRST_ID[g] + i, g, cfg, str(pub.staging), slice_mm, max_tilt_deg) for g in ("HCM", "NOR")
                 for i in range(n_per_group)]
         recs = [None] * len(jobs)
         for i, rec in pmap(_acdc_one, jobs, workers, "synth acdc", quiet):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +10,7 @@ import numpy as np
 from nibabel.openers import ImageOpener
 
 from shapetune.data.errors import DataError
+from shapetune.io import atomic_path
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -90,12 +89,6 @@ def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm", "sec")
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix, prefix=".tmp-")
-    os.close(fd)
-    try:
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"  # nibabel picks gzip by the name
+    with atomic_path(path, suffix) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

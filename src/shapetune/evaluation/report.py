@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from shapetune.evaluation.stats import mcnemar, wilcoxon_paired
+from shapetune.io import atomic_write_text
 
 REPORT = "report.md"
 
@@ -30,13 +29,15 @@ def seed_table(summary: pd.DataFrame, models: list[str]) -> str:
     """Rows = models; DC/HD/RVD at ED and ES on the Imperial-style test split; accuracy on both splits."""
     splits = set(summary.split)
     head = ["model", "DC ED", "DC ES", "HD ED (mm)", "HD ES (mm)", "RVD ED", "RVD ES", "acc Imperial test [95 % CI]",
-            "acc ACDC [95 % CI]"]
+            "acc ACDC [95 % CI]"] + (["acc ACDC hard [95 % CI]"] if "acdc_hard" in splits else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in models:
         s = "imperial_test"
         cells = [m] + [_cell(summary, m, s, met, ph) for met in ("dice", "hd", "rvd") for ph in ("ED", "ES")]
         cells.append(_cell(summary, m, s, "accuracy", ci=True) if s in splits else "–")
         cells.append(_cell(summary, m, "acdc_test", "accuracy", ci=True) if "acdc_test" in splits else "–")
+        if "acdc_hard" in splits:
+            cells.append(_cell(summary, m, "acdc_hard", "accuracy", ci=True))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -148,8 +149,5 @@ def write_report(result, models: list[str], extra_figures: list[str] = ()) -> Pa
     if result.errors:
         parts += ["## Not evaluated", ""] + [f"- {e['candidate']}: {e['problem']}" for e in result.errors] + [""]
     parts += ["## Figures", ""] + [f"![{f}](figures/{f})" for f in figs] + [""]
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".tmp-", suffix=".md")
-    os.close(fd)
-    Path(tmp).write_text("\n".join(parts))
-    os.replace(tmp, out / REPORT)
+    atomic_write_text(out / REPORT, "\n".join(parts))
     return out / REPORT

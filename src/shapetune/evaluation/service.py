@@ -11,8 +11,6 @@ checkpoint, say) is reported in ``errors.json`` and the others still evaluate.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +19,14 @@ import pandas as pd
 from rich.console import Console
 
 from shapetune.errors import ShapeTuneError
+from shapetune.io import atomic_path, atomic_write_text
 from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, split_fingerprint
 from shapetune.platform.checkpoints import CHECKPOINT_FILE
 
 console = Console()
-SPLITS = ("imperial_test", "acdc_test")
+SPLITS = ("imperial_test", "acdc_test", "acdc_hard")
+# The external splits, each read from the ACDC-layout folder its option names (evaluate(acdc=..., acdc_hard=...)).
+EXTERNAL = {"acdc_test": "acdc", "acdc_hard": "acdc_hard"}
 
 
 class EvaluationError(ShapeTuneError):
@@ -108,10 +109,8 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path, ".parquet") as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def _score_task(checkpoint: str, name: str, split: EvalSplit, device: str):
@@ -120,10 +119,15 @@ def _score_task(checkpoint: str, name: str, split: EvalSplit, device: str):
     return score_checkpoint(checkpoint, name, split, device=device)
 
 
-def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str = "best", acdc: str | Path | None = None,
-             extra: list[str] | tuple = (), baselines: tuple[str, ...] = ("clinical", "pca"), force: bool = False,
-             use_ray: bool = True, n_boot: int = 2000) -> EvalResult:
-    """Evaluate and write ``EXP/evaluation/{per_subject,summary,latents}.parquet`` and the report."""
+def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: str = "best",
+             acdc: str | Path | None = None, extra: list[str] | tuple = (),
+             baselines: tuple[str, ...] = ("clinical", "pca"), force: bool = False, use_ray: bool = True,
+             n_boot: int = 2000, acdc_hard: str | Path | None = None) -> EvalResult:
+    """Evaluate and write ``EXP/evaluation/{per_subject,summary,latents}.parquet`` and the report.
+
+    Splits: ``imperial_test`` (the sweep's own test split), ``acdc_test`` (the ACDC-layout folder ``acdc``) and
+    ``acdc_hard`` (a second, harder external set in ``acdc_hard``); ``acdc_hard`` is added to the splits
+    whenever ``acdc_hard`` is given."""
     from shapetune.evaluation.aggregate import latent_projections, summarize
     from shapetune.evaluation.baselines import BASELINES
     from shapetune.evaluation.report import write_report
@@ -131,11 +135,14 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
     from shapetune.experiment.settings import data_dir, load_settings, local_experiment
 
     if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
-        res = evaluate(local_experiment(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot)
+        res = evaluate(local_experiment(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot,
+                       acdc_hard)
         storage.upload(res.out_dir, storage.join(exp_dir, "evaluation"))
         return res
-    if acdc is not None and storage.is_uri(acdc):
-        acdc = storage.local_copy(acdc)
+    external = {"acdc": acdc, "acdc_hard": acdc_hard}
+    external = {k: storage.local_copy(v) if v is not None and storage.is_uri(v) else v for k, v in external.items()}
+    if acdc_hard is not None and "acdc_hard" not in splits:
+        splits = (*splits, "acdc_hard")
     exp_dir = Path(exp_dir).resolve()
     settings = load_settings(exp_dir.parent, exp_dir.name)
     settings = settings.model_copy(update={"data": str(data_dir(settings))})
@@ -162,9 +169,11 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS, trials: str 
         if s == "imperial_test":
             sources[s] = {"data": str(Path(settings.data).resolve()), "split": "test"}
         else:
-            if acdc is None:
-                raise EvaluationError("acdc_test needs --acdc DIR (a raw ACDC-layout folder or a prepared one)")
-            sources[s] = {"data": str(acdc_prepared(acdc, grid, cache).resolve()), "split": None}
+            option = EXTERNAL[s]
+            if external[option] is None:
+                flag = "--" + option.replace("_", "-")
+                raise EvaluationError(f"{s} needs {flag} DIR (a raw ACDC-layout folder or a prepared one)")
+            sources[s] = {"data": str(acdc_prepared(external[option], grid, cache, option).resolve()), "split": None}
         loaded[s] = load_split(sources[s]["data"], sources[s]["split"], s, grid)
     for name in baselines:
         if name not in BASELINES:
@@ -255,9 +264,7 @@ def write_manifest(out: Path, cands: list[Candidate], sources: dict[str, dict], 
     """``manifest.json``: each evaluated candidate's checkpoint (or baseline) and each split's data folder."""
     rows = [{"name": c.name, "checkpoint": str(c.checkpoint) if c.checkpoint else None, "baseline": c.baseline,
              "trial_id": c.trial_id, "key": c.key} for c in cands if c.name in evaluated]
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"candidates": rows, "splits": sources}, indent=2))
-    os.replace(tmp, out / MANIFEST)
+    atomic_write_text(out / MANIFEST, json.dumps({"candidates": rows, "splits": sources}, indent=2))
 
 
 def cache_paths(cache: Path, key: str, fingerprint: str) -> tuple[Path, Path]:

@@ -59,8 +59,9 @@ def load_train(path: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     return s.masks, s.labels, s.clinical
 
 
-def acdc_prepared(acdc: str | Path, grid: TemplateGrid, cache: Path) -> Path:
-    """A prepared ACDC dataset on ``grid``: ``acdc`` itself if already prepared there, else prepared (cached)."""
+def acdc_prepared(acdc: str | Path, grid: TemplateGrid, cache: Path, name: str = "acdc") -> Path:
+    """A prepared ACDC dataset on ``grid``: ``acdc`` itself if already prepared there, else prepared (cached
+    under ``name``, one folder per external split)."""
     acdc = Path(acdc)
     if (acdc / "dataset.json").exists():
         ds = PreparedDataset(acdc)
@@ -70,6 +71,6 @@ def acdc_prepared(acdc: str | Path, grid: TemplateGrid, cache: Path) -> Path:
                                                f"{grid.shape}/{grid.spacing} mm; pass the raw ACDC folder instead")
     from shapetune.data.prepare import prepare
 
-    out = cache / f"acdc_{grid.shape[0]}_{grid.spacing:g}mm"
+    out = cache / f"{name}_{grid.shape[0]}_{grid.spacing:g}mm"
     prepare(acdc, "acdc", out, grid, quiet=True)  # idempotent: unchanged inputs are not prepared again
     return out

@@ -34,6 +34,11 @@ class ModelConfig(BaseModel):
                                                 "strided (transposed) convolution: several times cheaper at 64^3.")
     residual: bool = Field(False, description="Each stage's second convolution adds its input back (a residual "
                                               "block): same compute, deeper gradient path.")
+    linear_path: bool = Field(False, description="vae, lvae, ae: a linear shape basis beside the conv path (masks -> "
+                                                 "bottom latent mean, latents -> voxel logits, added).")
+    linear_init: Literal["zero", "pca"] = Field("zero", description="How the linear path starts: zero (it grows "
+                                                                     "from the data) or the training masks' "
+                                                                     "principal components.")
     latent_dims: list[int] = Field(default_factory=lambda: [32, 16, 2])
     depth: int | None = Field(None, description="LVAE hierarchy depth; must equal len(latent_dims) if given.")
     ladder_hidden: int = Field(256, ge=8, description="Width of the LVAE's deterministic ladder MLPs.")
@@ -75,6 +80,10 @@ class ModelConfig(BaseModel):
         if self.size_frame and self.name not in CONDITIONAL_MODELS:
             raise ValueError(f"size_frame is for the conditional models ({', '.join(CONDITIONAL_MODELS)}), "
                              f"not '{self.name}'")
+        if self.linear_path and self.name not in ("vae", "lvae", "ae"):
+            raise ValueError(f"linear_path is for vae, lvae and ae, not '{self.name}'")
+        if self.linear_init == "pca" and not self.linear_path:
+            raise ValueError("linear_init: pca needs linear_path: true")
         if self.name in ("vae", "ae", "cvae", "tlnet") and n != 1:
             raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, got {self.latent_dims}")
         return self

@@ -46,6 +46,15 @@ def soft_dice_per_channel(logits: torch.Tensor, target: torch.Tensor, eps: float
     return (2 * inter + eps) / (p.sum(dims) + target.sum(dims) + eps)
 
 
+def hard_dice(pred: torch.Tensor, target: torch.Tensor, start_dim: int = 2) -> torch.Tensor:
+    """Dice of binary tensors over every dimension from ``start_dim`` on (``[B, C]`` for the default, ``[B]``
+    with ``start_dim=1``); 1 when both are empty."""
+    dims = tuple(range(start_dim, pred.ndim))
+    inter = (pred * target).sum(dims)
+    denom = pred.sum(dims) + target.sum(dims)
+    return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+
+
 def kl_warmup(epoch: float, warmup_epochs: float) -> float:
     return 1.0 if warmup_epochs <= 0 else min(1.0, (epoch + 1) / warmup_epochs)
 

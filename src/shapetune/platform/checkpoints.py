@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
 from shapetune.errors import ShapeTuneError
+from shapetune.io import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -23,10 +22,8 @@ def save_state(directory: str | Path, state: dict) -> Path:
     """Write atomically (temporary file, then rename)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)
+    with atomic_path(directory / CHECKPOINT_FILE, ".pt") as tmp:
+        torch.save(state, tmp)
     return directory / CHECKPOINT_FILE
 
 

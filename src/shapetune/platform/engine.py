@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
 from shapetune.data.template import MYOCARDIUM
-from shapetune.models.losses import LossWeights
+from shapetune.models.losses import LossWeights, hard_dice
 from shapetune.platform.config import TrainConfig
 from shapetune.platform.tasks import task_of
 
@@ -58,10 +58,7 @@ def load_training_data(path: str, grid: int) -> TrainData:
 
 def dice_per_channel(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Hard Dice ``[B, C]`` of binary tensors (1 when both are empty)."""
-    dims = tuple(range(2, pred.ndim))
-    inter = (pred * target).sum(dims)
-    denom = pred.sum(dims) + target.sum(dims)
-    return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+    return hard_dice(pred, target, 2)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -115,6 +112,10 @@ class Engine:
         return self.ema.module if self.ema is not None else unwrap(self.model)
 
     def train_epoch(self, data, epoch: int) -> dict[str, float]:
+        if epoch == 0 and self.cfg.model.linear_init == "pca":
+            # Every rank holds the whole training set and computes the same basis (DDP has already broadcast
+            # the other weights); a resumed run starts past epoch 0 with its checkpoint's basis.
+            unwrap(self.model).start_from_pca(data.train_x)
         self.model.train()
         bs = self.cfg.optim.batch_size
         idx = self._shard(self.task.n_train(data), epoch)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import posixpath
 import tempfile
+import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -85,7 +86,7 @@ def write_text(location: str | os.PathLike, text: str) -> None:
     """Write a small file (a temporary name, then a move where the filesystem supports it)."""
     fs, path = resolve(location)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # unique: two writers (threads too) never share it
     with fs.open_output_stream(tmp) as f:
         f.write(text.encode())
     fs.move(tmp, path)

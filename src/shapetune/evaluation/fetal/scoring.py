@@ -18,6 +18,7 @@ from scipy.ndimage import binary_dilation
 from sklearn.metrics import roc_auc_score
 
 from shapetune.evaluation.surface import batch_metrics
+from shapetune.io import atomic_path
 from shapetune.platform.tasks.fetal import VIEW_SUBSETS
 
 
@@ -92,9 +93,8 @@ def save_maps(path: Path, maps: dict[str, dict], subjects: list[str]) -> None:
     """Predictions (bit-packed) and variance maps (uint8, variance x 1020, 0.25 -> 255) of one fold."""
     arrays = {f"{k}_{subset}": v for subset, d in maps.items() for k, v in d.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, subjects=np.array(subjects), **arrays)
-    tmp.replace(path)
+    with atomic_path(path, ".npz") as tmp:  # a unique name: two scorers of one fold never share it
+        np.savez_compressed(tmp, subjects=np.array(subjects), **arrays)
 
 
 def load_maps(path: Path, subset: str) -> tuple[list[str], np.ndarray, np.ndarray]:

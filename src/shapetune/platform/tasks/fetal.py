@@ -11,7 +11,7 @@ import torch
 from shapetune.data.errors import DataError
 from shapetune.data.fetal.planes import VIEWS
 from shapetune.models.config import ModelConfig
-from shapetune.models.losses import conditional_loss
+from shapetune.models.losses import conditional_loss, hard_dice
 from shapetune.platform.config import TrainConfig
 
 # The reference study's view subsets: 3 views, axial + sagittal, axial alone.
@@ -64,9 +64,8 @@ def load_fetal(path: str, grid: int, fold: int) -> FetalData:
 
 
 def dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    dims = tuple(range(1, pred.ndim))
-    inter, denom = (pred * target).sum(dims), pred.sum(dims) + target.sum(dims)
-    return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))
+    """Hard Dice per skull, ``[B]``."""
+    return hard_dice(pred, target, 1)
 
 
 class FetalTask:
