@@ -121,9 +121,7 @@ def test_a_node_killed_mid_sweep_is_retried_elsewhere(cluster, bucket, tmp_path)
                     continue
                 node_id = state["metrics"].get("node_id")
                 victim = next((w for w in workers if w.node_id == node_id), None)
-                # Early (epoch 0 or 1 of 6): killed at epoch 3, a trial once finished its last epochs on the node
-                # before the kill took hold (CI), and then had nothing to retry.
-                if victim is not None and state["epoch"] < 2:
+                if victim is not None and state["epoch"] < 4:
                     c.remove_node(victim, allow_graceful=False)
                     killed.update(node_id=node_id, trial=f.split("/")[-3], epoch=state["epoch"])
                     return
