@@ -149,3 +149,21 @@ class LinearPath(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.dec(z).view(z.shape[0], *self.shape)
+
+
+@torch.no_grad()
+def start_from_pca(model: nn.Module, head: nn.Linear, masks: np.ndarray) -> None:
+    """``model.linear_init: pca`` for a model with a ``linear`` path, a bottom-latent ``head`` (mean, then
+    log-variance) and a ``decoder``: the basis starts at the training masks' principal components, the bottom
+    latent's mean as their coefficients alone, its posterior's log-variance ``PCA_LOGVAR`` (unit-variance noise on
+    unit-variance coefficients scrambled the basis within the first epoch: val Dice 0.75 after it, PCA's 0.89),
+    and the conv decoder's output at zero, so the model starts as PCA exactly; the conv path grows from there."""
+    model.linear.init_pca(masks)
+    d = head.out_features // 2
+    head.weight[:d] = 0.0
+    head.bias[:d] = 0.0
+    if model.variational:
+        head.bias[d:] = PCA_LOGVAR
+    last = model.decoder.net[-1]
+    last.weight.zero_()
+    last.bias.zero_()

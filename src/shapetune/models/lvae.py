@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shapetune.models.backbone import PCA_LOGVAR, LinearPath, decoder_for, encoder_for
+from shapetune.models.backbone import LinearPath, decoder_for, encoder_for, start_from_pca
 from shapetune.models.classifier import LatentClassifier
 from shapetune.models.config import ModelConfig
 from shapetune.models.gaussian import precision_weighted_merge, reparameterize
@@ -66,20 +66,9 @@ class LadderVAE(nn.Module):
         mu, logvar = self.down[i](z_above).chunk(2, dim=-1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    @torch.no_grad()
     def start_from_pca(self, masks) -> None:
-        """``model.linear_init: pca``: the linear path starts at the training masks' principal components, the
-        bottom latent's mean as their coefficients, and its posterior's variance small (log-variance ``PCA_LOGVAR``): unit-variance noise on unit-variance
-        PCA coefficients scrambled the basis within the first epoch (val Dice 0.75 after it, PCA's 0.89)."""
-        self.linear.init_pca(masks)
-        d = self.up_heads[0].out_features // 2
-        self.up_heads[0].weight[:d] = 0.0  # the mean starts as the PCA coefficients alone; the conv part grows from there
-        self.up_heads[0].bias[:d] = 0.0
-        if self.variational:
-            self.up_heads[0].bias[d:] = PCA_LOGVAR
-        last = self.decoder.net[-1]  # the conv path's output starts at zero: the model starts as PCA exactly
-        last.weight.zero_()
-        last.bias.zero_()
+        """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
+        start_from_pca(self, self.up_heads[0], masks)
 
     def encode(self, x: torch.Tensor, n_levels: int | None = None, sample: bool | None = None) -> list[Level]:
         """Levels bottom -> top. With ``n_levels = k`` only the top k use the posterior; the rest the prior mean."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shapetune.models.backbone import PCA_LOGVAR, LinearPath, decoder_for, encoder_for
+from shapetune.models.backbone import LinearPath, decoder_for, encoder_for, start_from_pca
 from shapetune.models.classifier import LatentClassifier
 from shapetune.models.config import ModelConfig
 from shapetune.models.gaussian import reparameterize
@@ -30,20 +30,9 @@ class VAE(nn.Module):
         self.classifier = LatentClassifier(d, cfg.classifier_hidden)
         self.linear = LinearPath(cfg.in_channels, cfg.grid, d) if cfg.linear_path else None
 
-    @torch.no_grad()
     def start_from_pca(self, masks) -> None:
-        """``model.linear_init: pca``: the linear path starts at the training masks' principal components, the
-        bottom latent's mean as their coefficients, and its posterior's variance small (log-variance ``PCA_LOGVAR``): unit-variance noise on unit-variance
-        PCA coefficients scrambled the basis within the first epoch (val Dice 0.75 after it, PCA's 0.89)."""
-        self.linear.init_pca(masks)
-        d = self.head.out_features // 2
-        self.head.weight[:d] = 0.0  # the mean starts as the PCA coefficients alone; the conv part grows from there
-        self.head.bias[:d] = 0.0
-        if self.variational:
-            self.head.bias[d:] = PCA_LOGVAR
-        last = self.decoder.net[-1]  # the conv path's output starts at zero: the model starts as PCA exactly
-        last.weight.zero_()
-        last.bias.zero_()
+        """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
+        start_from_pca(self, self.head, masks)
 
     def encode(self, x: torch.Tensor) -> list[Level]:
         mu, logvar = self.head(self.encoder(x)).chunk(2, dim=-1)
