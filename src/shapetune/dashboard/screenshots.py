@@ -68,7 +68,9 @@ def running_dashboard(paths: list[str], timeout_s: float = 60):
 
 # True once what the page shows is drawn. Streamlit loads an element's code lazily and shows a skeleton meanwhile
 # (widgets, metrics, charts), after the script has ended; a plotly chart is hidden until Streamlit has measured its
-# width, and plotly draws it after that. Elements out of sight (an inactive tab) are not waited for.
+# width, and plotly draws it after that. A data frame draws on a canvas and mirrors its cells in an accessible
+# <table role=grid> only once its width is measured: the browser test once read no cells on a page whose charts had
+# been drawn (fresh-clone CI at 413f78e). Elements out of sight (an inactive tab) are not waited for.
 DRAWN = """() => {
   const main = document.querySelector('[data-testid=stMain]');
   if (!main) return false;
@@ -79,6 +81,7 @@ DRAWN = """() => {
     return !!(gd && gd._fullLayout && gd.querySelector('.main-svg') && getComputedStyle(gd).visibility === 'visible');
   };
   return [...main.querySelectorAll('[data-testid=stPlotlyChart]')].filter(shown).every(plotted)
+    && [...main.querySelectorAll('[data-testid=stDataFrame]')].filter(shown).every(d => d.querySelector('[role=grid]'))
     && [...main.querySelectorAll('img')].filter(shown).every(img => img.complete);
 }"""
 
