@@ -4,7 +4,7 @@
 #   - a throw-away key ~/.ssh/shapetune_local, authorised for this user only from 127.0.0.1;
 #   - ~/shapetune-venv -> this checkout's .venv, and that venv's bin/ first on PATH in SSH sessions (Ray's
 #     launcher runs `ray start` / `ray stop` through `bash --login -i`, which reads ~/.bashrc).
-# Idempotent. Run by tests/platform/test_ray_up.py (through `make test`); safe to run by hand.
+# Idempotent. Run by tests/tuning/test_ray_up.py (through `make test`); safe to run by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

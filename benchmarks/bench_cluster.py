@@ -27,8 +27,8 @@ from bench_sweep import gaps
 from shapetune.data.cohorts import SynthConfig, synth_imperial
 from shapetune.data.prepare import prepare
 from shapetune.data.template import TemplateGrid
-from shapetune.platform import storage
-from shapetune.platform.sweep import SweepSettings, run_sweep
+from shapetune import storage
+from shapetune.tuning.sweep import SweepSettings, run_sweep
 
 SPACE = """\
 base: lvae

@@ -20,7 +20,7 @@ from _results import RESULTS, publish
 from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
 from shapetune.data.fetal.prepare import prepare_fetal
 from shapetune.evaluation.fetal.study import SIZE_ERRORS, SUBSET_LABELS, run_study
-from shapetune.platform.config import load_config
+from shapetune.config import load_config
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
 

@@ -131,8 +131,8 @@ def autoencoder(study: Path) -> None:
     from shapetune.data.dataset import PreparedDataset
     from shapetune.evaluation.service import checkpoint_dir
     from shapetune.models.size_frame import rms_log
-    from shapetune.platform.checkpoints import load_model
-    from shapetune.platform.tasks.fetal import fold_rows
+    from shapetune.training.checkpoints import load_model
+    from shapetune.training.tasks.fetal import fold_rows
 
     ds = PreparedDataset(json.loads((study / "study.json").read_text())["data"])
     rows = []

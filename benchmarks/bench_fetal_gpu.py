@@ -32,7 +32,7 @@ VARIANTS = {"base": [], "wide": ["model.width=16", "model.light_ends=false"]}
 
 
 def _config(model: str, variant: str, fold: int, overrides: list[str]):
-    from shapetune.platform.config import load_config
+    from shapetune.config import load_config
 
     return load_config(CONFIGS / f"{model}.yaml", [*VARIANTS[variant], *overrides, f"data.fold={fold}"])
 
@@ -41,8 +41,8 @@ def _train(job: dict) -> dict:
     """One run in its own process (spawned: CUDA cannot be forked)."""
     import torch
 
-    from shapetune.platform.local import train_local
-    from shapetune.platform.tasks import load_task_data
+    from shapetune.training.local import train_local
+    from shapetune.training.tasks import load_task_data
 
     torch.set_num_threads(1)  # the GPU does the work; 16 runs must not fight over the CPU cores
     cfg = _config(job["model"], job["variant"], job["fold"], job["overrides"])
@@ -71,9 +71,9 @@ def smoke(models: list[str], variants: list[str], data: str, device: str, overri
     from shapetune.evaluation.fetal.scoring import score_fold
     from shapetune.evaluation.fetal.study import _fold_data
     from shapetune.models.registry import build_model
-    from shapetune.platform.checkpoints import save_state
-    from shapetune.platform.engine import Engine
-    from shapetune.platform.tasks import load_task_data
+    from shapetune.experiment.checkpoints import save_state
+    from shapetune.training.engine import Engine
+    from shapetune.training.tasks import load_task_data
 
     planes, truth, subjects, spacing = _fold_data(data, 0)
     for m in models:

@@ -25,10 +25,10 @@ from _results import RESULTS, publish
 from shapetune.evaluation.baselines import PCABaseline
 from shapetune.evaluation.splits import EvalSplit, load_split
 from shapetune.evaluation.stats import mean_ci, wilcoxon_paired
-from shapetune.platform.checkpoints import load_model
-from shapetune.platform.config import load_config
-from shapetune.platform.engine import Engine, dice_per_channel, load_training_data
-from shapetune.platform.local import train_local
+from shapetune.training.checkpoints import load_model
+from shapetune.config import load_config
+from shapetune.training.engine import Engine, dice_per_channel, load_training_data
+from shapetune.training.local import train_local
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
 

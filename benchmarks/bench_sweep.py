@@ -23,7 +23,7 @@ import numpy as np
 
 from _results import RESULTS, publish
 
-from shapetune.platform.sweep import SweepSettings, run_sweep
+from shapetune.tuning.sweep import SweepSettings, run_sweep
 
 
 

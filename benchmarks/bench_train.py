@@ -32,10 +32,10 @@ from rich.table import Table
 from shapetune.data.cohorts import SynthConfig, synth_imperial
 from shapetune.data.prepare import prepare
 from shapetune.data.template import TemplateGrid
-from shapetune.platform.config import load_config
-from shapetune.platform.engine import load_training_data
-from shapetune.platform.local import train_local
-from shapetune.platform.ray_train import run_training
+from shapetune.config import load_config
+from shapetune.training.engine import load_training_data
+from shapetune.training.local import train_local
+from shapetune.training.ray_train import run_training
 
 RESULTS = Path(__file__).parent / "results"
 LATENTS = {"vae": "[50]", "lvae": "[32,16,2]"}
@@ -78,7 +78,7 @@ def main() -> None:
     import ray
 
     gpu = args.device == "cuda"
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as shapetune.platform.ray_train.ensure_ray does
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as shapetune.training.ray_train.ensure_ray does
     use_ray = any(m.startswith("ray") for m in args.modes.split(","))
     if use_ray:
         ray.init(num_cpus=args.threads, num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False,

@@ -34,9 +34,9 @@ from shapetune.evaluation.scoring import score_checkpoint
 from shapetune.evaluation.splits import load_split
 from shapetune.models.losses import shape_loss
 from shapetune.models.registry import build_model
-from shapetune.platform.config import load_config
-from shapetune.platform.engine import Engine, load_training_data
-from shapetune.platform.local import train_local
+from shapetune.config import load_config
+from shapetune.training.engine import Engine, load_training_data
+from shapetune.training.local import train_local
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
 # The quality run's configuration: the shipped lvae at 64^3 (its other settings as shipped).

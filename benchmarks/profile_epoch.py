@@ -23,10 +23,10 @@ from _results import RESULTS, publish
 
 from shapetune.models.losses import shape_loss
 from shapetune.models.registry import build_model
-from shapetune.platform.augment import augment_batch
-from shapetune.platform.checkpoints import save_state
-from shapetune.platform.config import load_config
-from shapetune.platform.engine import Engine, seed_everything
+from shapetune.training.augment import augment_batch
+from shapetune.experiment.checkpoints import save_state
+from shapetune.config import load_config
+from shapetune.training.engine import Engine, seed_everything
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
 OLD = ["amp=off", "channels_last=false", "deterministic=true", "model.width=8", "model.light_ends=false",

@@ -83,7 +83,7 @@ FETAL_TINY = ["model.width=4", "model.ladder_hidden=32", "optim.batch_size=4", "
 
 def fetal_config(name: str, epochs: int = 2, *extra: str):
     """A shipped fetal config shrunk for tests (32^3 grid, width 4)."""
-    from shapetune.platform.config import load_config
+    from shapetune.config import load_config
 
     path = Path(__file__).parents[1] / "src" / "shapetune" / "configs" / f"{name}.yaml"
     return load_config(path, ["model.grid=32", f"optim.epochs={epochs}", *FETAL_TINY, *extra])
@@ -143,7 +143,7 @@ def write_space(path: Path, epochs: int = 2, extra: str = "") -> Path:
 @pytest.fixture(scope="session")
 def finished_sweep(tiny_prepared, ray_local, tmp_path_factory) -> Path:
     """A finished 2-trial sweep at 16^3 (its experiment folder)."""
-    from shapetune.platform.sweep import SweepSettings, run_sweep
+    from shapetune.tuning.sweep import SweepSettings, run_sweep
 
     root = tmp_path_factory.mktemp("sweep")
     space = write_space(root / "tiny.yaml", epochs=2)

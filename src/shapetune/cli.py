@@ -176,9 +176,9 @@ def train(
 ) -> None:
     """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]
     (fetal models: data.fold=K picks the cross-validation fold)."""
-    from shapetune.platform import storage
-    from shapetune.platform.config import load_config
-    from shapetune.platform.ray_train import run_training
+    from shapetune import storage
+    from shapetune.config import load_config
+    from shapetune.training.ray_train import run_training
 
     try:
         cfg = load_config(_config_path(config), list(ctx.args))
@@ -188,7 +188,7 @@ def train(
                                cpus_per_worker=cpus_per_worker)
     except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)
-    from shapetune.platform.tasks import task_of
+    from shapetune.training.tasks import task_of
 
     m = outcome.best_metrics
     keys = task_of(cfg).val_keys
@@ -242,14 +242,15 @@ def tune_cmd(
     --resume unpickles Tune's saved state (as Python's pickle documentation warns, only for data you trust):
     resume sweeps from storage that only you and people you trust can write. Reading an experiment (export,
     evaluate, dashboard) never unpickles anything."""
-    from shapetune.platform import storage
-    from shapetune.platform.config import ConfigError
-    from shapetune.platform.sweep import SweepSettings, load_settings, run_sweep
+    from shapetune import storage
+    from shapetune.config import ConfigError
+    from shapetune.evaluation.on_complete import on_complete_callbacks
+    from shapetune.tuning.sweep import SweepSettings, load_settings, run_sweep
 
     try:
         if resume:
             settings = load_settings(storage_path, resume)
-            run_sweep(settings, resume=True)
+            run_sweep(settings, resume=True, callbacks=on_complete_callbacks(settings))
             return
         if not (space and data and name):
             raise ConfigError("--space, --data and --name are required (or --resume NAME)")
@@ -262,14 +263,14 @@ def tune_cmd(
             grace_period=grace_period,
             overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s,
             evaluate=evaluate)
-        run_sweep(settings)
+        run_sweep(settings, callbacks=on_complete_callbacks(settings))
     except (ShapeTuneError, ValueError, storage.StorageError) as exc:  # ValueError: the settings' own checks
         _fail(exc)
 
 
 def _experiment(experiment: str, storage_path: str) -> str:
     """An experiment given by its folder or URI, or by its name under ``--storage-path``."""
-    from shapetune.platform import storage
+    from shapetune import storage
 
     if storage.is_uri(experiment) or Path(experiment).is_dir():
         return experiment
@@ -289,9 +290,9 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help="Replace a previous ShapeTune export at --out (nothing else is ever replaced).")] = False,
 ) -> None:
     """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template, metrics, model card, checksums."""
-    from shapetune.platform.export import export_model
+    from shapetune.serving.export import export_model
 
-    from shapetune.platform import storage
+    from shapetune import storage
 
     try:
         path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial, force=force,
@@ -313,8 +314,8 @@ def predict_cmd(
     force: Annotated[bool, typer.Option(help="Replace a previous `shapetune predict` output at --out.")] = False,
 ) -> None:
     """Run an exported model without Ray: HCM probability, latent coordinates per level, reconstructions in the subject's space."""
-    from shapetune.platform import storage
-    from shapetune.platform.predict import predict
+    from shapetune import storage
+    from shapetune.serving.predict import predict
 
     try:
         df = predict(export_dir, input, out, es, split, force=force)
@@ -353,7 +354,7 @@ def evaluate_cmd(
     """Evaluate trials and baselines: DC/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a report."""
     from shapetune.evaluation.service import evaluate
 
-    from shapetune.platform.storage import StorageError
+    from shapetune.storage import StorageError
 
     try:
         res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
@@ -404,8 +405,8 @@ def study_cmd(
     """Fetal-skull study: train each model on each fold (Ray Train), then DC/HD/RVD by view subset (3, 2, 1
     views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted overrides for every model."""
     from shapetune.evaluation.fetal.study import run_study
-    from shapetune.platform import storage
-    from shapetune.platform.config import load_config
+    from shapetune import storage
+    from shapetune.config import load_config
 
     try:
         configs = {}

@@ -38,7 +38,7 @@ params:
 def dash_storage(tiny_prepared, acdc_raw, ray_local, tmp_path_factory) -> Path:
     """A storage folder holding the experiments ``lv2d`` (evaluated), ``pareto``, ``broken`` and ``starting``."""
     from shapetune.evaluation.service import evaluate
-    from shapetune.platform.sweep import SweepSettings, run_sweep
+    from shapetune.tuning.sweep import SweepSettings, run_sweep
 
     root = tmp_path_factory.mktemp("dash")
     storage = root / "experiments"

@@ -140,7 +140,7 @@ def test_shapes_page_reconstruction_prefixes_means_and_walk(lv2d_app):
 
 
 def test_export_page_exports_the_selected_trial_and_shows_the_card(lv2d_app, dash_storage, tmp_path):
-    from shapetune.platform.export import verify_export
+    from shapetune.serving.export import verify_export
 
     at = _page(lv2d_app.run(), "export")
     trial = at.selectbox[1].options[-1].split(" · ")[0]  # the worst: the page exports what is chosen, not the best

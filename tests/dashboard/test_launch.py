@@ -17,7 +17,7 @@ import pytest
 
 from shapetune.dashboard.launch import stop
 from shapetune.dashboard.screenshots import free_port
-from shapetune.platform.sweep import SweepSettings
+from shapetune.tuning.sweep import SweepSettings
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
 

@@ -14,7 +14,7 @@ from shapetune.cli import app
 from shapetune.data.errors import DataError
 from shapetune.evaluation.fetal.scoring import load_maps, score_fold
 from shapetune.evaluation.fetal.study import StudyError, _checkpoint, _fold_data, run_study, table_markdown
-from shapetune.platform.tasks import load_task_data
+from shapetune.training.tasks import load_task_data
 from tests.conftest import FETAL_TINY, fetal_config
 
 
@@ -113,7 +113,7 @@ def test_cli_study_and_bad_requests(study, fetal_prepared, tiny_prepared, tmp_pa
     r = runner.invoke(app, ["study", "--data", str(fetal_prepared), "--out", str(tmp_path / "s"), "--folds", "5"])
     assert r.exit_code == 2 and "no fold(s) [5]" in " ".join(r.output.split())
     with pytest.raises(StudyError, match="not a fetal-skull model"):
-        from shapetune.platform.config import load_config
+        from shapetune.config import load_config
 
         run_study({"lvae": load_config(None, ["model.grid=32"])}, fetal_prepared, tmp_path / "s2")
 
@@ -121,7 +121,7 @@ def test_cli_study_and_bad_requests(study, fetal_prepared, tiny_prepared, tmp_pa
 def test_model_and_dataset_must_match(fetal_prepared, tiny_prepared):
     with pytest.raises(DataError, match="fetal model but this is a cardiac dataset"):
         load_task_data(tiny_prepared, fetal_config("hcvae"))
-    from shapetune.platform.config import load_config
+    from shapetune.config import load_config
 
     with pytest.raises(DataError, match="cardiac model but this is a fetal dataset"):
         load_task_data(fetal_prepared, load_config(None, ["model.grid=32"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shapetune.models import build_model
+from shapetune.models.registry import build_model
 from shapetune.models.hcvae import view_levels
 from shapetune.models.losses import LossWeights, conditional_loss
 

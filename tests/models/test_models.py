@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from shapetune.models import MODELS, ModelConfig, build_model
+from shapetune.models import ModelConfig
+from shapetune.models.registry import MODELS, build_model
 from shapetune.models.gaussian import kl_normal, precision_weighted_merge
 from shapetune.models.losses import LossWeights, shape_loss
-from shapetune.platform.config import ConfigError, load_config
+from shapetune.config import ConfigError, load_config
 
 
 def _x(b=3, g=16):

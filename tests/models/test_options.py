@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from shapetune.models.registry import build_model
-from shapetune.platform.checkpoints import load_model, load_state
-from shapetune.platform.config import ConfigError, load_config
-from shapetune.platform.engine import Engine, load_training_data
-from shapetune.platform.local import train_local
+from shapetune.training.checkpoints import load_model
+from shapetune.experiment.checkpoints import load_state
+from shapetune.config import ConfigError, load_config
+from shapetune.training.engine import Engine, load_training_data
+from shapetune.training.local import train_local
 
 TINY = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
         "optim.batch_size=4", "optim.lr=0.003", "optim.epochs=2"]

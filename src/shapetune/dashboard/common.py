@@ -149,7 +149,7 @@ def study_figures(path: str, stamp: tuple) -> dict:
 
 @st.cache_resource(show_spinner="loading the model ...", max_entries=8)
 def model(checkpoint: str, mtime: int):
-    from shapetune.platform.checkpoints import load_model
+    from shapetune.training.checkpoints import load_model
 
     return load_model(checkpoint)[0]
 

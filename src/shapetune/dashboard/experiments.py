@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from shapetune.errors import ShapeTuneError
-from shapetune.platform import storage
+from shapetune import storage
 from shapetune.experiment.records import read_record, record_path, records_mtime
 from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSettings
 from shapetune.experiment.table import open_study_readonly, read_trial_table
@@ -210,7 +210,7 @@ def learning_curve(exp: Experiment, trial_id: str | None, checkpoint: str | None
             if "epochs_done" in df:
                 return df.assign(epoch=df.epochs_done)
     if checkpoint:
-        from shapetune.platform.checkpoints import load_state
+        from shapetune.experiment.checkpoints import load_state
 
         ck = Path(checkpoint)
         latest = ck.parent / "checkpoint_latest"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shapetune.dashboard.common import ENV_VAR
 from shapetune.dashboard.experiments import DashboardError, discover, sync
-from shapetune.platform import storage
+from shapetune import storage
 
 APP = Path(__file__).with_name("app.py")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -39,7 +39,7 @@ def score_checkpoint(checkpoint: str | Path, model_name: str, split: EvalSplit, 
     """Reconstruct and classify every subject of ``split`` with a training checkpoint."""
     import torch
 
-    from shapetune.platform.checkpoints import load_model
+    from shapetune.training.checkpoints import load_model
 
     model, cfg, _ = load_model(checkpoint, map_location=device)
     if (cfg.model.grid,) * 3 != split.masks.shape[2:]:

@@ -21,7 +21,7 @@ from rich.console import Console
 from shapetune.errors import ShapeTuneError
 from shapetune.io import atomic_path, atomic_write_text
 from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, split_fingerprint
-from shapetune.platform.checkpoints import CHECKPOINT_FILE
+from shapetune.experiment.checkpoints import CHECKPOINT_FILE, best_checkpoint
 
 console = Console()
 SPLITS = ("imperial_test", "acdc_test", "acdc_hard")
@@ -76,7 +76,7 @@ def checkpoint_dir(path: Path) -> Path:
 
 def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = ()) -> list[Candidate]:
     """The checkpoints to evaluate: the sweep's best, all trials, or listed trial ids, plus ``NAME=DIR`` extras."""
-    from shapetune.platform.export import best_checkpoint, choose
+    from shapetune.serving.export import choose
     from shapetune.experiment.settings import frozen_space, load_settings, trial_run_dir
     from shapetune.experiment.table import load_summary
 
@@ -102,7 +102,7 @@ def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = (
         name, _, path = item.partition("=")
         if not path:
             raise EvaluationError(f"extra candidate {item!r} must look like NAME=CHECKPOINT_OR_RUN_DIR")
-        from shapetune.platform import storage
+        from shapetune import storage
 
         out.append(Candidate(name, checkpoint_dir(storage.local_copy(path))))  # a run in a bucket: its mirror
     return out
@@ -131,7 +131,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     from shapetune.evaluation.aggregate import latent_projections, summarize
     from shapetune.evaluation.baselines import BASELINES
     from shapetune.evaluation.report import write_report
-    from shapetune.platform import storage
+    from shapetune import storage
     from shapetune.experiment.settings import data_dir, load_settings, local_experiment
 
     if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
@@ -146,7 +146,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     exp_dir = Path(exp_dir).resolve()
     settings = load_settings(exp_dir.parent, exp_dir.name)
     settings = settings.model_copy(update={"data": str(data_dir(settings))})
-    from shapetune.platform.tasks import dataset_task
+    from shapetune.training.tasks import dataset_task
 
     if dataset_task(settings.data) == "fetal":  # cross-validation by view subset, not the cardiac splits
         from shapetune.evaluation.fetal.study import evaluate_sweep
@@ -241,7 +241,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
 def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig_dir: Path) -> list[str]:
     """Latent walk and class-mean shapes of the first checkpoint candidate (on its first split)."""
     from shapetune.evaluation.navigation import latent_levels, navigation_figure
-    from shapetune.platform.checkpoints import load_model
+    from shapetune.training.checkpoints import load_model
 
     first = next((c for c in cands if c.checkpoint is not None and c.name in set(latents.model)), None)
     if first is None:
@@ -297,7 +297,7 @@ def _run_checkpoints(jobs, use_ray: bool, errors: list[dict]) -> dict:
     if use_ray:
         import ray
 
-        from shapetune.platform.ray_train import ensure_ray
+        from shapetune.training.ray_train import ensure_ray
 
         ensure_ray()
         gpu = ray.cluster_resources().get("GPU", 0) > 0

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shapetune.platform import storage
-from shapetune.platform.config import ConfigError, parse_overrides
+from shapetune import storage
+from shapetune.config import ConfigError, parse_overrides
 from shapetune.search_spaces import load_space, parse_space
 from shapetune.search_spaces.sampling import base_config
 from shapetune.search_spaces.spec import SearchSpace, check_space, config_field_exists, unknown_field

@@ -15,7 +15,7 @@ import pandas as pd
 from shapetune.experiment.records import RECORDS_DIR, read_records, records_mtime
 from shapetune.experiment.settings import (SUMMARY_FILE, SweepSettings, frozen_space, max_epochs, read_settings,
                                            trial_location)
-from shapetune.platform.config import ConfigError
+from shapetune.config import ConfigError
 from shapetune.search_spaces.spec import HIERARCHY_TOP
 
 TUNE_TRIAL_ATTR = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune id

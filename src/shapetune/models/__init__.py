@@ -1,6 +1,9 @@
-"""Models: the registry of shape models (VAE, Ladder VAE, AE) with the latent diagnosis head."""
+"""Models: shape models (VAE, Ladder VAE, AE) and the fetal study's conditional models.
+
+``shapetune.models.config`` is light (pydantic only) so that what reads an experiment's records never loads torch;
+the classes and ``build_model`` are in ``shapetune.models.registry``.
+"""
 
 from shapetune.models.config import ModelConfig
-from shapetune.models.registry import MODELS, build_model
 
-__all__ = ["MODELS", "ModelConfig", "build_model"]
+__all__ = ["ModelConfig"]

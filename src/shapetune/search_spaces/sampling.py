@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shapetune.platform.config import ConfigError, TrainConfig, load_config, memory_problem, set_dotted
+from shapetune.config import ConfigError, TrainConfig, load_config, memory_problem, set_dotted
 from shapetune.search_spaces.spec import HIERARCHY_DEPTH, HIERARCHY_TOP, Param, SearchSpace
 
 

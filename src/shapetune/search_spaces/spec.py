@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shapetune.errors import ShapeTuneError
-from shapetune.platform.config import (ConfigError, FieldProblem, TrainConfig, by_relevance, explain, line_of,
+from shapetune.config import (ConfigError, FieldProblem, TrainConfig, by_relevance, explain, line_of,
                                        load_config, memory_problem, set_dotted, unreported, yaml_lines)
 
 HIERARCHY_DEPTH = "hierarchy.depth"
@@ -412,7 +412,7 @@ def _variants(space: SearchSpace) -> list[dict[str, Any]]:
 
 def _check_objectives(space: SearchSpace, fixed: dict, lines: dict, source: str) -> None:
     """Every objective must be a metric that every kind of trial reports (the task's declared metrics)."""
-    from shapetune.platform.tasks import ENGINE_METRICS, reported_metrics
+    from shapetune.training.tasks import ENGINE_METRICS, reported_metrics
 
     have: frozenset[str] | None = None
     anyway = min(ENGINE_METRICS)  # a metric every run reports: trials checkpoint on the objective, not the base's

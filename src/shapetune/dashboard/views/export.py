@@ -6,7 +6,7 @@ import streamlit as st
 
 from shapetune.dashboard import common
 from shapetune.dashboard import experiments as ex
-from shapetune.platform.export import CARD, ExportError, export_model, verify_export
+from shapetune.serving.export import CARD, ExportError, export_model, verify_export
 
 
 def _card(path: Path) -> None:

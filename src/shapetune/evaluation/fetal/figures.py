@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shapetune.platform.tasks.fetal import VIEW_SUBSETS
+from shapetune.training.tasks.fetal import VIEW_SUBSETS
 
 SLICE_AXES = {"axial": 2, "sagittal": 1, "coronal": 0}  # skull-frame axis each display slice is normal to
 

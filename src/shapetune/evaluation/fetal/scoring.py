@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from shapetune.evaluation.surface import batch_metrics
 from shapetune.io import atomic_path
-from shapetune.platform.tasks.fetal import VIEW_SUBSETS
+from shapetune.training.tasks.fetal import VIEW_SUBSETS
 
 
 def _region(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ def score_fold(checkpoint: str | Path, planes: np.ndarray, truth: np.ndarray, su
                device: str = "cpu") -> tuple[pd.DataFrame, dict[str, dict]]:
     """Rows per subject x view subset, and per subset the arrays to keep (prediction, variance maps);
     the network runs on ``device``, the surface metrics on the CPU."""
-    from shapetune.platform.checkpoints import load_model
+    from shapetune.training.checkpoints import load_model
 
     model, cfg, _ = load_model(checkpoint)
     model = model.to(device)

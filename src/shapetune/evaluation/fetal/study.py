@@ -25,8 +25,8 @@ from rich.console import Console
 from shapetune.errors import ShapeTuneError
 from shapetune.io import atomic_write_json, claim_folder
 from shapetune.models.config import CONDITIONAL_MODELS
-from shapetune.platform.config import TrainConfig
-from shapetune.platform.tasks.fetal import VIEW_SUBSETS, fold_rows
+from shapetune.config import TrainConfig
+from shapetune.training.tasks.fetal import VIEW_SUBSETS, fold_rows
 
 console = Console()
 STUDY_FILE = "study.json"
@@ -70,7 +70,7 @@ def _fold_data(data: str | Path, fold: int):
 
 
 def fold_count(data: str | Path) -> int:
-    from shapetune.platform.tasks import dataset_task
+    from shapetune.training.tasks import dataset_task
 
     if dataset_task(data) != "fetal":
         raise StudyError(f"{data}: not a fetal-skull dataset (prepare one with --format fetal)")
@@ -90,7 +90,7 @@ def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, fo
                 runs: dict[tuple[str, int], Path] | None = None, workers: int = 1,
                 cpus_per_worker: float | None = None) -> tuple[dict, list[str]]:
     """Train every (model, fold) without a finished run under ``out/runs`` (or in ``runs``); returns the runs."""
-    from shapetune.platform.ray_train import run_training
+    from shapetune.training.ray_train import run_training
 
     have = dict(runs or {})
     trained = []
@@ -131,7 +131,7 @@ def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, s
     from shapetune.data.nifti import sha256_file
     from shapetune.evaluation.fetal.scoring import save_maps, score_fold
     from shapetune.evaluation.service import _atomic_parquet
-    from shapetune.platform.checkpoints import CHECKPOINT_FILE
+    from shapetune.experiment.checkpoints import CHECKPOINT_FILE
 
     scores = out / "scores"
     scores.mkdir(parents=True, exist_ok=True)
@@ -241,7 +241,7 @@ def evaluate_sweep(exp_dir: Path, data: str | Path, trials: str = "best", force:
     configuration's run on the fold it was swept on; the other folds are trained with the same configuration
     under ``EXP/evaluation/fetal/runs``; then the study's table by view subset."""
     from shapetune.evaluation.service import candidates
-    from shapetune.platform.checkpoints import load_state
+    from shapetune.experiment.checkpoints import load_state
 
     configs, runs = {}, {}
     for c in candidates(exp_dir, trials):

@@ -1,1 +1,0 @@
-"""Platform: Ray Train / Ray Tune drivers, checkpoints, export and cluster glue."""

@@ -1,0 +1,1 @@
+"""Serving: export of a best checkpoint (safetensors) and Ray-free prediction from an export."""

@@ -1,0 +1,155 @@
+"""Run an exported model without Ray: preprocessing, HCM probability, latents per level, reconstructions.
+
+Inputs: an ACDC patient folder (``patientNNN/Info.cfg``) or a folder of them, a pair of ED/ES NIfTI label
+maps, or a prepared dataset. Raw inputs get their reconstructions resampled back onto their own image grid
+(NIfTI, the source's myocardium label); every input gets a row in ``predictions.csv``/``.parquet``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.progress import track
+
+from shapetune.data.errors import DataError
+from shapetune.data.template import MYOCARDIUM, TemplateGrid
+from shapetune.io import check_output, staged_folder
+from shapetune.training.engine import dice_per_channel
+from shapetune.serving.export import verify_export
+
+
+@dataclass
+class Subject:
+    subject: str
+    masks: np.ndarray  # [2, D, H, W] binary myocardium on the template grid
+    label: int | None = None
+    aligned: object | None = None  # preprocess.Aligned for raw inputs
+    myo_label: int = 2
+
+
+def _acdc(path: Path, grid: TemplateGrid, in_plane: str) -> list[Subject]:
+    from shapetune.data.preprocess import align_subject
+    from shapetune.data.sources import ACDC_GROUPS, read_acdc
+
+    if path.is_dir():
+        raws = read_acdc(path, groups=tuple(ACDC_GROUPS))
+    else:
+        raise DataError(path, "expected an ACDC patient folder, a prepared dataset or --es with a NIfTI pair")
+    out = []
+    for raw in raws:
+        a = align_subject(raw, grid, in_plane)
+        out.append(Subject(raw.subject, (a.vols == MYOCARDIUM).astype(np.uint8),
+                           raw.label if raw.group in ("NOR", "HCM") else None, a, raw.labels["myo"]))
+    return out
+
+
+def _pair(ed: Path, es: Path, grid: TemplateGrid, in_plane: str, labels: dict) -> list[Subject]:
+    from shapetune.data.preprocess import align_subject
+    from shapetune.data.sources import RawSubject
+
+    raw = RawSubject(ed.name.split(".")[0], "nifti", "predict", "unknown", ed, es, labels=labels)
+    a = align_subject(raw, grid, in_plane)
+    return [Subject(raw.subject, (a.vols == MYOCARDIUM).astype(np.uint8), None, a, labels["myo"])]
+
+
+def _prepared(path: Path, grid: TemplateGrid, split: str | None) -> list[Subject]:
+    from shapetune.data.dataset import PreparedDataset
+
+    ds = PreparedDataset(path)
+    splits = sorted(set(ds.manifest["split"]))
+    if split is not None and split not in splits:
+        raise DataError(path / "manifest.parquet", f"no split {split!r}; this dataset has {', '.join(splits)}")
+    if ds.grid != grid:
+        raise DataError(path / "dataset.json", f"prepared at {ds.grid.shape}/{ds.grid.spacing} mm but the model "
+                                               f"expects {grid.shape}/{grid.spacing} mm")
+    m = ds.manifest if split is None else ds.split(split)
+    m = m.sort_values("index")
+    masks = (np.asarray(ds.masks[m["index"].to_numpy()]) == MYOCARDIUM).astype(np.uint8)
+    return [Subject(s, masks[i], int(lab)) for i, (s, lab) in enumerate(zip(m["subject"], m["label"]))]
+
+
+def load_inputs(inp: Path, grid: TemplateGrid, es: Path | None = None, split: str | None = None,
+                in_plane: str = "rv", labels: dict | None = None) -> list[Subject]:
+    """Subjects from any supported input, on the model's template grid."""
+    labels = labels or {"rv": 1, "myo": 2, "cav": 3}
+    if not inp.exists():
+        raise DataError(inp, "input not found")
+    if es is not None:
+        return _pair(inp, es, grid, in_plane, labels)
+    if (inp / "dataset.json").exists():
+        return _prepared(inp, grid, split)
+    return _acdc(inp, grid, in_plane)
+
+
+@torch.no_grad()
+def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | Path | None = None,
+            split: str | None = None, batch_size: int = 16, write_nifti: bool = True,
+            force: bool = False) -> pd.DataFrame:
+    """Predict every input subject with an exported model, without Ray.
+
+    Args:
+        export_dir: a folder (or URI) written by ``shapetune export``; verified before use.
+        inp: an ACDC patient folder or a folder of them, a prepared dataset, or an ED NIfTI (with ``es``).
+        out: a new or empty folder, or a previous prediction output (replaced only with ``force``); it gets
+            ``predictions.{csv,parquet}`` and ``SUBJECT/recon_{ED,ES}.nii.gz``, published in one rename.
+        es: the ES label map when ``inp`` is an ED NIfTI file.
+        split: prepared datasets only: predict this split.
+
+    Returns:
+        One row per subject: p(HCM), predicted class, label, Dice ED/ES, latent coordinates per level.
+
+    Raises:
+        ExportError: the export is missing, modified or inconsistent.
+        DataError: an input is unreadable or invalid, or the split does not exist.
+        OutputError: ``out`` may not be written (see :func:`shapetune.io.check_output`).
+    """
+    from shapetune import storage
+
+    out = Path(out).absolute()
+    check_output(out, "predict", force)  # before any work
+    export_dir, inp = storage.local_copy(export_dir), storage.local_copy(inp)  # an export or input in a bucket
+    model, cfg, template, _ = verify_export(export_dir)
+    grid = TemplateGrid(tuple(template["grid"]["shape"]), float(template["grid"]["spacing"]))
+    subjects = load_inputs(Path(inp), grid, Path(es) if es else None, split,
+                           (template.get("preprocessing") or {}).get("in_plane", "rv"))
+    with staged_folder(out, "predict", force) as tmp:
+        return _predict_into(tmp, out, model, grid, subjects, batch_size, write_nifti)
+
+
+def _predict_into(tmp: Path, out: Path, model, grid: TemplateGrid, subjects: list[Subject], batch_size: int,
+                  write_nifti: bool) -> pd.DataFrame:
+    from shapetune.data.nifti import save_nifti
+    from shapetune.data.preprocess import template_to_subject
+
+    rows = []
+    for s0 in track(range(0, len(subjects), batch_size), description="predicting", disable=len(subjects) <= batch_size):
+        batch = subjects[s0:s0 + batch_size]
+        x = torch.from_numpy(np.stack([s.masks for s in batch])).float()
+        o = model(x)
+        latents = model.latents(x)
+        prob = torch.sigmoid(o.cls_logit.float()).numpy()
+        recon = torch.sigmoid(o.logits.float())
+        dice = dice_per_channel((o.logits > 0).float(), x).numpy()
+        for i, s in enumerate(batch):
+            row = {"subject": s.subject, "p_hcm": float(prob[i]), "predicted": "HCM" if prob[i] > 0.5 else "healthy",
+                   "label": s.label, "dice_ed": float(dice[i, 0]), "dice_es": float(dice[i, 1])}
+            for lvl, z in enumerate(latents):
+                for k, v in enumerate(z[i].tolist()):
+                    row[f"z{lvl}_{k}"] = v
+            if write_nifti and s.aligned is not None:
+                sub = tmp / s.subject
+                sub.mkdir(exist_ok=True)
+                for c, phase in enumerate(("ED", "ES")):
+                    p = template_to_subject(recon[i, c].numpy(), s.aligned, grid)
+                    save_nifti(sub / f"recon_{phase}.nii.gz", ((p > 0.5) * s.myo_label).astype(np.uint8),
+                               s.aligned.affine)
+                row["recon_dir"] = str(out / s.subject)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df.to_csv(tmp / "predictions.csv", index=False)
+    df.to_parquet(tmp / "predictions.parquet", index=False)
+    return df

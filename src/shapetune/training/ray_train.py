@@ -1,0 +1,212 @@
+"""Ray Train (Train V2) driver: a ``TorchTrainer`` whose workers run the shared engine under DDP.
+
+Data reaches the workers through Ray's object store (``ray.put`` on the driver), so workers on other
+nodes never need the driver's disk. CPU workers use gloo; GPU workers NCCL with bf16 autocast.
+Every epoch each rank reports its metrics and rank 0 a checkpoint; Ray keeps the best ``keep`` by the
+configured validation metric plus the latest, and restarts a crashed worker group from the latest
+(``FailureConfig(max_failures)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shapetune import storage
+from shapetune.config import TrainConfig
+from shapetune.training.engine import Engine, seed_everything, to_channels_last
+from shapetune.training.faults import inject_fault, marker_dir
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray
+    import ray.train
+    import ray.train.torch as rtt
+    import torch
+
+    from shapetune.models.registry import build_model
+    from shapetune.experiment.checkpoints import load_state, save_state
+
+    cfg = TrainConfig.model_validate(config["cfg"])
+    torch.set_num_threads(max(1, int(round(config.get("cpus", 1)))))  # intra-op threads = the CPUs reserved
+    data = ray.get(config["data_ref"][0])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed_everything(cfg.seed, rtt.get_device(), cfg.deterministic)
+    model = build_model(cfg.model)
+    if cfg.channels_last:  # before DDP wraps it: DDP's gradient buckets follow the parameters' layout
+        to_channels_last(model)
+    model = rtt.prepare_model(model)
+    engine = Engine(cfg, model, rtt.get_device(), rank, world)
+    start, history = 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = load_state(d)
+        engine.load_state(state)
+        start, history = state["epoch"] + 1, list(state["history"])
+    first_step = time.time()
+    markers = marker_dir(config["run_dir"])
+    for epoch in range(start, cfg.optim.epochs):
+        inject_fault(cfg, epoch, rank, markers)
+        metrics = {"epoch": epoch, "epochs_done": epoch + 1, **engine.train_epoch(data, epoch)}
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.optim.epochs:
+            metrics.update(engine.validate(data))
+        metrics["resumed_from_epoch"] = start - 1 if start else -1
+        metrics.update(first_step_time=first_step, report_time=time.time())  # sweep overhead accounting
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                save_state(tmp, engine.state(epoch, metrics, history))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                print(_epoch_line(metrics, cfg), flush=True)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _epoch_line(m: dict, cfg: TrainConfig) -> str:
+    from shapetune.training.tasks import task_of
+
+    return task_of(cfg).epoch_line(m, cfg.optim.epochs)
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    best_checkpoint: Path
+    best_metrics: dict
+    history: pd.DataFrame
+    wall_s: float
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start (or reuse) a local Ray instance."""
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        if not address:
+            # Ray starts its workers at nice 15 by default, below its own daemons; on a small machine that
+            # made the training workers lose ~10 points of throughput to them (benchmarks/RESULTS.md).
+            os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(address=address or None, num_cpus=None if address else num_cpus, log_to_driver=True,
+                 configure_logging=False)
+
+
+def default_cpus(parallel: int) -> float:
+    """CPUs for each of ``parallel`` workers (or trials) by default: the cluster's CPUs shared out, at most one
+    node's. Measured: a sweep of one trial at a time on this 2-core machine trained on 1 thread (load 1.0)."""
+    import ray
+
+    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    total, largest = sum(nodes), max(nodes, default=1.0)
+    return float(max(1, int(min(largest, total // max(1, parallel)))))
+
+
+def run_training(cfg: TrainConfig, data_dir, out: str | Path, workers: int = 1,
+                 gpus_per_worker: float = 0.0, cpus_per_worker: float | None = None,
+                 placement_strategy: str = "PACK", callbacks: list | None = None,
+                 summary: bool = True) -> TrainOutcome:
+    """Train ``cfg`` on a prepared dataset with ``workers`` Ray Train workers; results under ``out``.
+
+    ``callbacks`` go to the Train ``RunConfig`` (a Tune trial passes ``TuneReportCallback``).
+    ``cpus_per_worker`` None: :func:`default_cpus` (the cluster's CPUs shared among the workers).
+    """
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out = str(out) if storage.is_uri(out) else Path(out).resolve()  # Ray Train persists to URIs itself
+    from shapetune.training.tasks import load_task_data
+
+    data = load_task_data(data_dir, cfg) if isinstance(data_dir, (str, Path)) else data_dir
+    ensure_ray()
+    if cpus_per_worker is None:
+        cpus_per_worker = default_cpus(workers)
+    t0 = time.perf_counter()
+    ref = ray.put(data)
+    use_gpu = gpus_per_worker > 0
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
+    ck = cfg.checkpoint
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "data_ref": [ref], "run_dir": str(out),
+                           "cpus": cpus_per_worker},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                                               placement_strategy=placement_strategy),
+        run_config=ray.train.RunConfig(
+            name=storage.name_of(out), storage_path=storage.parent_of(out),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=ck.keep, checkpoint_score_attribute=ck.metric,
+                                                         checkpoint_score_order=ck.mode),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures), callbacks=callbacks or None),
+    )
+    result = trainer.fit()
+    wall = time.perf_counter() - t0
+    best = result.get_best_checkpoint(ck.metric, ck.mode) or result.checkpoint
+    from shapetune.experiment.checkpoints import load_state
+
+    with result.checkpoint.as_directory() as d:
+        history = pd.DataFrame(load_state(d)["history"])
+    with best.as_directory() as d:
+        best_metrics = load_state(d)["metrics"]
+    outcome = TrainOutcome(out, Path(best.path), best_metrics, history, wall)
+    if summary and storage.is_uri(out):  # Train wrote the checkpoints to the bucket; the summary joins them
+        with tempfile.TemporaryDirectory() as tmp:
+            write_run_summary(dataclasses.replace(outcome, run_dir=Path(tmp)), cfg)
+            storage.upload(tmp, out)
+    elif summary:
+        write_run_summary(outcome, cfg)
+    return outcome
+
+
+def write_run_summary(o: TrainOutcome, cfg: TrainConfig) -> None:
+    """``summary.json``, ``history.csv`` and ``learning_curves.png`` in the run directory."""
+    o.run_dir.mkdir(parents=True, exist_ok=True)
+    o.history.to_csv(o.run_dir / "history.csv", index=False)
+    summary = {"best_checkpoint": str(o.best_checkpoint), "best_metrics": o.best_metrics, "wall_s": o.wall_s,
+               "epochs": int(o.history["epoch"].max()) + 1, "config": cfg.model_dump(mode="json")}
+    (o.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
+    plot_learning_curves(o.history, o.run_dir / "learning_curves.png")
+
+
+def _jsonable(v):
+    return float(v) if isinstance(v, (np.floating, np.integer)) else str(v)
+
+
+def plot_learning_curves(h: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.2))
+    ep = h["epoch"] + 1
+    ax[0].plot(ep, h["train_loss"], label="total")
+    ax[0].plot(ep, h["train_bce"] + h["train_dice_loss"], label="reconstruction")
+    if "train_ce" in h:
+        ax[0].plot(ep, h["train_ce"], label="classifier CE")
+    ax[0].set_title("training loss"), ax[0].legend(fontsize=7)
+    ax[1].plot(ep, h["train_kl"], color="C3")
+    ax[1].set_title("KL (all levels)")
+    curves = {"val_dice_ed": "val Dice ED", "val_dice_es": "val Dice ES", "val_acc": "val accuracy",
+              "val_dice_3v": "val Dice 3 views", "val_dice_2v": "val Dice 2 views", "val_dice_1v": "val Dice 1 view"}
+    if "val_dice" in h:
+        for key, label in curves.items():
+            if key in h:
+                ax[2].plot(ep, h[key], label=label)
+        ax[2].set_ylim(0, 1), ax[2].legend(fontsize=7), ax[2].set_title("validation")
+    for a in ax:
+        a.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

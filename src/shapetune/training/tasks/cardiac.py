@@ -1,0 +1,59 @@
+"""The cardiac task: 2-channel (ED, ES) myocardium masks, reconstruction + diagnosis from the latent."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from shapetune.models.config import ModelConfig
+from shapetune.models.losses import shape_loss
+from shapetune.training.augment import augment_batch
+from shapetune.config import TrainConfig
+
+
+class CardiacTask:
+    name = "cardiac"
+    val_keys = ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc")
+
+    def train_metrics(self, model: ModelConfig) -> frozenset[str]:
+        """The ``train_*`` terms ``shape_loss`` reports for ``model``: a KL per level when it is variational."""
+        from shapetune.models.registry import MODELS
+
+        terms = {"loss", "bce", "dice_loss", "kl", "ce"}
+        if MODELS[model.name].variational:
+            terms |= {f"kl_{i}" for i in range(len(model.latent_dims))}
+        return frozenset(f"train_{t}" for t in terms)
+
+    def load(self, path: str, cfg: TrainConfig):
+        from shapetune.training.engine import load_training_data
+
+        return load_training_data(path, cfg.model.grid)
+
+    def n_train(self, data) -> int:
+        return len(data.train_x)
+
+    def batch_loss(self, engine, data, sel: np.ndarray, epoch: int, batch: int, t: float):
+        x = engine.tensor(data.train_x[sel])
+        y = torch.from_numpy(data.train_y[sel]).to(engine.device)
+        x = augment_batch(x, engine.cfg.augment, engine.gen)
+        with engine.autocast():
+            out = engine.model(x)
+        return shape_loss(out, x, y, engine.weights, t, engine.variational)
+
+    def validate(self, engine, data) -> dict[str, float]:
+        from sklearn.metrics import roc_auc_score
+
+        rows = np.arange(len(data.val_x))[engine.rank::engine.world]
+        dice, prob = engine.predict(data.val_x[rows])
+        rows, dice, prob = engine.gather(rows, dice, prob)
+        y = data.val_y[rows]
+        acc = float(np.mean((prob > 0.5) == y))
+        auc = float(roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else float("nan")
+        return {"val_dice_ed": float(dice[:, 0].mean()), "val_dice_es": float(dice[:, 1].mean()),
+                "val_dice": float(dice.mean()), "val_acc": acc, "val_auc": auc}
+
+    def epoch_line(self, m: dict, epochs: int) -> str:
+        val = (f" val dice ED {m['val_dice_ed']:.3f} ES {m['val_dice_es']:.3f} acc {m['val_acc']:.3f} "
+               f"auc {m['val_auc']:.3f}") if "val_dice" in m else ""
+        return (f"[shapetune] epoch {m['epoch'] + 1}/{epochs} loss {m['train_loss']:.4f} bce {m['train_bce']:.4f} "
+                f"kl {m['train_kl']:.2f} ce {m['train_ce']:.3f}{val} {m['samples_per_s']:.1f} samples/s")

@@ -1,0 +1,1 @@
+"""Tuning: the Ray Tune driver, the Optuna searcher and the sweep's trials."""
