@@ -85,7 +85,8 @@ def arm(nodes: int, root: Path, data_uri: str, space: Path, trials: int) -> dict
         ray.shutdown()
         c.shutdown()
     busy = float(df.wall_s.sum())
-    return {"nodes": nodes, "cpus_per_node": 1, "trials": int(len(df)), "completed": int((df.status == "completed").sum()),
+    return {"nodes": nodes, "cpus_per_node": 1, "trials": int(len(df)),
+            "completed": int((df.status == "completed").sum()),
             "nodes_used": int(df.node_id.nunique()), "cluster_start_s": start_s, "wall_s": wall,
             "trials_per_hour": len(df) / wall * 3600, "trial_s_mean": busy / len(df),
             "gap_median_s": float(np.median(g)) if g else float("nan"), "efficiency": busy / (wall * nodes)}

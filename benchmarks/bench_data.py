@@ -50,15 +50,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for workers in sorted({1, args.workers}):
-            _, dt = timed(lambda: synth_imperial(tmp / f"imp{workers}", cfg, workers, (("train", half, half),), True))
+            _, dt = timed(lambda workers=workers: synth_imperial(tmp / f"imp{workers}", cfg, workers,
+                                                                 (("train", half, half),), True))
             rows.append(("synth imperial", f"{args.grid}³", workers, 2 * half, 2 * half / dt, "subjects/s"))
-            _, dt = timed(lambda: synth_acdc(tmp / f"acdc{workers}", cfg, args.n_acdc, workers, quiet=True))
+            _, dt = timed(lambda workers=workers: synth_acdc(tmp / f"acdc{workers}", cfg, args.n_acdc, workers,
+                                                             quiet=True))
             rows.append(("synth acdc", "scanner", workers, 2 * args.n_acdc, 2 * args.n_acdc / dt, "subjects/s"))
-            _, dt = timed(lambda: prepare(tmp / f"imp{workers}", "imperial", tmp / f"pimp{workers}", grid,
-                                          workers=workers, quiet=True))
+            _, dt = timed(lambda workers=workers: prepare(tmp / f"imp{workers}", "imperial", tmp / f"pimp{workers}",
+                                                          grid, workers=workers, quiet=True))
             rows.append(("prepare imperial", f"{args.grid}³", workers, 2 * half, 2 * half / dt, "subjects/s"))
-            _, dt = timed(lambda: prepare(tmp / f"acdc{workers}", "acdc", tmp / f"pacdc{workers}", grid,
-                                          workers=workers, quiet=True))
+            _, dt = timed(lambda workers=workers: prepare(tmp / f"acdc{workers}", "acdc", tmp / f"pacdc{workers}",
+                                                          grid, workers=workers, quiet=True))
             rows.append(("prepare acdc", f"{args.grid}³", workers, 2 * args.n_acdc, 2 * args.n_acdc / dt, "subjects/s"))
         ds = PreparedDataset(tmp / f"pimp{args.workers}")
         rng = np.random.default_rng(0)
@@ -66,8 +68,8 @@ def main() -> None:
         _, dt = timed(lambda: [np.array(ds.masks[i]) for i in picks])
         rows.append(("read prepared array (mmap)", f"{args.grid}³ x2", 1, args.reads, args.reads / dt, "subjects/s"))
         m = ds.manifest
-        _, dt = timed(lambda: [(np.asanyarray(nib.load(m.src_ed[i]).dataobj), np.asanyarray(nib.load(m.src_es[i]).dataobj))
-                               for i in picks])
+        _, dt = timed(lambda: [(np.asanyarray(nib.load(m.src_ed[i]).dataobj),
+                                np.asanyarray(nib.load(m.src_es[i]).dataobj)) for i in picks])
         rows.append(("decode NIfTI pair (.nii.gz)", f"{args.grid}³ x2", 1, args.reads, args.reads / dt, "subjects/s"))
     table = Table(title=f"bench_data ({platform.node()}, {os.cpu_count()} cores)")
     for c in ("operation", "grid", "workers", "n", "rate", "unit"):
@@ -78,9 +80,11 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     md = ["| operation | grid | workers | n | rate | unit |", "|---|---|---|---|---|---|"]
     md += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.1f} | {r[5]} |" for r in rows]
-    header = f"# bench_data\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {platform.python_version()}\n\n"
+    header = (f"# bench_data\n\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}\n\n")
     (RESULTS / "bench_data.md").write_text(header + "\n".join(md) + "\n")
-    (RESULTS / "bench_data.json").write_text(json.dumps([dict(zip(("operation", "grid", "workers", "n", "rate", "unit"), r))
+    (RESULTS / "bench_data.json").write_text(json.dumps([dict(zip(("operation", "grid", "workers", "n", "rate", "unit"),
+                                                                  r, strict=True))
                                                         for r in rows], indent=2))
     print(f"wrote {RESULTS / 'bench_data.md'}")
 

@@ -48,8 +48,9 @@ def main() -> None:
     t = res.table
     cells, rows = [], []
     for _, r in t.iterrows():
-        cells.append([r.model, SUBSET_LABELS[r.views], f"{r.dice_mean:.3f} ± {r.dice_sd:.3f}", f"{r.hd_mean:.2f} ± {r.hd_sd:.2f}",
-                      f"{r.rvd_mean:+.3f} ± {r.rvd_sd:.3f}", f"{r.uncertainty_mean:.4f}" if r.uncertainty_mean == r.uncertainty_mean else "-",
+        cells.append([r.model, SUBSET_LABELS[r.views], f"{r.dice_mean:.3f} ± {r.dice_sd:.3f}",
+                      f"{r.hd_mean:.2f} ± {r.hd_sd:.2f}", f"{r.rvd_mean:+.3f} ± {r.rvd_sd:.3f}",
+                      f"{r.uncertainty_mean:.4f}" if r.uncertainty_mean == r.uncertainty_mean else "-",
                       f"{r.uncertainty_auc_mean:.2f}" if r.uncertainty_auc_mean == r.uncertainty_auc_mean else "-",
                       " / ".join(f"{r.get(f'abs_{c}_mean', float('nan')):.3f}" for c in SIZE_ERRORS)])
         rows.append(r.to_dict())
@@ -59,7 +60,8 @@ def main() -> None:
             f"{args.models}; Dice lost from 3 views to 1 view: {drops}; study folder {res.out}; "
             f"{len(res.trained)} run(s) trained and {len(res.scored)} scored in {wall / 60:.0f} min on this machine")
     publish("bench_fetal", f"fetal skull reconstruction, {args.grid}^3 (mean ± sd over 3 folds)", note,
-            ["model", "views", "DC", "HD mm", "RVD", "uncertainty", "unc. AUROC", "|size error| OFD / BPD / height"], cells, rows)
+            ["model", "views", "DC", "HD mm", "RVD", "uncertainty", "unc. AUROC", "|size error| OFD / BPD / height"],
+            cells, rows)
 
 
 if __name__ == "__main__":

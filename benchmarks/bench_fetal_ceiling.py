@@ -7,7 +7,8 @@ independently of BPD and OFD), its bumps or where its sutures and fontanelles ru
 head's size by 1-2 % (a 10-degree tilt of the axial plane alone stretches it by 1.5 %) pays for it
 everywhere on a 2-3-voxel band. Each row is the Dice of the true mask against the same skull rendered at
 the same grid with that knowledge replaced by the cohort's mean (or the size scaled): an upper bound for
-a predictor missing it, with the head-size errors it makes (comparable with the study's). Writes ``benchmarks/results/bench_fetal_ceiling.{md,json}``.
+a predictor missing it, with the head-size errors it makes (comparable with the study's).
+Writes ``benchmarks/results/bench_fetal_ceiling.{md,json}``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def variants(p: SkullParams, mean: dict) -> dict[str, SkullParams]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--raw", default=str(RESULTS / "tmp" / "fetal" / "raw"), help="a synthetic fetal cohort (made if absent)")
+    ap.add_argument("--raw", default=str(RESULTS / "tmp" / "fetal" / "raw"),
+                    help="a synthetic fetal cohort (made if absent)")
     ap.add_argument("--grid", type=int, default=64)
     ap.add_argument("--study", help="a fetal study with TL-Net runs (runs/tlnet/foldK) and its prepared data")
     args = ap.parse_args()
@@ -77,9 +79,11 @@ def main() -> None:
     g = g.join(df.groupby("case", sort=False)[list(SIZE_ERRORS)].mean())
     cells = [[c, f"{r['mean']:.3f} ± {r['std']:.3f}", f"{r['min']:.3f}", " / ".join(f"{r[k]:.3f}" for k in SIZE_ERRORS)]
              for c, r in g.iterrows()]
-    publish("bench_fetal_ceiling", f"Dice of the true skull vs. the same skull missing one piece of knowledge ({args.grid}³)",
+    publish("bench_fetal_ceiling",
+            f"Dice of the true skull vs. the same skull missing one piece of knowledge ({args.grid}³)",
             f"{len(gt)} subjects of {raw}, {args.grid}^3 at {132 / args.grid:.2f} mm; upper bounds for a predictor "
-            "without that knowledge", ["what the predictor gets wrong", "DC mean ± sd", "DC min", "|size error| OFD / BPD / height"], cells,
+            "without that knowledge",
+            ["what the predictor gets wrong", "DC mean ± sd", "DC min", "|size error| OFD / BPD / height"], cells,
             [{"case": c, **{k: float(v) for k, v in r.items()}} for c, r in g.iterrows()])
     plane_size(raw, gt)
     if args.study:
@@ -108,14 +112,15 @@ def plane_size(raw: Path, gt: pd.DataFrame) -> None:
     for sid in tqdm(gt.subject, desc="planes"):
         for v in VIEWS:
             img = nib.load(raw / "subjects" / sid / f"plane_{v}.nii.gz")
-            feats[v].append(_plane_features(np.asarray(img.dataobj)[:, :, 0] > 0, float(np.linalg.norm(img.affine[:3, 0]))))
+            feats[v].append(_plane_features(np.asarray(img.dataobj)[:, :, 0] > 0,
+                                            float(np.linalg.norm(img.affine[:3, 0]))))
     y = np.log(gt[["ofd_mm", "bpd_mm", "height_mm"]].to_numpy())
     cells, rows = [], []
     for label, views in (("1 view (axial)", VIEWS[:1]), ("2 views (axial + sagittal)", VIEWS[:2]), ("3 views", VIEWS)):
         x = np.hstack([np.array(feats[v]) for v in views])
         err = np.abs(np.exp(cross_val_predict(LinearRegression(), x, y, cv=12) - y) - 1).mean(0)
         cells.append([label, " / ".join(f"{e:.3f}" for e in err)])
-        rows.append({"views": label, **dict(zip(SIZE_ERRORS, map(float, err)))})
+        rows.append({"views": label, **dict(zip(SIZE_ERRORS, map(float, err), strict=True))})
     publish("bench_fetal_plane_size", "head size read off the acquired planes by a linear regression (12-fold CV)",
             f"{len(gt)} subjects of {raw}; features per plane: log area, log principal second moments, log principal "
             "extents", ["planes", "mean |relative error| OFD / BPD / height"], cells, rows)
@@ -144,16 +149,18 @@ def autoencoder(study: Path) -> None:
             with torch.no_grad():
                 e = F.layer_norm(model.embed(model.encoder(vol)), (cfg.model.latent_dims[0],))
                 # with the size frame the autoencoder path is scaled by the true radii, as in training
-                pred = (model._place(model.decoder(model.project(e)), rms_log(vol) if model.size_head is not None else None)[:, 0]
+                pred = (model._place(model.decoder(model.project(e)),
+                                     rms_log(vol) if model.size_head is not None else None)[:, 0]
                         > 0).numpy()
             truth = vol[:, 0].numpy().astype(bool)
-            for p, t in zip(pred, truth):
+            for p, t in zip(pred, truth, strict=True):
                 rows.append({"split": split, "dice": 2 * (p & t).sum() / (p.sum() + t.sum()),
                              **{k: abs(v) for k, v in size_errors(p, t).items()}})
     g = pd.DataFrame(rows).groupby("split")[["dice", *SIZE_ERRORS]].mean()
     cells = [[s, f"{r.dice:.3f}", " / ".join(f"{r[k]:.3f}" for k in SIZE_ERRORS)] for s, r in g.iterrows()]
     publish("bench_fetal_autoencoder", "TL-Net's 3D autoencoder: the whole skull in, the skull out",
-            f"study {study}; 14 subjects per fold and split", ["subjects", "DC", "mean |size error| OFD / BPD / height"],
+            f"study {study}; 14 subjects per fold and split",
+            ["subjects", "DC", "mean |size error| OFD / BPD / height"],
             cells, [{"split": s, **{k: float(v) for k, v in r.items()}} for s, r in g.iterrows()])
 
 

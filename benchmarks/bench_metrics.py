@@ -31,9 +31,9 @@ GRIDS = {"64³ @2 mm": ((64, 64, 64), (2.0, 2.0, 2.0)), "128³ @1 mm": ((128, 12
 
 def shell(shape, spacing, rng) -> np.ndarray:
     """A myocardium-like shell: outer minus inner ellipsoid, centred with a random offset and wobble."""
-    mm = [(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing)]
+    mm = [(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing, strict=True)]
     x, y, z = np.meshgrid(*mm, indexing="ij")
-    extent = np.array([n * s for n, s in zip(shape, spacing)])
+    extent = np.array([n * s for n, s in zip(shape, spacing, strict=True)])
     r = 0.28 * extent * rng.uniform(0.9, 1.1, 3)
     c = rng.normal(0, 0.02, 3) * extent
     wob = 1 + 0.05 * np.sin(3 * np.arctan2(y - c[1], x - c[0]) + rng.uniform(0, 6.3))
@@ -73,7 +73,8 @@ def sd_fn(a, b, sp):
     import surface_distance as sd
 
     d = sd.compute_surface_distances(b, a, sp)
-    return sd.compute_robust_hausdorff(d, 100), sd.compute_robust_hausdorff(d, 95), float(np.mean(sd.compute_average_surface_distance(d)))
+    return (sd.compute_robust_hausdorff(d, 100), sd.compute_robust_hausdorff(d, 95),
+            float(np.mean(sd.compute_average_surface_distance(d))))
 
 
 def medpy_convention(a, b, sp):
@@ -89,7 +90,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     libs = {"shapetune": ours}
-    for name, fn, mod in (("monai", monai_fn, "monai"), ("medpy", medpy_fn, "medpy"), ("surface-distance", sd_fn, "surface_distance")):
+    for name, fn, mod in (("monai", monai_fn, "monai"), ("medpy", medpy_fn, "medpy"),
+                          ("surface-distance", sd_fn, "surface_distance")):
         try:
             __import__(mod)
             libs[name] = fn
@@ -102,7 +104,7 @@ def main() -> None:
         vals, times = {}, {}
         for lib, fn in libs.items():
             fn(*pairs[0], sp)  # warm-up (imports, caches)
-            t, v = zip(*(timed(lambda a=a, b=b: fn(a, b, sp)) for a, b in pairs))
+            t, v = zip(*(timed(lambda a=a, b=b, fn=fn, sp=sp: fn(a, b, sp)) for a, b in pairs), strict=True)
             times[lib], vals[lib] = float(np.mean(t)), np.array(v)
         ref = vals["shapetune"]
         medpy_ref = np.array([medpy_convention(a, b, sp) for a, b in pairs])

@@ -53,7 +53,8 @@ def arm(name: str, root: Path, **kw) -> dict:
     best_col = "best_val_dice"
     return {"arm": name, "trials_started": int(len(df)), "trials_full_length": int((df.status == "completed").sum()),
             "stopped_early": int((df.status == "stopped early").sum()), "epochs_trained": int(df.epochs.sum()),
-            "best_val_dice": float(df[best_col].max()) if best_col in df and df[best_col].notna().any() else float("nan"),
+            "best_val_dice": (float(df[best_col].max()) if best_col in df and df[best_col].notna().any()
+                              else float("nan")),
             "wall_s": wall, "gap_median_s": float(np.median(g)) if g else float("nan"),
             "gap_max_s": float(np.max(g)) if g else float("nan")}
 
@@ -90,7 +91,8 @@ def main() -> None:
             w = 1 if a == "overhead1" else 2
             c = {**common, "overrides": ["optim.epochs=1"]}
             r = arm(f"overhead_{w}worker", root, trials=4, concurrency=1, sampler="random", scheduler="none",
-                    workers_per_trial=w, cpus_per_worker=(os.cpu_count() - 0.02) / w, **c)  # 0.01 CPU: the trial function
+                    workers_per_trial=w, cpus_per_worker=(os.cpu_count() - 0.02) / w,
+                    **c)  # 0.01 CPU: the trial function
         else:
             raise SystemExit(f"unknown arm {a}")
         rows.append(r)
@@ -99,9 +101,11 @@ def main() -> None:
             "wall_s", "gap_median_s", "gap_max_s"]
     cells = [[f"{r[c]:.3f}" if isinstance(r[c], float) and c.startswith("best") else
               f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
-    publish("bench_sweep", f"bench_sweep ({args.space}, {args.epochs} epochs/trial, budget {args.budget_s:.0f} s per search arm)",
+    publish("bench_sweep",
+            f"bench_sweep ({args.space}, {args.epochs} epochs/trial, budget {args.budget_s:.0f} s per search arm)",
             f"{os.cpu_count()} CPUs, space {args.space}, data {args.data}, {args.epochs} epochs per trial, ASHA grace "
-            f"{args.grace}, concurrency {args.concurrency}, time budget {args.budget_s:.0f} s per search arm", cols, cells, rows)
+            f"{args.grace}, concurrency {args.concurrency}, time budget {args.budget_s:.0f} s per search arm",
+            cols, cells, rows)
 
 
 if __name__ == "__main__":

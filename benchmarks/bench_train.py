@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -124,7 +123,8 @@ def main() -> None:
         t.add_column(c, justify="right")
     for r in rows:
         t.add_row(f"{r['grid']}³", r["model"], r["mode"], f"{r['samples_per_s']:.1f}", f"{r['speedup']:.2f}",
-                  f"{r['wall_speedup']:.2f}", f"{r['val_dice_ed']:.3f}/{r['val_dice_es']:.3f}", f"{r['peak_mem_mb']:.0f}")
+                  f"{r['wall_speedup']:.2f}", f"{r['val_dice_ed']:.3f}/{r['val_dice_es']:.3f}",
+                  f"{r['peak_mem_mb']:.0f}")
     Console().print(t)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

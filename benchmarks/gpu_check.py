@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _results import RESULTS, publish
+from _results import publish
 
 from shapetune.data.cohorts import SynthConfig, synth_imperial
 from shapetune.data.prepare import prepare
@@ -132,8 +132,8 @@ def main() -> None:
             cells.append([f"quality {q_grid}³", r["model"],
                           f"test Dice {r['dice_ed']:.3f} / {r['dice_es']:.3f}, acc {r['acc']:.3f}{extra}{vs}"])
     publish("gpu_check" + ("_smoke" if args.smoke else ""), f"gpu_check on {name}",
-            f"{name}, torch {torch.__version__}, {(time.time() - start) / 60:.1f} min in all", ["what", "setting", "result"],
-            cells, rows)
+            f"{name}, torch {torch.__version__}, {(time.time() - start) / 60:.1f} min in all",
+            ["what", "setting", "result"], cells, rows)
     print(json.dumps({"device": name, "minutes": (time.time() - start) / 60}))
 
 

@@ -44,14 +44,17 @@ def _block_times(eng: Engine, x: torch.Tensor) -> dict[str, float]:
         for i, m in enumerate(getattr(model, part).net):
             if not isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)) and type(m).__name__ != "Residual":
                 continue
-            key = f"{part}[{i}] {type(m).__name__} {getattr(m, 'in_channels', getattr(getattr(m, 'conv', m), 'in_channels', '?'))}"
-            handles.append(m.register_forward_pre_hook(lambda mod, inp, k=key: starts.__setitem__(k, time.perf_counter())))
+            key = (f"{part}[{i}] {type(m).__name__} "
+                   f"{getattr(m, 'in_channels', getattr(getattr(m, 'conv', m), 'in_channels', '?'))}")
+            handles.append(m.register_forward_pre_hook(
+                lambda mod, inp, k=key: starts.__setitem__(k, time.perf_counter())))
             handles.append(m.register_forward_hook(
                 lambda mod, inp, out, k=key: times.__setitem__(k, times.get(k, 0.0) + time.perf_counter() - starts[k])))
             handles.append(m.register_full_backward_pre_hook(
                 lambda mod, g, k=key: starts.__setitem__(k + "/b", time.perf_counter())))
             handles.append(m.register_full_backward_hook(
-                lambda mod, gi, go, k=key: times.__setitem__(k, times.get(k, 0.0) + time.perf_counter() - starts[k + "/b"])))
+                lambda mod, gi, go, k=key: times.__setitem__(
+                    k, times.get(k, 0.0) + time.perf_counter() - starts[k + "/b"])))
     y = torch.zeros(len(x), dtype=torch.long)
     with eng.autocast():
         out = model(x.requires_grad_(False))
@@ -127,7 +130,8 @@ def main() -> None:
               f"{r['samples_per_s']:.1f}", f"{r['epoch_train_s']:.1f}", f"{r['epoch_val_s']:.1f}",
               f"{r['checkpoint_s']:.2f}"] for r in rows]
     publish("profile_epoch", "profile_epoch (LVAE, batch 8, CPU)",
-            f"{args.threads} threads; ms per training step (other = batching + loss + optimiser step with gradient clipping); seconds per "
+            f"{args.threads} threads; ms per training step (other = batching + loss + optimiser step with gradient "
+            "clipping); seconds per "
             f"epoch of {N_TRAIN} training / {N_VAL} validation subjects",
             ["grid", "path", "aug", "fwd", "bwd", "other", "smp/s", "train s", "val s", "ckpt s"],
             cells, rows)

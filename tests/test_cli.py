@@ -63,7 +63,8 @@ def test_tune_errors_are_clear(tmp_path):
     res = runner.invoke(app, ["tune", "--storage-path", str(tmp_path)])
     assert res.exit_code == 2 and "--space, --data and --name are required" in res.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("base: lvae\nobjectives:\n  - {metric: val_dice}\nparams:\n  optim.lr: {type: float, low: 2, high: 1}\n")
+    bad.write_text("base: lvae\nobjectives:\n  - {metric: val_dice}\n"
+                   "params:\n  optim.lr: {type: float, low: 2, high: 1}\n")
     res = runner.invoke(app, ["tune", "--space", str(bad), "--data", str(tmp_path), "--name", "x",
                               "--storage-path", str(tmp_path / "exp")])
     assert res.exit_code == 2 and f"{bad}:5:" in res.output and "low 2.0 > high 1.0" in res.output

@@ -55,13 +55,15 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="Random seed; the cohort is deterministic in it.")] = 0,
     grid: Annotated[int, typer.Option(help="Imperial: template grid size (voxels per side).")] = 64,
     spacing: Annotated[float, typer.Option(help="Imperial: template spacing in mm.")] = 2.0,
-    borderline_fraction: Annotated[float, typer.Option(help="Fraction of HCM cases that are borderline (13-16 mm).")] = 0.15,
+    borderline_fraction: Annotated[float, typer.Option(help="Fraction of HCM cases that are borderline "
+                                                            "(13-16 mm).")] = 0.15,
     n_per_group: Annotated[int, typer.Option(help="ACDC: patients per group (NOR, HCM).")] = 20,
     slice_mm: Annotated[float | None, typer.Option(help="ACDC: one slice thickness in mm for every patient "
                                                         "(default: drawn from 5, 6.5, 8, 10).")] = None,
     max_tilt_deg: Annotated[float, typer.Option(help="ACDC: largest tilt of the short-axis stack off the long "
                                                      "axis, degrees.")] = 8.0,
-    subjects: Annotated[int, typer.Option(help="Fetal: cohort size (72 in the reference study; 3 folds x 14 test).")] = 72,
+    subjects: Annotated[int, typer.Option(help="Fetal: cohort size (72 in the reference study; 3 folds x "
+                                               "14 test).")] = 72,
     workers: Annotated[int, typer.Option(help="Parallel processes (0 = all cores).")] = 0,
 ) -> None:
     """Generate a synthetic cohort: Imperial-style 3D template masks, an ACDC-layout test set, or fetal skulls
@@ -92,11 +94,14 @@ def data_prepare(
     src: Annotated[Path, typer.Argument(help="Source folder (ACDC layout or Imperial-style layout).")],
     format: Annotated[Cohort, typer.Option("--format", help="Layout of SRC.")],
     out: Annotated[Path, typer.Option(help="Prepared dataset folder.")],
-    groups: Annotated[str, typer.Option(help="Comma-separated diagnosis groups to keep (NOR, MINF, DCM, HCM, RV).")] = "NOR,HCM",
+    groups: Annotated[str, typer.Option(help="Comma-separated diagnosis groups to keep (NOR, MINF, DCM, HCM, "
+                                             "RV).")] = "NOR,HCM",
     grid: Annotated[int, typer.Option(help="Template grid size (voxels per side).")] = 64,
     spacing: Annotated[float, typer.Option(help="Template spacing in mm.")] = 2.0,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable/invalid subjects and list them, instead of stopping.")] = False,
-    in_plane: Annotated[str, typer.Option(help="In-plane alignment: 'rv' (septum from the RV) or 'keep' (input already aligned).")] = "rv",
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable/invalid subjects and list them, "
+                                                              "instead of stopping.")] = False,
+    in_plane: Annotated[str, typer.Option(help="In-plane alignment: 'rv' (septum from the RV) or 'keep' (input "
+                                               "already aligned).")] = "rv",
     workers: Annotated[int, typer.Option(help="Parallel processes (0 = all cores).")] = 0,
 ) -> None:
     """Align, resample and check every subject onto the template grid; compute clinical indices."""
@@ -167,15 +172,18 @@ def _config_path(config: str) -> Path:
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    config: Annotated[str, typer.Option(help="Config YAML file, or a shipped one: lvae, vae, ae (cardiac); cvae, hcvae, tlnet (fetal).")],
+    config: Annotated[str, typer.Option(help="Config YAML file, or a shipped one: lvae, vae, ae (cardiac); cvae, "
+                                             "hcvae, tlnet (fetal).")],
     data: Annotated[str, typer.Option(help="Prepared dataset folder (shapetune data prepare), or its URI.")],
-    out: Annotated[str, typer.Option(help="Run folder or URI: checkpoints, history.csv, summary.json, learning_curves.png.")],
+    out: Annotated[str, typer.Option(help="Run folder or URI: checkpoints, history.csv, summary.json, "
+                                          "learning_curves.png.")],
     workers: Annotated[int, typer.Option(help="Ray Train workers (DDP).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
-    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker (default: the node's CPUs / workers).")] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker (default: the node's CPUs / "
+                                                               "workers).")] = None,
 ) -> None:
-    """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5 model.latent_dims=[32,8,2]
-    (fetal models: data.fold=K picks the cross-validation fold)."""
+    """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5
+    model.latent_dims=[32,8,2] (fetal models: data.fold=K picks the cross-validation fold)."""
     from shapetune import storage
     from shapetune.config import load_config
     from shapetune.training.ray_train import run_training
@@ -215,29 +223,39 @@ class SamplerName(str, Enum):
 @app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def tune_cmd(
     ctx: typer.Context,
-    space: Annotated[str | None, typer.Option(help="Search space: a shipped name (lvae_hcm, vae_hcm, lvae_hcm_pareto) or a YAML file.")] = None,
-    data: Annotated[str | None, typer.Option(help="Prepared dataset: a folder or a URI (s3://bucket/data/imperial).")] = None,
+    space: Annotated[str | None, typer.Option(help="Search space: a shipped name (lvae_hcm, vae_hcm, lvae_hcm_pareto) "
+                                                   "or a YAML file.")] = None,
+    data: Annotated[str | None, typer.Option(help="Prepared dataset: a folder or a URI "
+                                                  "(s3://bucket/data/imperial).")] = None,
     trials: Annotated[int, typer.Option(help="Number of trials.")] = 8,
     concurrency: Annotated[int, typer.Option(help="Trials running at once.")] = 1,
     name: Annotated[str | None, typer.Option(help="Experiment name (a folder under --storage-path).")] = None,
-    storage_path: Annotated[str, typer.Option(help="Where experiments live: a folder, or a URI (s3://, gs://, file://) on a cluster.")] = "experiments",
+    storage_path: Annotated[str, typer.Option(help="Where experiments live: a folder, or a URI (s3://, gs://, file://) "
+                                                   "on a cluster.")] = "experiments",
     resume: Annotated[str | None, typer.Option(help="Continue the interrupted experiment of this name. Resuming loads "
-                                                    "Ray Tune's pickled state from the experiment folder, which can run "
-                                                    "code: resume only experiments from storage you trust.")] = None,
-    optuna_storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL for the Optuna study (default: SQLite in the experiment folder).")] = None,
-    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial (1 = in the trial's own process).")] = 1,
-    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker, the torch threads of in-process trials "
-                                                               "(default: the node's CPUs / concurrency).")] = None,
+                                                    "Ray Tune's pickled state from the experiment folder, which can "
+                                                    "run code: resume only experiments from storage you "
+                                                    "trust.")] = None,
+    optuna_storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL for the Optuna study (default: SQLite in "
+                                                            "the experiment folder).")] = None,
+    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial (1 = in the trial's own "
+                                                        "process).")] = 1,
+    cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker, the torch threads of in-process "
+                                                               "trials (default: the node's CPUs / "
+                                                               "concurrency).")] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker.")] = 0.0,
     scheduler: Annotated[SchedulerName | None, typer.Option(help="Early stopping (default: the space's).")] = None,
     sampler: Annotated[SamplerName | None, typer.Option(help="Optuna sampler (default: the space's).")] = None,
-    grace_period: Annotated[int | None, typer.Option(help="ASHA: epochs before a trial may be stopped (default: the space's).")] = None,
+    grace_period: Annotated[int | None, typer.Option(help="ASHA: epochs before a trial may be stopped (default: the "
+                                                          "space's).")] = None,
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial before it is recorded as failed.")] = 1,
     time_budget_s: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
-    evaluate: Annotated[bool, typer.Option(help="Score each finished trial on the test split as soon as it ends (cached for `shapetune evaluate`).")] = False,
+    evaluate: Annotated[bool, typer.Option(help="Score each finished trial on the test split as soon as it ends "
+                                                "(cached for `shapetune evaluate`).")] = False,
 ) -> None:
-    """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every trial.
+    """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every
+    trial.
 
     --resume unpickles Tune's saved state (as Python's pickle documentation warns, only for data you trust):
     resume sweeps from storage that only you and people you trust can write. Reading an experiment (export,
@@ -280,16 +298,24 @@ def _experiment(experiment: str, storage_path: str) -> str:
 @app.command("export")
 def export_cmd(
     experiment: Annotated[str, typer.Argument(help="Experiment name (under --storage-path) or its folder.")],
-    out: Annotated[str, typer.Option(help="Export folder or storage URI: new or empty (a previous export is replaced only with --force).")],
-    storage_path: Annotated[str, typer.Option(help="Where experiments live (a folder or a URI such as s3://bucket/experiments).")] = "experiments",
-    objective: Annotated[str | None, typer.Option(help="Pick the best trial by this metric (default: the sweep's objective).")] = None,
-    pareto_index: Annotated[int | None, typer.Option(help="Multi-objective sweeps: export this point of the Pareto front.")] = None,
-    trial: Annotated[str | None, typer.Option(help="Export this trial (its best checkpoint) instead of the best one.")] = None,
-    min_val_acc: Annotated[float, typer.Option(help="Choose the best checkpoint among those with at least this validation "
-                                                    "accuracy (0 for none); none reaching it: the best overall, said.")] = 0.95,
-    force: Annotated[bool, typer.Option(help="Replace a previous ShapeTune export at --out (nothing else is ever replaced).")] = False,
+    out: Annotated[str, typer.Option(help="Export folder or storage URI: new or empty (a previous export is replaced "
+                                          "only with --force).")],
+    storage_path: Annotated[str, typer.Option(help="Where experiments live (a folder or a URI such as "
+                                                   "s3://bucket/experiments).")] = "experiments",
+    objective: Annotated[str | None, typer.Option(help="Pick the best trial by this metric (default: the sweep's "
+                                                       "objective).")] = None,
+    pareto_index: Annotated[int | None, typer.Option(help="Multi-objective sweeps: export this point of the Pareto "
+                                                          "front.")] = None,
+    trial: Annotated[str | None, typer.Option(help="Export this trial (its best checkpoint) instead of the best "
+                                                   "one.")] = None,
+    min_val_acc: Annotated[float, typer.Option(help="Choose the best checkpoint among those with at least this "
+                                                    "validation accuracy (0 for none); none reaching it: the best "
+                                                    "overall, said.")] = 0.95,
+    force: Annotated[bool, typer.Option(help="Replace a previous ShapeTune export at --out (nothing else is ever "
+                                             "replaced).")] = False,
 ) -> None:
-    """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template, metrics, model card, checksums."""
+    """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template,
+    metrics, model card, checksums."""
     from shapetune.serving.export import export_model
 
     from shapetune import storage
@@ -307,13 +333,16 @@ def export_cmd(
 @app.command("predict")
 def predict_cmd(
     export_dir: Annotated[str, typer.Argument(help="A folder (or URI) written by `shapetune export`.")],
-    input: Annotated[str, typer.Argument(help="ACDC patient folder (or a folder of them), a prepared dataset, or an ED NIfTI with --es; or a URI of one.")],
-    out: Annotated[Path, typer.Option(help="Output folder, new or empty: predictions.csv/.parquet and SUBJECT/recon_{ED,ES}.nii.gz.")],
+    input: Annotated[str, typer.Argument(help="ACDC patient folder (or a folder of them), a prepared dataset, or an "
+                                              "ED NIfTI with --es; or a URI of one.")],
+    out: Annotated[Path, typer.Option(help="Output folder, new or empty: predictions.csv/.parquet and "
+                                           "SUBJECT/recon_{ED,ES}.nii.gz.")],
     es: Annotated[Path | None, typer.Option(help="ES label map when INPUT is an ED NIfTI file.")] = None,
     split: Annotated[str | None, typer.Option(help="Prepared datasets: only this split (train, val, test).")] = None,
     force: Annotated[bool, typer.Option(help="Replace a previous `shapetune predict` output at --out.")] = False,
 ) -> None:
-    """Run an exported model without Ray: HCM probability, latent coordinates per level, reconstructions in the subject's space."""
+    """Run an exported model without Ray: HCM probability, latent coordinates per level, reconstructions in the
+    subject's space."""
     from shapetune import storage
     from shapetune.serving.predict import predict
 
@@ -330,8 +359,8 @@ def predict_cmd(
     console.print(t)
     if df.label.notna().any():
         known = df[df.label.notna()]
-        console.print(f"accuracy {((known.p_hcm > 0.5) == known.label.astype(bool)).mean():.3f} on {len(known)} labelled; "
-                      f"mean Dice ED {df.dice_ed.mean():.3f} ES {df.dice_es.mean():.3f}")
+        console.print(f"accuracy {((known.p_hcm > 0.5) == known.label.astype(bool)).mean():.3f} on "
+                      f"{len(known)} labelled; mean Dice ED {df.dice_ed.mean():.3f} ES {df.dice_es.mean():.3f}")
     console.print(f"written to {out}")
 
 
@@ -342,12 +371,15 @@ def evaluate_cmd(
     splits: Annotated[str, typer.Option(help="Comma-separated: imperial_test, acdc_test, acdc_hard (added when "
                                              "--acdc-hard is given).")] = "imperial_test,acdc_test",
     trials: Annotated[str, typer.Option(help="best, all, or trial ids separated by commas ('' for none).")] = "best",
-    acdc: Annotated[str | None, typer.Option(help="ACDC-layout folder or URI (prepared on the fly, cached) or a prepared ACDC dataset.")] = None,
+    acdc: Annotated[str | None, typer.Option(help="ACDC-layout folder or URI (prepared on the fly, cached) or a "
+                                                  "prepared ACDC dataset.")] = None,
     acdc_hard: Annotated[str | None, typer.Option(help="A second, harder ACDC-layout set (split acdc_hard), e.g. "
                                                        "`data synth --cohort acdc --seed 1 --slice-mm 10 "
                                                        "--max-tilt-deg 15 --borderline-fraction 0.5`.")] = None,
-    extra: Annotated[list[str] | None, typer.Option(help="More checkpoints to compare, NAME=RUN_OR_CHECKPOINT_DIR (repeatable).")] = None,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines: clinical, pca ('' for none).")] = "clinical,pca",
+    extra: Annotated[list[str] | None, typer.Option(help="More checkpoints to compare, NAME=RUN_OR_CHECKPOINT_DIR "
+                                                         "(repeatable).")] = None,
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines: clinical, pca ('' for "
+                                                "none).")] = "clinical,pca",
     force: Annotated[bool, typer.Option(help="Re-evaluate what is already cached.")] = False,
     ray: Annotated[bool, typer.Option(help="Score checkpoints as parallel Ray tasks.")] = True,
 ) -> None:
@@ -357,9 +389,9 @@ def evaluate_cmd(
     from shapetune.storage import StorageError
 
     try:
-        res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()), trials, acdc, extra or [],
-                       tuple(b.strip() for b in baselines.split(",") if b.strip()), force, use_ray=ray,
-                       acdc_hard=acdc_hard)
+        res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()),
+                       trials, acdc, extra or [], tuple(b.strip() for b in baselines.split(",") if b.strip()), force,
+                       use_ray=ray, acdc_hard=acdc_hard)
     except (ShapeTuneError, StorageError) as exc:
         _fail(exc)
     if hasattr(res, "table"):  # a fetal-skull sweep: the study table by view subset
@@ -378,12 +410,13 @@ def _print_eval(res) -> None:
                     ("accuracy", "right")):
         t.add_column(c, justify=just, overflow="fold")
     for (model, split), g in s.groupby(["model", "split"], sort=False):
-        def val(metric, phase="", fmt=".3f"):
+        def val(metric, phase="", fmt=".3f", g=g):
             r = g[(g.metric == metric) & (g.phase == phase)]
             return "-" if r.empty or r["mean"].isna().all() else format(r["mean"].iloc[0], fmt)
         acc = g[g.metric == "accuracy"].iloc[0]
         t.add_row(model, split, f"{val('dice', 'ED')}/{val('dice', 'ES')}",
-                  f"{val('hd', 'ED', '.1f')}/{val('hd', 'ES', '.1f')}", f"{acc['mean']:.3f} ({acc.lo:.2f}-{acc.hi:.2f})")
+                  f"{val('hd', 'ED', '.1f')}/{val('hd', 'ES', '.1f')}",
+                  f"{acc['mean']:.3f} ({acc.lo:.2f}-{acc.hi:.2f})")
     console.print(t)
     console.print(f"evaluated {res.evaluated} candidate x split pair(s), {res.cached} from cache; "
                   f"report (RVD, HD95, paired tests): {res.out_dir / 'report.md'}")
@@ -392,9 +425,11 @@ def _print_eval(res) -> None:
 @app.command("study", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def study_cmd(
     ctx: typer.Context,
-    data: Annotated[str, typer.Option(help="Prepared fetal-skull dataset (shapetune data prepare --format fetal), or its URI.")],
+    data: Annotated[str, typer.Option(help="Prepared fetal-skull dataset (shapetune data prepare --format fetal), or "
+                                           "its URI.")],
     out: Annotated[Path, typer.Option(help="Study folder: runs/, scores/, table.md, per_case.parquet, figures/.")],
-    model: Annotated[list[str], typer.Option(help="A shipped config (cvae, hcvae, tlnet, cgan) or NAME=CONFIG.yaml; repeatable.")] = ["cvae", "hcvae", "tlnet", "cgan"],  # noqa: B006
+    model: Annotated[list[str], typer.Option(help="A shipped config (cvae, hcvae, tlnet, cgan) or NAME=CONFIG.yaml; "
+                                                  "repeatable.")] = ["cvae", "hcvae", "tlnet", "cgan"],  # noqa: B006
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds (default: all).")] = None,
     samples: Annotated[int, typer.Option(help="Prior samples per case for the uncertainty maps.")] = 8,
     force: Annotated[bool, typer.Option(help="Re-score every run (training is never repeated).")] = False,
@@ -414,8 +449,8 @@ def study_cmd(
             name, _, path = item.partition("=")
             configs[name] = load_config(_config_path(path or name), list(ctx.args))
         fold_list = [int(f) for f in folds.split(",")] if folds else None
-        res = run_study(configs, storage.local_copy(data), out, fold_list, samples=samples, force=force, workers=workers,
-                        cpus_per_worker=cpus_per_worker)
+        res = run_study(configs, storage.local_copy(data), out, fold_list, samples=samples, force=force,
+                        workers=workers, cpus_per_worker=cpus_per_worker)
     except (ShapeTuneError, storage.StorageError, ValueError) as exc:
         _fail(exc)
     _print_study(res.table)
@@ -440,9 +475,11 @@ def _print_study(table) -> None:
 
 @app.command("dashboard")
 def dashboard_cmd(
-    experiments: Annotated[list[str], typer.Argument(help="Experiment folders, or folders holding several (a --storage-path).")],
+    experiments: Annotated[list[str], typer.Argument(help="Experiment folders, or folders holding several (a "
+                                                          "--storage-path).")],
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
-    host: Annotated[str, typer.Option(help="Address to bind; the default keeps it on this machine (use SSH port forwarding).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to bind; the default keeps it on this machine (use SSH port "
+                                           "forwarding).")] = "127.0.0.1",
 ) -> None:
     """Open the results dashboard (Streamlit): runs, comparisons, latent clusters, shapes, export."""
     from shapetune.dashboard.experiments import DashboardError

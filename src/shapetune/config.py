@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from shapetune.errors import ShapeTuneError
 from shapetune.models.config import ModelConfig, training_bytes
@@ -246,7 +247,7 @@ def keys_at(root: type[BaseModel], loc: tuple) -> tuple[tuple, list[str]]:
     return tuple(path), keys
 
 
-def explain(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
+def explain(err: ErrorDetails, root: type[BaseModel]) -> tuple[tuple[Any, ...], str]:
     """One pydantic error as (document path of the field, message): an unknown key says so and suggests the
     close match; a cross-field check points at the field it blames."""
     loc, msg = tuple(err["loc"]), err["msg"]
@@ -261,7 +262,7 @@ def explain(err: dict, root: type[BaseModel]) -> tuple[tuple, str]:
     return keys_at(root, loc)[0], msg
 
 
-def by_relevance(errors: list[dict]) -> list[dict]:
+def by_relevance(errors: list[ErrorDetails]) -> list[ErrorDetails]:
     """Unknown keys first (a misspelt key also makes its real one 'Field required', which misleads), type
     mismatches last (of a union, ``depth: {low: 0, ...}`` is no int, but the mapping's own error is the news)."""
     return sorted(errors, key=lambda e: (e["type"] != "extra_forbidden", e["type"].endswith("_type")))
@@ -347,7 +348,8 @@ def set_dotted(d: dict, key: str, value: Any) -> None:
 
 
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
-    """``section.key=value`` strings -> ``{dotted key: value}`` (values parsed as YAML: ``model.latent_dims=[32,8,2]``)."""
+    """``section.key=value`` strings -> ``{dotted key: value}`` (values parsed as YAML:
+    ``model.latent_dims=[32,8,2]``)."""
     out: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:

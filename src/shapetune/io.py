@@ -118,7 +118,8 @@ def check_output(out: str | Path, kind: str, force: bool = False, replace: bool 
     present = sorted(files_in(out) - {MARKER})
     if not ours:
         raise OutputError(out, f"is not empty and was not written by `shapetune {kind}` (it holds "
-                               f"{_describe(present or [p.name for p in out.iterdir()])}); choose a new or empty folder")
+                               f"{_describe(present or [p.name for p in out.iterdir()])}); choose a new or empty "
+                               "folder")
     if not replace:
         return
     listed = set(marker.get("files", [])) if marker else set(present)

@@ -54,7 +54,8 @@ def dash_storage(tiny_prepared, acdc_raw, ray_local, tmp_path_factory) -> Path:
                             storage_path=str(storage), max_failures=0))
     pareto = write_space(root / "pareto.yaml", epochs=1)
     pareto.write_text(pareto.read_text().replace("  - {metric: val_dice, mode: max}\n",
-                                                 "  - {metric: val_dice, mode: max}\n  - {metric: val_acc, mode: max}\n"))
+                                                 "  - {metric: val_dice, mode: max}\n"
+                                                 "  - {metric: val_acc, mode: max}\n"))
     run_sweep(SweepSettings(name="pareto", space=str(pareto), data=str(tiny_prepared), trials=3, concurrency=2,
                             storage_path=str(storage)))
     settings = json.loads((storage / "lv2d" / "sweep.json").read_text())
@@ -80,4 +81,5 @@ def app_for(monkeypatch):
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder`` with its size and mtime (to prove the dashboard wrote nothing)."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}

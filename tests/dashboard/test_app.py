@@ -176,7 +176,8 @@ def test_fetal_study_page(app_for, fetal_study):
     assert set(rows.model) == {"cvae", "hcvae"} and len(rows) == 6 and rows.DC.str.contains("±").all()
     size = rows["|size error| length / width / height"]
     t3 = res.table.set_index(["model", "views"]).loc[("cvae", "3v")]
-    assert size.iloc[0] == f"{100 * t3.abs_ofd_err_mean:.1f} / {100 * t3.abs_bpd_err_mean:.1f} / {100 * t3.abs_height_err_mean:.1f} %"
+    assert size.iloc[0] == (f"{100 * t3.abs_ofd_err_mean:.1f} / {100 * t3.abs_bpd_err_mean:.1f} / "
+                            f"{100 * t3.abs_height_err_mean:.1f} %")
     assert "size error length" in _texts(at)
     plots = _plots(at)
     bars = [d for d in plots[0]["data"] if d["type"] == "bar"]

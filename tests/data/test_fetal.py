@@ -15,7 +15,8 @@ from shapetune.data.errors import DataError
 from shapetune.data.fetal.cohort import FetalConfig, fold_table
 from shapetune.data.fetal.planes import VIEWS, PlanePose, cut_plane, fit_pose, perturb, plane_error, standard_poses
 from shapetune.data.fetal.prepare import prepare_fetal
-from shapetune.data.fetal.skull import default_spacing, grid_coords, hadlock_bpd_mm, render_skull, sample_skull, skull_mask
+from shapetune.data.fetal.skull import default_spacing, grid_coords, hadlock_bpd_mm, render_skull, sample_skull, \
+    skull_mask
 
 
 def test_size_follows_gestational_age_and_shape_spans_the_cephalic_index():

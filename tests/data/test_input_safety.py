@@ -118,7 +118,8 @@ def test_origin_mismatch_names_the_origins(acdc_copy, tmp_path):
     aff = img.affine.copy()
     aff[:3, 3] += [5.0, 0.0, 0.0]
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), aff), f)
-    with pytest.raises(DataError, match=r"ES grid differs from the ED grid of .*: origin \(5, 0, 0\) mm vs \(0, 0, 0\)"):
+    with pytest.raises(DataError,
+                       match=r"ES grid differs from the ED grid of .*: origin \(5, 0, 0\) mm vs \(0, 0, 0\)"):
         prepare(acdc_copy, "acdc", tmp_path / "p", QUICK_GRID, workers=1, quiet=True)
 
 
@@ -235,7 +236,8 @@ def test_file_outside_the_source_is_never_read(acdc_copy, tmp_path):
     outside = tmp_path / "outside.nii.gz"
     shutil.move(f, outside)
     f.symlink_to(outside)
-    with pytest.raises(DataError, match=r"patient061_frame01_gt.nii.gz: resolves to .*outside.nii.gz, outside the source"):
+    with pytest.raises(DataError,
+                       match=r"patient061_frame01_gt.nii.gz: resolves to .*outside.nii.gz, outside the source"):
         scan_acdc(acdc_copy)
 
 
@@ -275,7 +277,8 @@ def test_ground_truth_table_problems_are_clear(acdc_copy, tmp_path):
     gt = acdc_copy / "shapetune_ground_truth.parquet"
     table = pd.read_parquet(gt)
     table[table.subject != "patient061"].to_parquet(gt, index=False)
-    with pytest.raises(DataError, match=r"shapetune_ground_truth.parquet: no ground-truth row for subject\(s\) patient061"):
+    with pytest.raises(DataError,
+                       match=r"shapetune_ground_truth.parquet: no ground-truth row for subject\(s\) patient061"):
         prepare(acdc_copy, "acdc", tmp_path / "p", QUICK_GRID, workers=1, quiet=True)
     table.drop(columns="subject").to_parquet(gt, index=False)
     with pytest.raises(DataError, match="ground-truth table has no 'subject' column"):

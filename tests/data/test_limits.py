@@ -10,7 +10,7 @@ from shapetune.cli import app
 from shapetune.data.cardiac_synth import HCM, HEALTHY, render, sample_subject
 from shapetune.data.errors import DataError
 from shapetune.data.limits import LV_HALF_EXTENT_MM, check_disk, check_field_of_view, check_memory
-from shapetune.data.template import MYOCARDIUM, TemplateGrid
+from shapetune.data.template import TemplateGrid
 
 runner = CliRunner()
 

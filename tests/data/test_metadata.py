@@ -237,7 +237,7 @@ def test_any_well_formed_subjects_table_round_trips(case):
     with d:
         parsed, skipped = parse_subjects_table(path)
     assert not skipped and len(parsed) == len(rows)
-    for p, (sid, split, group, age, sex, h, w) in zip(parsed, rows):
+    for p, (sid, split, group, age, sex, h, w) in zip(parsed, rows, strict=True):
         assert (p.subject, p.split, p.group, p.sex) == (sid, split, group, sex)
         assert _same(p.age, age) and _same(p.height_cm, h) and _same(p.weight_kg, w)
 

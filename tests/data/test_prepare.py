@@ -6,7 +6,6 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
 from shapetune.data.dataset import PreparedDataset

@@ -53,7 +53,7 @@ def test_rotated_translated_resliced_subject_matches_original(aligned_pair, tmp_
     rot = Rotation.from_euler("xz", [6.0, angle], degrees=True).as_matrix() @ align
     shift = np.array([7.0, -11.0, 3.0])
     paths = [tmp_path / f"seg_{ph}.nii.gz" for ph in ("ED", "ES")]
-    for src, dst in zip((raw.ed_path, raw.es_path), paths):
+    for src, dst in zip((raw.ed_path, raw.es_path), paths, strict=True):
         _reslice(src, dst, rot, shift)
     moved = RawSubject(raw.subject, "acdc", "test", raw.group, paths[0], paths[1], raw.demographics)
     recovered, info = preprocess_subject(moved, GRID)
@@ -71,7 +71,7 @@ def test_septal_bulges_land_in_septal_segments(acdc_prepared):
     assert len(sept) >= 2
     segs = [f"wt_aha{s:02d}_mm" for s in range(1, 17)]
     best = sept[segs].to_numpy().argmax(axis=1) + 1
-    assert set(best) <= {2, 3, 8, 9, 14}, dict(zip(sept.subject, best))
+    assert set(best) <= {2, 3, 8, 9, 14}, dict(zip(sept.subject, best, strict=True))
 
 
 def test_template_orientation_of_prepared_acdc(acdc_prepared):

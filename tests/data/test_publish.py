@@ -285,7 +285,8 @@ def test_zero_subject_dataset_is_a_clear_error(small, tmp_path):
     out = tmp_path / "empty"
     _legacy_empty_dataset(small, out)
     res = runner.invoke(app, ["data", "show", str(out)])
-    assert res.exit_code == 2 and f"error: {out / 'dataset.json'}: the dataset holds 0 subjects" in _one_line(res.output)
+    assert (res.exit_code == 2
+            and f"error: {out / 'dataset.json'}: the dataset holds 0 subjects" in _one_line(res.output))
     from shapetune.training.engine import load_training_data
 
     with pytest.raises(DataError, match="holds 0 subjects"):

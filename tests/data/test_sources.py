@@ -52,7 +52,7 @@ def test_acdc_reader_handles_real_layout_quirks(acdc_copy):
 
 def test_info_cfg_missing_key_names_file_and_key(acdc_copy):
     cfg = acdc_copy / "patient023" / "Info.cfg"
-    cfg.write_text("\n".join(l for l in cfg.read_text().splitlines() if not l.startswith("ES")))
+    cfg.write_text("\n".join(line for line in cfg.read_text().splitlines() if not line.startswith("ES")))
     with pytest.raises(DataError, match=r"patient023/Info.cfg: missing key\(s\) ES"):
         read_acdc(acdc_copy)
 

@@ -27,7 +27,7 @@ def test_table_by_view_subset_over_folds(study, fetal_prepared):
     res, _ = study
     t = res.table
     assert sorted(res.trained) == sorted(f"{m}/fold{k}" for m in ("cvae", "hcvae") for k in range(3))
-    assert set(zip(t.model, t.views)) == {(m, v) for m in ("cvae", "hcvae") for v in ("3v", "2v", "1v")}
+    assert set(zip(t.model, t.views, strict=True)) == {(m, v) for m in ("cvae", "hcvae") for v in ("3v", "2v", "1v")}
     assert (t.folds == 3).all() and t.dice_sd.notna().all()
     assert ((t.dice_mean >= 0) & (t.dice_mean <= 1)).all() and (t.hd_mean > 0).all()
     pc = res.per_case

@@ -22,7 +22,8 @@ def test_tables_cover_every_model_split_and_metric(evaluated, finished_sweep):
     assert len(models) == 4 and {"clinical_indices+LR", "PCA(50)+LR"} <= models  # 2 trials + 2 baselines
     assert set(ps.split) == {"imperial_test", "acdc_test"}
     counts = ps.groupby(["model", "split"]).size()
-    assert (counts.xs("imperial_test", level="split") == 8).all() and (counts.xs("acdc_test", level="split") == 10).all()
+    assert ((counts.xs("imperial_test", level="split") == 8).all()
+            and (counts.xs("acdc_test", level="split") == 10).all())
     trial_rows = ps[ps.model.str.startswith("exp:")]
     for col in ("dice_ed", "hd_es", "hd95_ed", "assd_es", "rvd_ed", "abs_rvd_es"):
         assert trial_rows[col].notna().all(), col
@@ -40,7 +41,8 @@ def test_tables_cover_every_model_split_and_metric(evaluated, finished_sweep):
     manifest = json.loads((out / "manifest.json").read_text())  # what the dashboard reads back
     rows = {c["name"]: c for c in manifest["candidates"]}
     assert set(rows) == models
-    assert all(Path(c["checkpoint"]).is_dir() and c["trial_id"] in c["name"] for c in rows.values() if not c["baseline"])
+    assert all(Path(c["checkpoint"]).is_dir() and c["trial_id"] in c["name"]
+               for c in rows.values() if not c["baseline"])
     assert manifest["splits"]["imperial_test"]["split"] == "test" and manifest["splits"]["acdc_test"]["split"] is None
 
 
@@ -93,7 +95,8 @@ def test_extra_candidates_resolve_run_folders(finished_sweep, tmp_path):
     assert checkpoint_dir(trial_ckpt.parent) == trial_ckpt
     run = tmp_path / "train_run"  # the layout `shapetune train` leaves: Ray-named checkpoints + summary.json
     shutil.copytree(trial_ckpt, run / "checkpoint_2026-01-01_00-00-00.000000")
-    (run / "summary.json").write_text(json.dumps({"best_checkpoint": "/elsewhere/checkpoint_2026-01-01_00-00-00.000000"}))
+    (run / "summary.json").write_text(
+        json.dumps({"best_checkpoint": "/elsewhere/checkpoint_2026-01-01_00-00-00.000000"}))
     assert checkpoint_dir(run) == run / "checkpoint_2026-01-01_00-00-00.000000"
     with pytest.raises(EvaluationError, match="summary.json"):
         checkpoint_dir(tmp_path)

@@ -20,7 +20,8 @@ def _model(name: str, dims: list[int], size_frame: bool = False):
 
 def _batch(b: int = 4):
     g = torch.Generator().manual_seed(1)
-    return (torch.rand(b, 1, 16, 16, 16, generator=g) > 0.8).float(), (torch.rand(b, 3, 16, 16, generator=g) > 0.8).float()
+    return ((torch.rand(b, 1, 16, 16, 16, generator=g) > 0.8).float(),
+            (torch.rand(b, 3, 16, 16, generator=g) > 0.8).float())
 
 
 @pytest.mark.parametrize("name, dims, size_frame", [("cvae", [8], False), ("hcvae", [8, 4], False),
@@ -75,7 +76,7 @@ def test_hcvae_axial_drives_the_top_level_and_missing_views_leave_the_hierarchy_
     assert torch.equal(lv_full[2].mu_p, lv_other[2].mu_p)  # the top level sees the axial view only
     assert not torch.allclose(lv_full[1].mu_p, lv_other[1].mu_p)  # sagittal refines level 1
     assert not torch.allclose(lv_full[0].mu_p, lv_other[0].mu_p)  # coronal refines level 0
-    for a, b in zip(lv_none, lv_none_other):  # missing views: their images are never looked at
+    for a, b in zip(lv_none, lv_none_other, strict=True):  # missing views: their images are never looked at
         assert torch.equal(a.mu_p, b.mu_p)
 
 
@@ -100,7 +101,8 @@ def test_a_few_steps_fit_one_batch(name, dims, size_frame):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60 if size_frame else 40):  # noise volumes fill the grid: the frame scales them up 1.4x
-        loss, _ = conditional_loss(model(vol, planes, present), vol, LossWeights(lambda_kl=1e-3), 10.0, model.variational)
+        loss, _ = conditional_loss(model(vol, planes, present), vol, LossWeights(lambda_kl=1e-3), 10.0,
+                                   model.variational)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -153,4 +153,5 @@ def test_shipped_configs_load():
     for name, model in (("lvae", "lvae"), ("vae", "vae"), ("ae", "ae")):
         cfg = load_config(_config_path(name), ["optim.epochs=1"])
         assert cfg.model.name == model and cfg.optim.epochs == 1
-    assert sum(load_config(_config_path("lvae")).model.latent_dims) == load_config(_config_path("vae")).model.latent_dims[0]
+    assert (sum(load_config(_config_path("lvae")).model.latent_dims)
+            == load_config(_config_path("vae")).model.latent_dims[0])

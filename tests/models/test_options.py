@@ -89,7 +89,7 @@ def test_ema_checkpoint_holds_the_average_and_resumes_both(tiny_prepared, tmp_pa
 def test_schedules(over, at, expected):
     cfg = load_config(None, TINY + ["optim.epochs=11", "optim.min_lr_ratio=0.1"] + over)
     eng = Engine(cfg, build_model(cfg.model), torch.device("cpu"))
-    for t, want in zip(at, expected):
+    for t, want in zip(at, expected, strict=True):
         if want is not None:
             assert eng.lr_at(t) == pytest.approx(want, rel=1e-6, abs=1e-12), t
     lrs = [eng.lr_at(e / 10) for e in range(101)]

@@ -83,7 +83,7 @@ def test_size_head_learns_each_axis_from_the_views_that_show_it():
     test_planes, test_target = _heads(48, rng)
     head = SizeHead().train()
     opt = torch.optim.Adam(head.parameters(), lr=3e-2)
-    for step in range(300):
+    for _ in range(300):
         present = torch.ones(len(planes), 3)
         present[:, 1:] = torch.from_numpy(rng.random((len(planes), 2)) < 0.5).float()
         _, loss = head(planes, present, target)

@@ -75,7 +75,8 @@ def test_tpe_sees_the_conditional_space():
 
 
 @pytest.mark.parametrize("edit, line, message", [
-    (("  loss.lambda_kl: {type: float, low: 1.0e-6", "  loss.lambda_kl: {type: float, low: 1.0e-1"), 9, "low 0.1 > high 0.01"),
+    (("  loss.lambda_kl: {type: float, low: 1.0e-6", "  loss.lambda_kl: {type: float, low: 1.0e-1"), 9,
+     "low 0.1 > high 0.01"),
     (("  loss.lambda_kl:", "  loss.lamda_kl:"), 9, "unknown configuration field 'loss.lamda_kl' (did you mean "
                                                     "'loss.lambda_kl'?)"),
     (("param: hierarchy.depth", "param: model.depthh"), 10, "condition on 'model.depthh'"),

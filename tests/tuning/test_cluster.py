@@ -148,7 +148,8 @@ def test_a_node_killed_mid_sweep_is_retried_elsewhere(cluster, bucket, tmp_path)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not killed:
             fs, path = storage.resolve(storage.join(exp, "trials"))
-            found = [i.path for i in fs.get_file_info(storage.pafs.FileSelector(path, allow_not_found=True, recursive=True))
+            found = [i.path
+                     for i in fs.get_file_info(storage.pafs.FileSelector(path, allow_not_found=True, recursive=True))
                      if i.path.endswith("checkpoint_latest/checkpoint.pt")]
             for f in found:
                 try:

@@ -68,7 +68,8 @@ def test_ray_up_job_submit_ray_down(tiny_prepared, ray_local, tmp_path):
     exp = storage.join(bucket, "experiments", "viajob")
     trials = pd.read_parquet(storage.local_copy(exp) / "trials.parquet")
     assert len(trials) == 2 and (trials.status == "completed").all()
-    assert all(storage.exists(storage.join(exp, "trials", t, "checkpoint_best", "checkpoint.pt")) for t in trials.trial_id)
+    assert all(storage.exists(storage.join(exp, "trials", t, "checkpoint_best", "checkpoint.pt"))
+               for t in trials.trial_id)
     check = subprocess.run([RAY, "status", "--address", "127.0.0.1:6390"], capture_output=True, text=True, timeout=60,
                            env=env)
     assert check.returncode != 0  # ray down left no cluster behind

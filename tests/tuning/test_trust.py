@@ -70,7 +70,7 @@ def test_the_payload_is_live(poisoned):
     from ray.tune import ExperimentAnalysis
 
     exp, marker = poisoned
-    with pytest.raises(Exception):  # the payload returns a file object where Tune expects its own objects
+    with pytest.raises(TypeError):  # the payload returns a file object where Tune expects its own objects
         ExperimentAnalysis(str(exp))
     assert marker.exists()
 
@@ -242,7 +242,8 @@ def test_predict_outputs_follow_the_same_rules(finished_sweep, tiny_prepared, tm
     r = runner.invoke(app, [*args, "--force"])
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(tmp_path / "p" / "predictions.csv")) == 8
-    r = runner.invoke(app, ["predict", str(model), str(tiny_prepared), "--out", str(tmp_path / "p" / "predictions.csv")])
+    r = runner.invoke(app, ["predict", str(model), str(tiny_prepared), "--out",
+                            str(tmp_path / "p" / "predictions.csv")])
     assert r.exit_code == 2 and "exists and is not a folder" in r.output
 
 

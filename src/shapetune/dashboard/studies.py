@@ -45,7 +45,8 @@ def is_study(path: Path) -> bool:
 
 
 def stamp(study: Study) -> tuple:
-    return tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in (study.path / "table.csv", study.path / "per_case.parquet"))
+    return tuple(f.stat().st_mtime_ns if f.exists() else 0
+                 for f in (study.path / "table.csv", study.path / "per_case.parquet"))
 
 
 def tables(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -2,9 +2,9 @@
 
 Healthy volunteers get a maximal wall thickness (MWT) of 7-11 mm (6-12 mm once measured from voxel
 masks); HCM subjects 18-28 mm (>= 15 mm measured) with one of the clinical phenotypes, except a
-controlled ``borderline_fraction`` of mild septal HCM at 13.8-15.4 mm (13-16 mm measured). ES is solved so that the ejection fraction hits
-its target and the myocardial volume equals the ED one (analytic volumes, so it is exact for the model
-and within a few percent once voxelised).
+controlled ``borderline_fraction`` of mild septal HCM at 13.8-15.4 mm (13-16 mm measured). ES is solved so
+that the ejection fraction hits its target and the myocardial volume equals the ED one (analytic volumes,
+so it is exact for the model and within a few percent once voxelised).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 
 from shapetune import __version__
-from shapetune.data.cardiac_synth import HCM, HEALTHY, RAW_LV, RAW_MYO, RAW_RV, Subject, random_pose, render, \
+from shapetune.data.cardiac_synth import HCM, HEALTHY, RAW_LV, RAW_MYO, RAW_RV, random_pose, render, \
     roughness_noise, sample_subject, subject_record
 from shapetune.data.errors import DataError
 from shapetune.data.limits import check_field_of_view, check_memory

@@ -34,7 +34,7 @@ from shapetune.data.nifti import sha256_file
 from shapetune.data.parallel import default_workers, pmap
 from shapetune.data.preprocess import preprocess_subject
 from shapetune.data.publish import open_out, publishing
-from shapetune.data.sources import READERS, RawSubject, SourceScan
+from shapetune.data.sources import READERS, SourceScan
 from shapetune.data.template import ORIENTATION, TemplateGrid
 
 PREPROCESS_VERSION = 1  # bump when the preprocessing changes what it writes
@@ -109,7 +109,8 @@ def _nothing_selected(src: Path, scan: SourceScan, groups: tuple[str, ...]) -> D
     return DataError(src, why)
 
 
-def prepare(src: str | Path, fmt: str, out: str | Path, grid: TemplateGrid = TemplateGrid(),
+def prepare(src: str | Path, fmt: str, out: str | Path,
+            grid: TemplateGrid = TemplateGrid(),  # noqa: B008 (a frozen dataclass: an immutable default, safe to share)
             groups: tuple[str, ...] = ("NOR", "HCM"), skip_bad: bool = False, in_plane: str = "rv",
             workers: int | None = None, quiet: bool = False) -> PrepareReport:
     """Read ``src`` in format ``fmt`` and write the prepared dataset to ``out`` (see module docstring)."""

@@ -80,7 +80,8 @@ def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
         return out
     if not mask.any():
         return np.full(mask.shape, FAR_MM, dtype=np.float32)
-    return (distance_transform_edt(~mask, sampling=spacing) - distance_transform_edt(mask, sampling=spacing)).astype(np.float32)
+    return (distance_transform_edt(~mask, sampling=spacing)
+            - distance_transform_edt(mask, sampling=spacing)).astype(np.float32)
 
 
 def resample_to_template(labels: np.ndarray, affine: np.ndarray, frame: Frame, grid: TemplateGrid,
@@ -91,7 +92,7 @@ def resample_to_template(labels: np.ndarray, affine: np.ndarray, frame: Frame, g
     nz = np.argwhere(lv_mask)
     lo = np.maximum(nz.min(0) - 6, 0)
     hi = np.minimum(nz.max(0) + 7, labels.shape)
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     pts = grid.coords().reshape(3, -1)
     world = frame.centre[:, None] + frame.axes @ pts

@@ -92,7 +92,7 @@ def index_plot(ds: PreparedDataset, path: Path) -> Path:
     m = ds.manifest
     cols = [(c, n) for c, n in INDICES if c in m]
     fig, axes = plt.subplots(1, len(cols), figsize=(2.2 * len(cols), 3), squeeze=False)
-    for ax, (col, name) in zip(axes[0], cols):
+    for ax, (col, name) in zip(axes[0], cols, strict=True):
         data = [m.loc[m["label"] == lab, col].dropna().to_numpy() for lab in CLASS_NAMES]
         ax.boxplot(data, tick_labels=list(CLASS_NAMES.values()))
         ax.set_title(name, fontsize=9)

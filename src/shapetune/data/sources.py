@@ -364,7 +364,7 @@ def parse_subjects_table(path: str | Path, skip_bad: bool = False) -> tuple[list
                 continue  # a blank line holds no subject
             if len(cells) != len(header):
                 raise DataError(path, f"line {line}: {len(cells)} field(s), the header has {len(header)}")
-            rec = dict(zip(header, (c.strip() for c in cells)))
+            rec = dict(zip(header, (c.strip() for c in cells), strict=True))
             if rec["subject"] in first:
                 raise DataError(path, f"line {line}: duplicate subject {rec['subject']!r} (first on line "
                                       f"{first[rec['subject']]})")
@@ -431,7 +431,8 @@ def scan_imperial(root: str | Path, groups: tuple[str, ...] = ("NOR", "HCM"), sp
     return scan
 
 
-def read_imperial(root: str | Path, groups: tuple[str, ...] = ("NOR", "HCM"), split: str | None = None) -> list[RawSubject]:
+def read_imperial(root: str | Path, groups: tuple[str, ...] = ("NOR", "HCM"),
+                  split: str | None = None) -> list[RawSubject]:
     """The subjects of an Imperial-style folder; stops at the first bad row or missing file."""
     scan = scan_imperial(root, groups, split)
     if not scan.subjects:

@@ -11,6 +11,7 @@ from shapetune.evaluation.stats import mcnemar, wilcoxon_paired
 from shapetune.io import atomic_write_text
 
 REPORT = "report.md"
+SPLIT_MARKERS = "o^sDvP<>"  # scatter markers, one per evaluated split (the service has three)
 
 
 def _cell(summary: pd.DataFrame, model: str, split: str, metric: str, phase: str = "", ci: bool = False) -> str:
@@ -91,10 +92,11 @@ def figures(per_subject: pd.DataFrame, latents: pd.DataFrame, models: list[str],
     fig_dir.mkdir(parents=True, exist_ok=True)
     names = []
     splits = list(dict.fromkeys(per_subject.split))
-    recon_models = [m for m in models if "dice_ed" in per_subject and per_subject[per_subject.model == m].dice_ed.notna().any()]
+    recon_models = [m for m in models
+                    if "dice_ed" in per_subject and per_subject[per_subject.model == m].dice_ed.notna().any()]
     if recon_models:
         fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.6), squeeze=False)
-        for ax, split in zip(axes[0], splits):
+        for ax, split in zip(axes[0], splits, strict=True):
             data, labels = [], []
             for m in recon_models:
                 g = per_subject[(per_subject.model == m) & (per_subject.split == split)]
@@ -105,7 +107,7 @@ def figures(per_subject: pd.DataFrame, latents: pd.DataFrame, models: list[str],
         fig.tight_layout(), fig.savefig(fig_dir / "dice.png", dpi=110), plt.close(fig)
         names.append("dice.png")
     fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 4), squeeze=False)
-    for ax, split in zip(axes[0], splits):
+    for ax, split in zip(axes[0], splits, strict=True):
         for m in models:
             g = per_subject[(per_subject.model == m) & (per_subject.split == split)]
             if len(np.unique(g.label)) == 2:
@@ -119,8 +121,10 @@ def figures(per_subject: pd.DataFrame, latents: pd.DataFrame, models: list[str],
     if len(first):
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
         for ax, (view, title) in zip(axes, (("top", "top latent z_L"), ("laplacian", "Laplacian eigenmaps"),
-                                            ("pca", "PCA of all levels"), ("tsne", "t-SNE of all levels"))):
-            for split, marker in zip(splits, "o^"):
+                                            ("pca", "PCA of all levels"), ("tsne", "t-SNE of all levels")),
+                                     strict=True):
+            # one marker per split (a third split, acdc_hard, was once left out of this figure by a zip)
+            for split, marker in zip(splits, SPLIT_MARKERS[:len(splits)], strict=True):
                 for lab, color in ((0, "tab:blue"), (1, "tab:red")):
                     g = first[(first.split == split) & (first.label == lab)]
                     ax.scatter(g[f"{view}_x"], g[f"{view}_y"], s=8, c=color, marker=marker, alpha=0.6,
@@ -145,7 +149,8 @@ def write_report(result, models: list[str], extra_figures: list[str] = ()) -> Pa
              "bootstrap 95 % CIs.", "", "## Summary (seed-style)", "", seed_table(result.summary, models), ""]
     for split in dict.fromkeys(result.per_subject.split):
         parts += [f"## {split}", "", split_table(result.summary, models, split), ""]
-    parts += [f"## Paired comparisons against `{models[0]}`", "", paired_table(result.per_subject, models[0], models), ""]
+    parts += [f"## Paired comparisons against `{models[0]}`", "",
+              paired_table(result.per_subject, models[0], models), ""]
     if result.errors:
         parts += ["## Not evaluated", ""] + [f"- {e['candidate']}: {e['problem']}" for e in result.errors] + [""]
     parts += ["## Figures", ""] + [f"![{f}](figures/{f})" for f in figs] + [""]

@@ -49,7 +49,8 @@ def score_checkpoint(checkpoint: str | Path, model_name: str, split: EvalSplit, 
     probs, recons, lat = [], [], []
     with torch.no_grad():
         for s in range(0, len(split.masks), batch_size):
-            x = torch.from_numpy(np.array(split.masks[s:s + batch_size], dtype=np.float32)).to(device)  # a copy: masks may be read-only mmaps
+            # a copy: masks may be read-only mmaps
+            x = torch.from_numpy(np.array(split.masks[s:s + batch_size], dtype=np.float32)).to(device)
             out = model(x)
             probs.append(torch.sigmoid(out.cls_logit.float()).cpu().numpy())
             recons.append((out.logits > 0).cpu().numpy().astype(np.uint8))

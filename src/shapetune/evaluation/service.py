@@ -125,9 +125,25 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
              n_boot: int = 2000, acdc_hard: str | Path | None = None) -> EvalResult:
     """Evaluate and write ``EXP/evaluation/{per_subject,summary,latents}.parquet`` and the report.
 
-    Splits: ``imperial_test`` (the sweep's own test split), ``acdc_test`` (the ACDC-layout folder ``acdc``) and
-    ``acdc_hard`` (a second, harder external set in ``acdc_hard``); ``acdc_hard`` is added to the splits
-    whenever ``acdc_hard`` is given."""
+    Args:
+        exp_dir: the experiment folder or its URI (a URI is evaluated in a local mirror, then published).
+        splits: ``imperial_test`` (the sweep's own test split), ``acdc_test`` (the ACDC-layout folder ``acdc``),
+            ``acdc_hard`` (a second, harder external set, added whenever ``acdc_hard`` is given).
+        trials: ``best`` (the checkpoint ``shapetune export`` would choose), ``all``, or trial ids joined by commas.
+        acdc, acdc_hard: raw ACDC-layout folders or prepared datasets for the external splits.
+        extra: more candidates as ``NAME=CHECKPOINT_OR_RUN_DIR``.
+        baselines: names in :data:`~shapetune.evaluation.baselines.BASELINES`, fitted on the training split.
+        force: score again what the cache already holds.
+        use_ray: score candidates in parallel Ray tasks.
+        n_boot: bootstrap resamples for the confidence intervals.
+
+    Returns:
+        Per-subject rows, the summary with CIs and paired tests, the output folder and the cache counts.
+
+    Raises:
+        EvaluationError: an unknown split, trial or baseline, a split without its folder, or nothing evaluable.
+        DataError: an external folder that cannot be read or prepared on the experiment's grid.
+    """
     from shapetune.evaluation.aggregate import latent_projections, summarize
     from shapetune.evaluation.baselines import BASELINES
     from shapetune.evaluation.report import write_report
@@ -253,7 +269,8 @@ def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig
     model, _, _ = load_model(first.checkpoint)
     fig_dir.mkdir(parents=True, exist_ok=True)
     start = int(np.flatnonzero(labels == 0)[0]) if (labels == 0).any() else 0
-    navigation_figure(model, levels, labels, start, split.spacing, fig_dir / "navigation.png", fig_dir / "mean_shapes.png")
+    navigation_figure(model, levels, labels, start, split.spacing, fig_dir / "navigation.png",
+                      fig_dir / "mean_shapes.png")
     return ["navigation.png", "mean_shapes.png"]
 
 

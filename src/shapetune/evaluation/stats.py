@@ -64,7 +64,8 @@ def classification_report(y: np.ndarray, prob: np.ndarray, n_boot: int = 2000, s
     return out
 
 
-def mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float, float]:
+def mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
+            alpha: float = 0.05) -> tuple[float, float, float, float]:
     """Mean, sd and the bootstrap CI of the mean (finite values only)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]

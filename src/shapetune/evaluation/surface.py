@@ -24,6 +24,7 @@ Both give the same numbers to floating-point rounding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,8 @@ from scipy.spatial import cKDTree
 _CROSS = generate_binary_structure(3, 1)
 # Above this many crop voxels per border point, k-d trees beat a distance transform of the crop (measured).
 EDT_VOXELS_PER_POINT = 5
+
+Spacing = float | Sequence[float]  # mm per voxel: one value, or one per axis
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class PairMetrics:
 
 def _border(mask: np.ndarray) -> np.ndarray:
     structure = _CROSS if mask.ndim == 3 else generate_binary_structure(mask.ndim, 1)
-    return mask & ~binary_erosion(mask, structure=structure, border_value=0)
+    border: np.ndarray = mask & ~binary_erosion(mask, structure=structure, border_value=0)
+    return border
 
 
 def _bbox(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
@@ -63,7 +67,7 @@ def _bbox(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
     return tuple(sl)
 
 
-def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
+def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np.ndarray]:
     """Directed border-to-border distances (mm): pred -> ref and ref -> pred. Both masks must be non-empty."""
     sl = _bbox(pred, ref)
     sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (pred.ndim,))
@@ -82,8 +86,20 @@ def _tree(points: np.ndarray) -> cKDTree:
     return cKDTree(points, balanced_tree=False, compact_nodes=False)  # built once, queried once: build fast
 
 
-def pair_metrics(pred: np.ndarray, ref: np.ndarray, spacing=1.0) -> PairMetrics:
-    """All reconstruction metrics for one binary mask pair (see the module docstring for conventions)."""
+def pair_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Spacing = 1.0) -> PairMetrics:
+    """All reconstruction metrics for one binary mask pair (see the module docstring for conventions).
+
+    Args:
+        pred: the predicted mask (any dtype; nonzero is foreground).
+        ref: the reference mask, of the same shape.
+        spacing: mm per voxel, one value or one per axis.
+
+    Returns:
+        Dice, HD, HD95 and ASSD in mm, and the relative volume difference.
+
+    Raises:
+        ValueError: the shapes differ.
+    """
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     if pred.shape != ref.shape:
         raise ValueError(f"mask shapes differ: prediction {pred.shape} vs reference {ref.shape}")
@@ -101,13 +117,13 @@ def pair_metrics(pred: np.ndarray, ref: np.ndarray, spacing=1.0) -> PairMetrics:
     return PairMetrics(dice, hd, hd95, assd, rvd)
 
 
-def batch_metrics(pred: np.ndarray, ref: np.ndarray, spacing=1.0, workers: int = 1) -> list[PairMetrics]:
+def batch_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Spacing = 1.0, workers: int = 1) -> list[PairMetrics]:
     """Metrics for a batch ``[N, ...]`` of mask pairs; ``workers`` > 1 uses threads (scipy releases the GIL)."""
     if pred.shape != ref.shape:
         raise ValueError(f"batch shapes differ: prediction {pred.shape} vs reference {ref.shape}")
     if workers <= 1:
-        return [pair_metrics(p, r, spacing) for p, r in zip(pred, ref)]
+        return [pair_metrics(p, r, spacing) for p, r in zip(pred, ref, strict=True)]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(workers) as ex:
-        return list(ex.map(lambda pr: pair_metrics(pr[0], pr[1], spacing), zip(pred, ref)))
+        return list(ex.map(lambda pr: pair_metrics(pr[0], pr[1], spacing), zip(pred, ref, strict=True)))

@@ -64,12 +64,14 @@ def load_state(directory: str | Path, map_location: "str | torch.device" = "cpu"
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+        return state
     except pickle.UnpicklingError as exc:
         # torch's weights-only unpickler names a global it does not allow; name it, not torch's advice to disable
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found is None:  # not a pickle at all, or a truncated one
-            raise CheckpointError(f"{path}: unreadable checkpoint (not a PyTorch checkpoint, or a truncated one)") from exc
+            raise CheckpointError(f"{path}: unreadable checkpoint (not a PyTorch checkpoint, or a truncated "
+                                  "one)") from exc
         raise CheckpointError(f"{path}: refused: not a weights-only checkpoint (it asks for {found.group(1)}); "
                               "loading it would run code from the file") from exc
     except Exception as exc:

@@ -39,7 +39,7 @@ def _scalar(v: Any) -> Any:
     return f if math.isfinite(f) else None
 
 
-def flat_params(config: dict, prefix: str = "") -> dict[str, Any]:
+def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A trial's config as ``{dotted name: value}`` (Tune nests names that contain ``/``)."""
     out: dict[str, Any] = {}
     for k, v in (config or {}).items():
@@ -51,7 +51,7 @@ def flat_params(config: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def epoch_metrics(result: dict) -> dict[str, Any]:
+def epoch_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The scalar entries of one Tune result (metrics and Tune's counters; not its config)."""
     out = {}
     for k, v in result.items():
@@ -63,7 +63,7 @@ def epoch_metrics(result: dict) -> dict[str, Any]:
     return out
 
 
-def read_record(path: Path) -> dict | None:
+def read_record(path: Path) -> dict[str, Any] | None:
     """One record, or None when it is missing or not a record (a half-written file cannot exist: writes are
     atomic; anything else in the folder is ignored and named by :func:`read_records`)."""
     try:
@@ -75,7 +75,7 @@ def read_record(path: Path) -> dict | None:
     return rec
 
 
-def read_records(exp_dir: Path) -> tuple[list[dict], list[Path]]:
+def read_records(exp_dir: Path) -> tuple[list[dict[str, Any]], list[Path]]:
     """Every trial record of an experiment (by trial id) and the files in ``records/`` that are not records."""
     folder = exp_dir / RECORDS_DIR
     good, bad = [], []
@@ -101,28 +101,28 @@ class TrialRecorder:
     def __init__(self, exp_dir: Path):
         self.exp_dir = Path(exp_dir)
         (self.exp_dir / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
-        self._cache: dict[str, dict] = {}
+        self._cache: dict[str, dict[str, Any]] = {}
 
-    def _get(self, trial_id: str) -> dict:
+    def _get(self, trial_id: str) -> dict[str, Any]:
         if trial_id not in self._cache:  # a resumed sweep continues the records it left
             self._cache[trial_id] = read_record(record_path(self.exp_dir, trial_id)) or {
                 "format": RECORD_FORMAT, "trial_id": trial_id, "params": {}, "status": "pending", "history": [],
                 "error": None, "started": time.time()}
         return self._cache[trial_id]
 
-    def _save(self, rec: dict) -> Path:
+    def _save(self, rec: dict[str, Any]) -> Path:
         rec["updated"] = time.time()
         path = record_path(self.exp_dir, rec["trial_id"])
         atomic_write_json(path, rec)
         return path
 
-    def start(self, trial_id: str, config: dict) -> Path:
+    def start(self, trial_id: str, config: dict[str, Any]) -> Path:
         """A trial started (or restarted): its parameters, status running."""
         rec = self._get(trial_id)
         rec.update(params=flat_params(config), status="running")
         return self._save(rec)
 
-    def result(self, trial_id: str, result: dict, epoch_key: str = "epochs_done") -> Path:
+    def result(self, trial_id: str, result: dict[str, Any], epoch_key: str = "epochs_done") -> Path:
         """One epoch's report. A restarted trial reports again from its last checkpoint: a report replaces
         those of the same or later epochs of an earlier attempt."""
         rec = self._get(trial_id)

@@ -99,7 +99,10 @@ def max_epochs(space: SearchSpace) -> int:
     """The most epochs a trial of ``space`` trains (the largest searched value, else the fixed one)."""
     p = space.params.get("optim.epochs")
     if p is not None:
-        return int(max(p.choices) if p.choices else p.high)
+        if p.choices:
+            return int(max(p.choices))
+        assert p.high is not None  # a numeric parameter has bounds (checked when the space is parsed)
+        return int(p.high)
     return base_config(space).optim.epochs
 
 

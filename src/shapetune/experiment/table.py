@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -17,6 +18,9 @@ from shapetune.experiment.settings import (SUMMARY_FILE, SweepSettings, frozen_s
                                            trial_location)
 from shapetune.config import ConfigError
 from shapetune.search_spaces.spec import HIERARCHY_TOP
+
+if TYPE_CHECKING:
+    import optuna
 
 TUNE_TRIAL_ATTR = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune id
 # The metrics the table always has a column for (None where a task does not report one).
@@ -31,7 +35,7 @@ def readonly_storage_url(settings: SweepSettings, exp_dir: Path) -> str:
     return f"sqlite:///file:{Path(exp_dir).resolve() / 'optuna.db'}?mode=ro&uri=true"
 
 
-def open_study_readonly(settings: SweepSettings, exp_dir: Path):
+def open_study_readonly(settings: SweepSettings, exp_dir: Path) -> optuna.Study | None:
     """The sweep's Optuna study without creating or changing anything, or None when it does not exist yet."""
     import optuna
 
@@ -47,7 +51,7 @@ def open_study_readonly(settings: SweepSettings, exp_dir: Path):
         return None
 
 
-def _best(history: list[dict], metric: str, mode: str) -> float | None:
+def _best(history: list[dict[str, Any]], metric: str, mode: str) -> float | None:
     values = [h[metric] for h in history if isinstance(h.get(metric), (int, float))]
     if not values:
         return None

@@ -158,12 +158,17 @@ def start_from_pca(model: nn.Module, head: nn.Linear, masks: np.ndarray) -> None
     latent's mean as their coefficients alone, its posterior's log-variance ``PCA_LOGVAR`` (unit-variance noise on
     unit-variance coefficients scrambled the basis within the first epoch: val Dice 0.75 after it, PCA's 0.89),
     and the conv decoder's output at zero, so the model starts as PCA exactly; the conv path grows from there."""
-    model.linear.init_pca(masks)
+    linear, decoder = model.linear, model.decoder
+    if not isinstance(linear, LinearPath) or not isinstance(decoder, Decoder):
+        raise ValueError("model.linear_init: pca needs model.linear_path (a linear path beside a conv decoder)")
+    linear.init_pca(masks)
     d = head.out_features // 2
     head.weight[:d] = 0.0
     head.bias[:d] = 0.0
     if model.variational:
         head.bias[d:] = PCA_LOGVAR
-    last = model.decoder.net[-1]
+    last = decoder.net[-1]
+    assert isinstance(last, nn.Conv3d | nn.ConvTranspose3d), type(last)
     last.weight.zero_()
-    last.bias.zero_()
+    if last.bias is not None:
+        last.bias.zero_()

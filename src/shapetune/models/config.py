@@ -64,8 +64,9 @@ class ModelConfig(BaseModel):
     def _consistent(self) -> "ModelConfig":
         if self.bottleneck not in (2, 3, 4, 6, 8, 12) or self.bottleneck > self.grid // 4 \
                 or self.grid % self.bottleneck or not _pow2(self.grid // self.bottleneck):
-            raise ValueError(f"bottleneck must be one of 2, 3, 4, 6, 8, 12, at most grid/4, and grid/bottleneck a power "
-                             f"of two (e.g. 4 or 8 at 64, 6 or 12 at 96), got {self.bottleneck} at grid {self.grid}")
+            raise ValueError(f"bottleneck must be one of 2, 3, 4, 6, 8, 12, at most grid/4, and grid/bottleneck a "
+                             f"power of two (e.g. 4 or 8 at 64, 6 or 12 at 96), got {self.bottleneck} at grid "
+                             f"{self.grid}")
         if self.name not in CONDITIONAL_MODELS and self.in_channels != 2:
             raise ValueError(f"in_channels must be 2 for model '{self.name}': a prepared cardiac dataset holds two "
                              f"masks (ED, ES) per subject, got {self.in_channels}")
@@ -85,7 +86,8 @@ class ModelConfig(BaseModel):
         if self.linear_init == "pca" and not self.linear_path:
             raise ValueError("linear_init: pca needs linear_path: true")
         if self.name in ("vae", "ae", "cvae", "tlnet") and n != 1:
-            raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, got {self.latent_dims}")
+            raise ValueError(f"model '{self.name}' has a single latent; latent_dims must have one size, "
+                             f"got {self.latent_dims}")
         return self
 
     @property

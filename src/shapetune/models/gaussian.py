@@ -8,7 +8,9 @@ import torch
 def kl_normal(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | None = None,
               logvar_p: torch.Tensor | None = None) -> torch.Tensor:
     """Per-dimension KL(q || p) of diagonal Gaussians; p defaults to N(0, I). Shape of ``mu_q``."""
-    if mu_p is None:
+    if mu_p is None or logvar_p is None:
+        if (mu_p is None) != (logvar_p is None):
+            raise ValueError("kl_normal: give both mu_p and logvar_p, or neither (the standard normal prior)")
         return 0.5 * (torch.exp(logvar_q) + mu_q**2 - 1.0 - logvar_q)
     return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) / torch.exp(logvar_p) - 1.0)
 

@@ -34,7 +34,7 @@ class HierarchicalCVAE(ConditionalModel):
         self.L = len(dims)
         self.view_level = view_levels(self.L)
         # Top-down terms (from z_{l+1}) for every level but the top; one view term per view.
-        self.down = nn.ModuleList([mlp(dims[l + 1], h) for l in range(self.L - 1)])
+        self.down = nn.ModuleList([mlp(dims[level + 1], h) for level in range(self.L - 1)])
         self.view_terms = nn.ModuleList([mlp(h, h) for _ in range(N_VIEWS)])
         self.prior_heads = nn.ModuleList([nn.Linear(h, 2 * d) for d in dims])
         self.up = nn.ModuleList([mlp(self.encoder.features, h, 2 * d) for d in dims])
@@ -44,22 +44,24 @@ class HierarchicalCVAE(ConditionalModel):
         feats = self.planes(planes)
         return [term(feats[:, v]) * present[:, v:v + 1] for v, term in enumerate(self.view_terms)]
 
-    def _prior(self, l: int, z_above: torch.Tensor | None, terms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.down[l](z_above) if z_above is not None else 0.0
+    def _prior(self, level: int, z_above: torch.Tensor | None,
+               terms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.down[level](z_above) if z_above is not None else 0.0
         for v, lvl in enumerate(self.view_level):
-            if lvl == l:
+            if lvl == level:
                 h = h + terms[v]
-        return _gaussian(self.prior_heads[l](h))
+        return _gaussian(self.prior_heads[level](h))
 
-    def _top_down(self, planes, present, volume=None, sample=False, terms=None) -> list[Level]:
+    def _top_down(self, planes: torch.Tensor, present: torch.Tensor, volume: torch.Tensor | None = None,
+                  sample: bool = False, terms: list[torch.Tensor] | None = None) -> list[Level]:
         terms = self._view_terms(planes, present) if terms is None else terms
         feats = self.encoder(volume) if volume is not None else None
         levels: list[Level] = []
         z_above = None
-        for l in range(self.L - 1, -1, -1):
-            mu_p, lv_p = self._prior(l, z_above, terms)
+        for level in range(self.L - 1, -1, -1):
+            mu_p, lv_p = self._prior(level, z_above, terms)
             if feats is not None:
-                mu_q, lv_q = precision_weighted_merge(*_gaussian(self.up[l](feats)), mu_p, lv_p)
+                mu_q, lv_q = precision_weighted_merge(*_gaussian(self.up[level](feats)), mu_p, lv_p)
             else:
                 mu_q, lv_q = mu_p, lv_p
             z = reparameterize(mu_q, lv_q, sample)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from shapetune.models.gaussian import kl_normal
-from shapetune.models.outputs import ConditionalOutput, ModelOutput
+from shapetune.models.outputs import ConditionalOutput, Level, ModelOutput
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class LossWeights:
     kl_alpha: tuple[float, ...] | None = None  # per-level KL weights (bottom -> top), multiplying lambda
 
 
-def _level_kl(levels, w: LossWeights, terms: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+def _level_kl(levels: Sequence[Level], w: LossWeights, terms: dict[str, torch.Tensor],
+              device: torch.device) -> torch.Tensor:
     """Sum over levels of alpha_i x KL_i (free bits applied per dimension); each level's KL into ``terms``."""
     total = torch.zeros((), device=device)
     for i, lv in enumerate(levels):
@@ -77,7 +79,8 @@ def shape_loss(out: ModelOutput, target: torch.Tensor, label: torch.Tensor, w: L
     return total, {k: v.detach() for k, v in terms.items()}
 
 
-def _recon(logits: torch.Tensor, target: torch.Tensor, w: LossWeights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _recon(logits: torch.Tensor, target: torch.Tensor,
+           w: LossWeights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     bce = F.binary_cross_entropy_with_logits(logits, target)
     dice = 1.0 - soft_dice_per_channel(logits, target).mean()
     return bce + w.dice_weight * dice, bce, dice
@@ -104,6 +107,8 @@ def conditional_loss(out: ConditionalOutput, target: torch.Tensor, w: LossWeight
         terms["size"] = out.size_loss
         total = total + w.size_weight * out.size_loss
     if out.adv_loss is not None:  # the discriminator's own loss at full weight: its gradient reaches only it
+        if out.disc_loss is None:
+            raise ValueError("a model that reports adv_loss must report disc_loss (the discriminator's loss)")
         terms["adv"], terms["disc"] = out.adv_loss, out.disc_loss
         total = total + w.adv_weight * out.adv_loss + out.disc_loss
     terms["loss"] = total

@@ -1,9 +1,10 @@
 """Ladder VAE (Sønderby et al., NeurIPS 2016) on the 3D conv backbone.
 
 Bottom-up: the conv encoder's features d_1 give the bottom level's Gaussian (mu_hat_1, var_hat_1)
-directly, as in a plain VAE; a chain of deterministic MLPs d_2 ... d_L gives the levels above. Top-down: the top posterior is the bottom-up Gaussian against a N(0, I)
-prior; each lower level has a prior p(z_i | z_{i+1}) from a top-down MLP and a posterior that is the
-precision-weighted merge of that prior and its bottom-up Gaussian. The decoder generates the volume
+directly, as in a plain VAE; a chain of deterministic MLPs d_2 ... d_L gives the levels above. Top-down:
+the top posterior is the bottom-up Gaussian against a N(0, I) prior; each lower level has a prior
+p(z_i | z_{i+1}) from a top-down MLP and a posterior that is the precision-weighted merge of that
+prior and its bottom-up Gaussian. The decoder generates the volume
 from all levels together (z_1 ... z_L concatenated), so at equal latent budget it sees as many latent
 dimensions as a plain VAE (decoding from z_1 alone measured worse: val Dice 0.77/0.83 vs 0.83/0.87 for
 the VAE). Decoding from a prefix of the hierarchy (top k levels from the posterior, the rest from the
@@ -12,6 +13,7 @@ prior means of the top-down path) shows what each level carries.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,8 +55,8 @@ class LadderVAE(nn.Module):
 
     def _bottom_up(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         d = self.encoder(x)
-        out = []
-        for mlp, head in zip(self.up, self.up_heads):
+        out: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for mlp, head in zip(self.up, self.up_heads, strict=True):
             d = mlp(d)
             mu, logvar = head(d).chunk(2, dim=-1)
             if self.linear is not None and not out:  # the bottom level also reads the masks linearly
@@ -66,9 +68,11 @@ class LadderVAE(nn.Module):
         mu, logvar = self.down[i](z_above).chunk(2, dim=-1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def start_from_pca(self, masks) -> None:
+    def start_from_pca(self, masks: np.ndarray) -> None:
         """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
-        start_from_pca(self, self.up_heads[0], masks)
+        bottom = self.up_heads[0]
+        assert isinstance(bottom, nn.Linear)
+        start_from_pca(self, bottom, masks)
 
     def encode(self, x: torch.Tensor, n_levels: int | None = None, sample: bool | None = None) -> list[Level]:
         """Levels bottom -> top. With ``n_levels = k`` only the top k use the posterior; the rest the prior mean."""

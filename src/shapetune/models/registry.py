@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from shapetune.models.cgan import ConditionalGAN
@@ -22,8 +24,18 @@ def model_task(name: str) -> str:
     return getattr(MODELS[name], "task", "cardiac")
 
 
-def build_model(cfg: ModelConfig | dict) -> nn.Module:
-    """Instantiate the registered model named by ``cfg.name``."""
+def build_model(cfg: ModelConfig | dict[str, Any]) -> nn.Module:
+    """Instantiate the registered model named by ``cfg.name``.
+
+    Args:
+        cfg: a model config, or its dict form (validated here).
+
+    Returns:
+        The model, freshly initialised, in training mode.
+
+    Raises:
+        ValueError: ``cfg`` does not validate, or names no registered model.
+    """
     cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.model_validate(cfg)
     if cfg.name not in MODELS:
         raise ValueError(f"unknown model {cfg.name!r}; registered: {', '.join(sorted(MODELS))}")

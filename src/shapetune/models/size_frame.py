@@ -32,7 +32,8 @@ ERR_MOMENTUM = 0.98  # running mean of each view's squared error: ~50 training s
 
 
 def rms_log(volume: torch.Tensor) -> torch.Tensor:
-    """Log RMS radius of each mask about its centroid along each grid axis (half-widths): ``[B, 1, G, G, G] -> [B, 3]``."""
+    """Log RMS radius of each mask about its centroid along each grid axis (half-widths):
+    ``[B, 1, G, G, G] -> [B, 3]``."""
     m = volume[:, 0].float()
     k = torch.linspace(-1, 1, m.shape[-1], device=m.device, dtype=torch.float32)
     # each axis's moments need only the mask's profile along it: one pass over the volume per axis, no 3D products
@@ -86,6 +87,13 @@ class SizeHead(nn.Module):
     feature; all three are buffers, so DDP ranks agree (they follow rank 0's). Float32 whatever the autocast:
     1 % of size matters."""
 
+    # buffers, declared for the type checker (nn.Module types its attribute lookup as "Tensor | Module")
+    shift: torch.Tensor
+    scale: torch.Tensor
+    ready: torch.Tensor
+    offset: torch.Tensor
+    err2: torch.Tensor
+
     def __init__(self, views: int = 3):
         super().__init__()
         self.register_buffer("shift", torch.zeros(views, N_MOMENTS))
@@ -128,7 +136,8 @@ class SizeHead(nn.Module):
             self._track_errors(est.detach(), present, target)
         w = present[:, :, None] / self.err2[None].clamp(min=1e-8)
         total = w.sum(1)
-        fused = torch.where(total > 0, (w * est).sum(1) / total.clamp(min=1e-12), self.offset.mean(0))  # no view: mean size
+        # no view: mean size
+        fused = torch.where(total > 0, (w * est).sum(1) / total.clamp(min=1e-12), self.offset.mean(0))
         if target is None:
             return fused, None
         return fused, (((est - target[:, None]) ** 2).mean(2) * present).sum() / present.sum().clamp(min=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +31,7 @@ class VAE(nn.Module):
         self.classifier = LatentClassifier(d, cfg.classifier_hidden)
         self.linear = LinearPath(cfg.in_channels, cfg.grid, d) if cfg.linear_path else None
 
-    def start_from_pca(self, masks) -> None:
+    def start_from_pca(self, masks: np.ndarray) -> None:
         """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
         start_from_pca(self, self.head, masks)
 

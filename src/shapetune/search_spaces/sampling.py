@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shapetune.config import ConfigError, TrainConfig, load_config, memory_problem, set_dotted
 from shapetune.search_spaces.spec import HIERARCHY_DEPTH, HIERARCHY_TOP, Param, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def level_name(k: int) -> str:
@@ -13,12 +16,13 @@ def level_name(k: int) -> str:
     return f"hierarchy.z_{k}"
 
 
-def _suggest(trial, name: str, p: Param) -> Any:
+def _suggest(trial: optuna.Trial, name: str, p: Param) -> Any:
     if p.type == "categorical":
-        return trial.suggest_categorical(name, p.choices)
+        return trial.suggest_categorical(name, p.options)
+    low, high = p.bounds
     if p.type == "int":
-        return trial.suggest_int(name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-    return trial.suggest_float(name, p.low, p.high, step=p.step, log=p.log)
+        return trial.suggest_int(name, int(low), int(high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(name, low, high, step=p.step, log=p.log)
 
 
 class DefineByRun:
@@ -31,14 +35,16 @@ class DefineByRun:
     def __init__(self, space: SearchSpace):
         self.space = space
 
-    def __call__(self, trial) -> None:
+    def __call__(self, trial: optuna.Trial) -> None:
         values: dict[str, Any] = {}
         h = self.space.hierarchy
         if h is not None:
-            depth = h.depth if isinstance(h.depth, int) else trial.suggest_int(HIERARCHY_DEPTH, h.depth.low, h.depth.high)
+            depth = (h.depth if isinstance(h.depth, int)
+                     else trial.suggest_int(HIERARCHY_DEPTH, h.depth.low, h.depth.high))
             values[HIERARCHY_DEPTH] = depth
             values[HIERARCHY_TOP] = _suggest(trial, HIERARCHY_TOP, Param(type="int", **h.top.model_dump()))
             for k in range(depth - 1):
+                assert h.level is not None  # required whenever the depth can exceed 1 (Hierarchy checks it)
                 _suggest(trial, level_name(k), Param(type="int", **h.level.model_dump()))
         for name, p in self.space.params.items():
             if p.when is not None and (p.when.param not in values or not p.when.holds(values[p.when.param])):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import operator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,8 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shapetune.errors import ShapeTuneError
-from shapetune.config import (ConfigError, FieldProblem, TrainConfig, by_relevance, explain, line_of,
-                                       load_config, memory_problem, set_dotted, unreported, yaml_lines)
+from shapetune.config import (ConfigError, FieldProblem, TrainConfig, by_relevance, explain, line_of, load_config,
+                              memory_problem, set_dotted, unreported, yaml_lines)
+
+Lines = dict[tuple[Any, ...], int]  # a YAML document's line per key path (config.yaml_lines)
 
 HIERARCHY_DEPTH = "hierarchy.depth"
 HIERARCHY_TOP = "hierarchy.z_top"
@@ -53,10 +57,14 @@ class Condition(_Strict):
         return self
 
     def holds(self, value: Any) -> bool:
-        tests = [(self.eq, lambda r: value == r), (self.ne, lambda r: value != r), (self.in_, lambda r: value in r),
-                 (self.ge, lambda r: value >= r), (self.gt, lambda r: value > r), (self.le, lambda r: value <= r),
-                 (self.lt, lambda r: value < r)]
-        return all(fn(ref) for ref, fn in tests if ref is not None)
+        tests: tuple[tuple[Any, Callable[[Any, Any], Any]], ...] = (
+            (self.eq, operator.eq), (self.ne, operator.ne), (self.in_, _is_in), (self.ge, operator.ge),
+            (self.gt, operator.gt), (self.le, operator.le), (self.lt, operator.lt))
+        return all(bool(fn(value, ref)) for ref, fn in tests if ref is not None)
+
+
+def _is_in(value: Any, choices: list[Any]) -> bool:
+    return value in choices
 
 
 class Range(_Strict):
@@ -67,13 +75,16 @@ class Range(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> "Range":
+        self._check_order()
+        return self
+
+    def _check_order(self) -> None:
         if self.low > self.high:
             raise ValueError(f"low {self.low} > high {self.high}")
         if self.log and self.low <= 0:
             raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
         if self.step is not None and (self.step <= 0 or self.log):
             raise ValueError("step must be > 0 and cannot be combined with log")
-        return self
 
 
 class Param(Range):
@@ -84,6 +95,20 @@ class Param(Range):
     high: float | None = None  # type: ignore[assignment]
     choices: list[Any] | None = None
     when: Condition | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a float or int parameter (parsing guarantees both)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter has no low/high")
+        return self.low, self.high
+
+    @property
+    def options(self) -> list[Any]:
+        """The choices of a categorical parameter (parsing guarantees a non-empty list)."""
+        if not self.choices:
+            raise ValueError(f"a {self.type} parameter has no choices")
+        return self.choices
 
     @model_validator(mode="after")
     def _ordered(self) -> "Param":
@@ -103,7 +128,7 @@ class Param(Range):
             raise ValueError("an int parameter needs integer low/high")
         if self.type == "int" and self.step is not None and self.step != int(self.step):
             raise ValueError(f"an int parameter needs an integer step, got {self.step}")
-        Range._ordered(self)
+        self._check_order()
         return self
 
 
@@ -252,7 +277,7 @@ def check_space(space: SearchSpace) -> None:
     _check_semantics(space, {}, space.source or "<space>")
 
 
-def _check_semantics(space: SearchSpace, lines: dict, source: str) -> None:
+def _check_semantics(space: SearchSpace, lines: Lines, source: str) -> None:
     sampled: list[str] = []
     if space.hierarchy is not None:
         sampled += [HIERARCHY_DEPTH, HIERARCHY_TOP]
@@ -278,7 +303,7 @@ def _check_semantics(space: SearchSpace, lines: dict, source: str) -> None:
 
 # --- what the trials' training configs can be ----------------------------------------------------------
 
-def _base_data(space: SearchSpace, lines: dict, source: str) -> dict:
+def _base_data(space: SearchSpace, lines: Lines, source: str) -> dict[str, Any]:
     """The base config as a dict, its latent sizes those of the smallest hierarchy when there is one."""
     try:
         data = load_config(space.base_path()).model_dump(mode="json")
@@ -299,7 +324,7 @@ def _latents(h: Hierarchy, depth: int) -> list[int]:
     return [low] * (depth - 1) + [int(h.top.low)]
 
 
-def _with(data: dict, values: dict[str, Any]) -> tuple[TrainConfig | None, ValidationError | None]:
+def _with(data: dict[str, Any], values: dict[str, Any]) -> tuple[TrainConfig | None, ValidationError | None]:
     """(config, None) for ``data`` with dotted ``values`` set, or (None, the validation error)."""
     d = copy.deepcopy(data)
     for key, value in values.items():
@@ -310,16 +335,16 @@ def _with(data: dict, values: dict[str, Any]) -> tuple[TrainConfig | None, Valid
         return None, exc
 
 
-def _overlaps(a: tuple, b: tuple) -> bool:
+def _overlaps(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return a[:len(b)] == b or b[:len(a)] == a
 
 
 def _candidates(p: Param) -> list[tuple[str, Any]]:
     """The values of a parameter that bound it: its ends, or every choice."""
     if p.type == "categorical":
-        return [("choice", c) for c in p.choices]
-    cast = int if p.type == "int" else float
-    return [("low", cast(p.low)), ("high", cast(p.high))]
+        return [("choice", c) for c in p.options]
+    low, high = p.bounds
+    return [("low", int(low)), ("high", int(high))] if p.type == "int" else [("low", low), ("high", high)]
 
 
 # Fields whose smallest value needs the least memory (and light_ends on): a space is refused for memory only
@@ -336,12 +361,12 @@ def _leanest(space: SearchSpace) -> dict[str, Any]:
         if numbers:
             out[key] = min(numbers)
     p = space.params.get("model.light_ends")
-    if p is not None and p.type == "categorical" and True in p.choices:
+    if p is not None and p.type == "categorical" and True in p.options:
         out["model.light_ends"] = True
     return out
 
 
-def _check_trial_configs(space: SearchSpace, lines: dict, source: str) -> None:
+def _check_trial_configs(space: SearchSpace, lines: Lines, source: str) -> None:
     """Refuse, before any trial runs, what every trial would trip over: a fixed value or a parameter's end or
     choice the training config refuses, a space whose leanest trial cannot fit this machine's memory, and an
     objective that a trial does not report."""
@@ -355,7 +380,7 @@ def _check_trial_configs(space: SearchSpace, lines: dict, source: str) -> None:
     _check_objectives(space, fixed, lines, source)
 
 
-def _check_fixed(space: SearchSpace, base: dict, lines: dict, source: str) -> None:
+def _check_fixed(space: SearchSpace, base: dict[str, Any], lines: Lines, source: str) -> None:
     """The base config with the fixed values must validate, unless a sampled field is involved."""
     _, exc = _with(base, space.fixed)
     if exc is None:
@@ -369,7 +394,7 @@ def _check_fixed(space: SearchSpace, base: dict, lines: dict, source: str) -> No
     raise _fail(source, line, f"fixed: {'.'.join(map(str, loc))}: {msg} (with base {space.base!r})")
 
 
-def _check_param_values(space: SearchSpace, fixed: dict, lines: dict, source: str) -> None:
+def _check_param_values(space: SearchSpace, fixed: dict[str, Any], lines: Lines, source: str) -> None:
     """Each end of a range and each choice must pass its field's own bounds (finite, > 0, a valid grid, ...)."""
     for name, p in space.params.items():
         path = tuple(name.split("."))
@@ -383,7 +408,7 @@ def _check_param_values(space: SearchSpace, fixed: dict, lines: dict, source: st
                                 f"params.{name}: {which} {value!r} is not a valid {name}: {msg}")
 
 
-def _check_memory(space: SearchSpace, fixed: dict, lines: dict, source: str) -> None:
+def _check_memory(space: SearchSpace, fixed: dict[str, Any], lines: Lines, source: str) -> None:
     """The leanest trial must fit this machine's memory, and so must every grid, width and batch size searched
     with the others at their leanest."""
     lean = _leanest(space)
@@ -404,13 +429,13 @@ def _variants(space: SearchSpace) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{}]
     for name, p in space.params.items():
         if name.startswith("model.") and p.type == "categorical":
-            out += [{name: c} for c in p.choices]
+            out += [{name: c} for c in p.options]
     if space.hierarchy is not None:
         out += [{"model.latent_dims": _latents(space.hierarchy, d)} for d in _depths(space.hierarchy)]
     return out
 
 
-def _check_objectives(space: SearchSpace, fixed: dict, lines: dict, source: str) -> None:
+def _check_objectives(space: SearchSpace, fixed: dict[str, Any], lines: Lines, source: str) -> None:
     """Every objective must be a metric that every kind of trial reports (the task's declared metrics)."""
     from shapetune.training.tasks import ENGINE_METRICS, reported_metrics
 

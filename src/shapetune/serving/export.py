@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from shapetune import __version__
@@ -73,7 +72,8 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
             raise ExportError(f"{exp_dir}: --pareto-index needs a multi-objective sweep; this one has one objective")
         front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=space.objectives[0].mode == "max")
         if not 0 <= pareto_index < len(front):
-            raise ExportError(f"{exp_dir}: the Pareto front has {len(front)} trials; --pareto-index must be 0..{len(front) - 1}")
+            raise ExportError(f"{exp_dir}: the Pareto front has {len(front)} trials; --pareto-index must be "
+                              f"0..{len(front) - 1}")
         t = front[pareto_index]
         tid = t.user_attrs[TUNE_TRIAL_ATTR]
         # Optuna holds each trial's last reported values, so the Pareto point is the trial's latest checkpoint.
@@ -81,7 +81,7 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
         latest = max(checkpoint_dirs(run), key=lambda ck: read_metrics(ck)["epoch"], default=None)
         if latest is None:
             raise ExportError(f"{run}: no checkpoint for Pareto trial {tid}")
-        values = ", ".join(f"{o.metric}={v:.4f}" for o, v in zip(space.objectives, t.values))
+        values = ", ".join(f"{o.metric}={v:.4f}" for o, v in zip(space.objectives, t.values, strict=True))
         return Choice(tid, latest, f"Pareto point {pareto_index} of {len(front)} ({values})")
     obj = next((o for o in space.objectives if o.metric == objective), None) if objective else space.objectives[0]
     metric, mode = (obj.metric, obj.mode) if obj else (objective, "min" if objective.endswith("loss") else "max")
@@ -210,7 +210,8 @@ cohort generator; unless you trained on real segmentations, this model has seen 
 ## Validation metrics
 | Dice ED | Dice ES | accuracy | AUC |
 |---|---|---|---|
-| {v.get('val_dice_ed', float('nan')):.3f} | {v.get('val_dice_es', float('nan')):.3f} | {v.get('val_acc', float('nan')):.3f} | {v.get('val_auc', float('nan')):.3f} |
+| {v.get('val_dice_ed', float('nan')):.3f} | {v.get('val_dice_es', float('nan')):.3f} | \
+{v.get('val_acc', float('nan')):.3f} | {v.get('val_auc', float('nan')):.3f} |
 
 ## Intended use
 Research on shape modelling of the left ventricle: reconstruction, latent-space analysis, and the

@@ -69,7 +69,7 @@ def _prepared(path: Path, grid: TemplateGrid, split: str | None) -> list[Subject
     m = ds.manifest if split is None else ds.split(split)
     m = m.sort_values("index")
     masks = (np.asarray(ds.masks[m["index"].to_numpy()]) == MYOCARDIUM).astype(np.uint8)
-    return [Subject(s, masks[i], int(lab)) for i, (s, lab) in enumerate(zip(m["subject"], m["label"]))]
+    return [Subject(s, masks[i], int(lab)) for i, (s, lab) in enumerate(zip(m["subject"], m["label"], strict=True))]
 
 
 def load_inputs(inp: Path, grid: TemplateGrid, es: Path | None = None, split: str | None = None,

@@ -11,7 +11,8 @@ from shapetune.experiment.checkpoints import load_state
 from shapetune.models.registry import build_model
 
 
-def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig, dict]:
+def load_model(directory: str | Path,
+               map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig, dict]:
     """Rebuild the model of a checkpoint and load its weights (eval mode).
 
     Returns:

@@ -36,7 +36,8 @@ def scale_volumes(volume: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     inv = (1.0 / scales).to(volume.device, volume.dtype)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, 2, 2] = inv[:, 2], inv[:, 1], inv[:, 0]  # (W, H, D) = (z, y, x)
     grid = F.affine_grid(theta, list(volume.shape), align_corners=True)
-    return (F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True) > 0.5).to(volume.dtype)
+    return (F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            > 0.5).to(volume.dtype)
 
 
 def augment_fetal(volume: torch.Tensor, poses: np.ndarray, spacing: float, cfg: PlaneAugmentConfig,
@@ -50,6 +51,7 @@ def augment_fetal(volume: torch.Tensor, poses: np.ndarray, spacing: float, cfg: 
     for b in range(B):
         for v in range(V):
             ref = PlanePose.from_list(poses[b, v])
-            ref = PlanePose(tuple(np.asarray(ref.origin) * scales[b]), ref.u, ref.v)  # the anatomy moved with the scaling
+            # the anatomy moved with the scaling
+            ref = PlanePose(tuple(np.asarray(ref.origin) * scales[b]), ref.u, ref.v)
             new[b, v] = perturb(ref, rng, spacing, cfg.rotate_deg, cfg.translate_px, cfg.normal_px).as_list()
     return vol, cut_planes(vol, new, spacing, volume.shape[-1])

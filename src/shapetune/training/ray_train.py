@@ -118,8 +118,23 @@ def run_training(cfg: TrainConfig, data_dir, out: str | Path, workers: int = 1,
                  summary: bool = True) -> TrainOutcome:
     """Train ``cfg`` on a prepared dataset with ``workers`` Ray Train workers; results under ``out``.
 
-    ``callbacks`` go to the Train ``RunConfig`` (a Tune trial passes ``TuneReportCallback``).
-    ``cpus_per_worker`` None: :func:`default_cpus` (the cluster's CPUs shared among the workers).
+    Args:
+        cfg: the validated training config.
+        data_dir: a prepared dataset (folder or URI), or data already loaded for ``cfg``'s task.
+        out: the run folder or a URI (Ray Train persists checkpoints there itself); a run already there resumes.
+        workers: Ray Train workers (DDP over gloo on CPU, NCCL on GPU).
+        gpus_per_worker, cpus_per_worker: resources per worker; ``cpus_per_worker`` None means
+            :func:`default_cpus` (the cluster's CPUs shared among the workers).
+        placement_strategy: Ray's placement of the workers (``PACK`` or ``SPREAD``).
+        callbacks: go to the Train ``RunConfig`` (a Tune trial passes ``TuneReportCallback``).
+        summary: write ``summary.json``, ``history.csv`` and the learning curves into ``out``.
+
+    Returns:
+        The best checkpoint, its metrics, the history and the wall time.
+
+    Raises:
+        DataError: the dataset is missing, unreadable, or of the other task than ``cfg``'s model.
+        ray.train.TrainingFailedError: a worker failed more often than ``cfg``'s failure budget allows.
     """
     import ray
     import ray.train

@@ -48,8 +48,8 @@ class ProgressCallback(Callback):
         v = result.get(self.objective)
         if v is not None and (self.best is None or self.sign * v > self.sign * self.best):
             self.best = v
-        console.print(f"  trial {trial.trial_id} epoch {result.get('epochs_done', result.get('training_iteration'))} {self.objective} "
-                      f"{_fmt(v)} acc {_fmt(result.get('val_acc'))} (best so far {_fmt(self.best)})")
+        console.print(f"  trial {trial.trial_id} epoch {result.get('epochs_done', result.get('training_iteration'))} "
+                      f"{self.objective} {_fmt(v)} acc {_fmt(result.get('val_acc'))} (best so far {_fmt(self.best)})")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._done(trials, trial, "finished")
@@ -157,7 +157,8 @@ def _trainable(settings: SweepSettings, space: SearchSpace, data):
     if settings.workers_per_trial > 1:
         resources = {"CPU": 0.01}  # the Train workers reserve their own CPUs/GPUs
     else:
-        resources = {"CPU": settings.cpus_per_worker, **({"GPU": settings.gpus_per_worker} if settings.gpus_per_worker else {})}
+        resources = {"CPU": settings.cpus_per_worker,
+                     **({"GPU": settings.gpus_per_worker} if settings.gpus_per_worker else {})}
     return tune.with_resources(fn, resources)
 
 

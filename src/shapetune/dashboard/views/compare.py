@@ -38,7 +38,7 @@ def render() -> None:
         st.info("No ACDC split was evaluated: run `shapetune evaluate ... --acdc RAW_ACDC` to add it.")
     st.subheader("Seed-style table (mean ± sd; accuracy with its 95 % bootstrap CI)")
     st.markdown(seed_table(summ, models))
-    for tab, split in zip(st.tabs([ex.SPLIT_LABELS.get(s, s) for s in splits]), splits):
+    for tab, split in zip(st.tabs([ex.SPLIT_LABELS.get(s, s) for s in splits]), splits, strict=True):
         with tab:
             st.markdown(split_table(summ, models, split))
 

@@ -27,7 +27,8 @@ def render() -> None:
         return
     run = st.session_state.get("run", "")
     names = [e.name for e in exps]
-    exp_name = st.selectbox("Experiment", names, index=names.index(run.split("/")[0]) if run.split("/")[0] in names else 0)
+    exp_name = st.selectbox("Experiment", names,
+                            index=names.index(run.split("/")[0]) if run.split("/")[0] in names else 0)
     e = next(x for x in exps if x.name == exp_name)
     t = common.trials_of(e)
     if t.empty:
@@ -41,7 +42,7 @@ def render() -> None:
         return
     ids = t.trial_id.tolist()
     chosen = run.split("/")[1] if run.startswith(f"{e.name}/") else ids[0]
-    score = dict(zip(t.trial_id, t[col]))
+    score = dict(zip(t.trial_id, t[col], strict=True))
     tid = st.selectbox(f"Trial (best {col} first)", ids, index=ids.index(chosen) if chosen in ids else 0,
                        format_func=lambda i: f"{i} · {col} {score[i]:.4f}")
     # A stable key: the folder the user typed survives choosing another trial.

@@ -69,7 +69,8 @@ def case_figure(c: dict, overlay: bool):
 
 
 def planes_figure(planes: np.ndarray, present: tuple[int, int, int]):
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{v}{'' if p else ' (not acquired)'}" for v, p in zip(VIEWS, present)])
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{v}{'' if p else ' (not acquired)'}"
+                                                        for v, p in zip(VIEWS, present, strict=True)])
     for i in range(3):
         fig.add_heatmap(z=planes[i].T * (1.0 if present[i] else 0.25), colorscale="Greys", reversescale=True,
                         zmin=0, zmax=1, showscale=False, row=1, col=i + 1, hoverinfo="skip")
@@ -119,20 +120,23 @@ def render() -> None:
     sampled = set(per_case[per_case.uncertainty.notna()].model)  # open on a model whose samples make a map
     model = c1.selectbox("Model", names, index=next((i for i, m in enumerate(names) if m in sampled), 0))
     fold = c2.selectbox("Fold", sorted(per_case[per_case.model == model].fold.unique()))
-    subset = c3.radio("Views", list(VIEW_SUBSETS), format_func=lambda s: SUBSET_LABELS[s].split(" (")[0], horizontal=True)
+    subset = c3.radio("Views", list(VIEW_SUBSETS), format_func=lambda s: SUBSET_LABELS[s].split(" (")[0],
+                      horizontal=True)
     subjects = sorted(per_case[(per_case.model == model) & (per_case.fold == fold)].subject.unique())
     subject = c4.selectbox("Subject", subjects)
     c = _case(str(study.path), study.name, model, int(fold), subset, subject, stamp)
     row = per_case[(per_case.model == model) & (per_case.fold == fold) & (per_case.views == subset)
                    & (per_case.subject == subject)].iloc[0]
-    ga = f"{c['ga_weeks']:.1f} weeks, cephalic index {c['cephalic_index']:.0f} · " if c.get("ga_weeks") == c.get("ga_weeks") and c.get("ga_weeks") is not None else ""
+    ga = (f"{c['ga_weeks']:.1f} weeks, cephalic index {c['cephalic_index']:.0f} · "
+          if c.get("ga_weeks") == c.get("ga_weeks") and c.get("ga_weeks") is not None else "")
     size = (f" · size error length {100 * row.ofd_err:+.1f} %, width {100 * row.bpd_err:+.1f} %, height "
             f"{100 * row.height_err:+.1f} %" if "bpd_err" in row else "")
     unc = (f"mean variance near the skull {row.uncertainty:.4f}" if row.uncertainty == row.uncertainty
            else "deterministic model: no uncertainty map")
     st.caption(f"{ga}DC {row.dice:.3f} · HD {row.hd:.2f} mm · RVD {row.rvd:+.3f}{size} · {unc}")
     st.plotly_chart(planes_figure(c["planes"], VIEW_SUBSETS[subset]), width="stretch")
-    overlay = st.toggle("Uncertainty overlay", value=True, help="Voxel-wise variance of samples from the conditional prior")
+    overlay = st.toggle("Uncertainty overlay", value=True,
+                        help="Voxel-wise variance of samples from the conditional prior")
     st.plotly_chart(case_figure(c, overlay), width="stretch")
     st.subheader("Uncertainty by view subset")
     fig = go.Figure()

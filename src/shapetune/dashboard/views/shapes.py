@@ -78,11 +78,13 @@ def render() -> None:
         m[2].metric("Dice ED / ES", f"{r.dice_ed:.3f} / {r.dice_es:.3f}")
         m[3].metric("HD ED / ES (mm)", f"{r.hd_ed:.1f} / {r.hd_es:.1f}")
 
-    com = [int(round(c)) for c in center_of_mass(s.masks[0])] if s.masks[0].any() else [d // 2 for d in s.masks.shape[1:]]
+    com = ([int(round(c)) for c in center_of_mass(s.masks[0])] if s.masks[0].any()
+           else [d // 2 for d in s.masks.shape[1:]])
     st.subheader("Input vs reconstruction")
     sl = st.columns(3)
     centre = tuple(sl[a].slider(name, 0, s.masks.shape[1 + a] - 1, com[a], key=f"slice_{a}")
-                   for a, name in enumerate(("short-axis slice (apex → base)", "long-axis slice 1", "long-axis slice 2")))
+                   for a, name in enumerate(("short-axis slice (apex → base)", "long-axis slice 1",
+                                             "long-axis slice 2")))
     _show(slices_figure(s.masks, rec, centre, f"{subject} · {label}"))
 
     st.subheader("Reconstruction from each prefix of the hierarchy")

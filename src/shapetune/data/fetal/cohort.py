@@ -25,7 +25,6 @@ from shapetune import __version__
 from shapetune.data.fetal.planes import VIEWS, cut_plane, perturb, standard_poses
 from shapetune.data.fetal.skull import default_spacing, render_skull, sample_skull
 from shapetune.data.fetal.ultrasound import render_ultrasound
-from shapetune.data.errors import DataError
 from shapetune.data.limits import check_memory
 from shapetune.data.nifti import save_nifti
 from shapetune.data.parallel import default_workers, pmap
@@ -123,8 +122,8 @@ def synth_fetal(out: str | Path, cfg: FetalConfig = FetalConfig(), workers: int 
     cfg.check()
     workers = workers or default_workers()
     check_memory((cfg.grid,) * 3, workers, "fetal", f"--grid {cfg.grid}")
-    meta = {"cohort": "fetal", "generator": f"shapetune {__version__}", "generator_version": GENERATOR_VERSION, **asdict(cfg), "spacing": cfg.spacing,
-            "views": list(VIEWS), "labels": {"1": "calvarium"}}
+    meta = {"cohort": "fetal", "generator": f"shapetune {__version__}", "generator_version": GENERATOR_VERSION,
+            **asdict(cfg), "spacing": cfg.spacing, "views": list(VIEWS), "labels": {"1": "calvarium"}}
     out, notes = open_out(out, "cohort")
     if (out / "cohort.json").exists() and (out / "ground_truth.parquet").exists():
         old = json.loads((out / "cohort.json").read_text())

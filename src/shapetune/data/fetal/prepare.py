@@ -81,7 +81,8 @@ def _one(args: tuple) -> tuple[np.ndarray, np.ndarray, dict]:
 def read_folds(folds_csv: Path) -> pd.DataFrame:
     """``folds.csv``: unique plain subject ids and fold0, fold1, ... columns of train/val/test."""
     if not folds_csv.exists():
-        raise DataError(folds_csv, "not a fetal-skull cohort (folds.csv missing); run `shapetune data synth --cohort fetal`")
+        raise DataError(folds_csv, "not a fetal-skull cohort (folds.csv missing); run "
+                                   "`shapetune data synth --cohort fetal`")
     try:
         folds = pd.read_csv(folds_csv, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as exc:

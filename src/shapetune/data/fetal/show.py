@@ -67,7 +67,8 @@ def show_fetal(ds: PreparedDataset, fig_dir: Path, console: Console) -> list[Pat
         for c in ("shape", "n", "GA weeks", "CI", "BPD mm", "OFD mm"):
             t.add_column(c)
         for shape, g in m.groupby("shape_class"):
-            t.add_row(shape, str(len(g)), *(f"{g[c].mean():.1f} ± {g[c].std():.1f}" if len(g) > 1 else f"{g[c].mean():.1f}"
+            t.add_row(shape, str(len(g)), *(f"{g[c].mean():.1f} ± {g[c].std():.1f}" if len(g) > 1
+                                            else f"{g[c].mean():.1f}"
                                             for c in ("ga_weeks", "cephalic_index", "bpd_mm", "ofd_mm")))
         console.print(t)
     return [mosaic(ds, fig_dir / "mosaic.png")]

@@ -104,7 +104,7 @@ def outer_radius(p: SkullParams, d: np.ndarray) -> np.ndarray:
     b_eff = b * (1.0 - p.egg * d[0])  # narrower towards the forehead (+x)
     r = 1.0 / np.sqrt((d[0] / a) ** 2 + (d[1] / b_eff) ** 2 + (d[2] / c) ** 2)
     bumps = np.zeros_like(r)
-    for u, amp in zip(p.bump_dirs, p.bump_amps):
+    for u, amp in zip(p.bump_dirs, p.bump_amps, strict=True):
         cos = d[0] * u[0] + d[1] * u[1] + d[2] * u[2]
         bumps += amp * np.exp(p.bump_kappa * (cos - 1.0))
     return r * (1.0 + bumps)

@@ -29,7 +29,7 @@ def dice_by_views(table: pd.DataFrame, path: Path) -> None:
     x = np.arange(len(VIEW_SUBSETS))
     w = 0.8 / max(1, len(models))
     for ax, (m, title) in zip(axes, (("dice", "Dice (higher is better)"), ("hd", "Hausdorff mm"),
-                                     ("abs_rvd", "|relative volume difference|"))):
+                                     ("abs_rvd", "|relative volume difference|")), strict=True):
         for i, model in enumerate(models):
             g = table[table.model == model].set_index("views").reindex(list(VIEW_SUBSETS))
             ax.bar(x + i * w - 0.4 + w / 2, g[f"{m}_mean"], w, yerr=g[f"{m}_sd"].fillna(0), capsize=3, label=model)

@@ -85,7 +85,8 @@ def score_fold(checkpoint: str | Path, planes: np.ndarray, truth: np.ndarray, su
             rows.append({"subject": subjects[i], "views": subset, "n_views": sum(present), **m.as_dict(),
                          **size_errors(pred[i], gt[i]),
                          "uncertainty": unc, "uncertainty_auc": auc})
-        maps[subset] = {"pred": np.packbits(pred, axis=-1), "var": np.round(np.clip(var, 0, 0.25) * 1020).astype(np.uint8)}
+        maps[subset] = {"pred": np.packbits(pred, axis=-1),
+                        "var": np.round(np.clip(var, 0, 0.25) * 1020).astype(np.uint8)}
     return pd.DataFrame(rows), maps
 
 

@@ -141,7 +141,8 @@ def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, s
         key = sha256_file(ck / CHECKPOINT_FILE)[:16]
         stem = scores / f"{slug(name)}_fold{k}"
         meta = stem.with_suffix(".json")
-        fresh = meta.exists() and json.loads(meta.read_text()).get("key") == key and stem.with_suffix(".parquet").exists()
+        fresh = (meta.exists() and json.loads(meta.read_text()).get("key") == key
+                 and stem.with_suffix(".parquet").exists())
         if force or not fresh:
             planes, truth, subjects, spacing = _fold_data(data, k)
             console.print(f"scoring {name} fold {k} ({len(subjects)} test subjects x {len(VIEW_SUBSETS)} view subsets)")
@@ -166,7 +167,8 @@ def study_table(per_case: pd.DataFrame) -> pd.DataFrame:
     table = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_sd")).join(g.size().rename("folds"))
     table = table.reset_index()
     order = {k: i for i, k in enumerate(VIEW_SUBSETS)}
-    return table.sort_values(["model", "views"], key=lambda s: s.map(order) if s.name == "views" else s).reset_index(drop=True)
+    return table.sort_values(["model", "views"],
+                             key=lambda s: s.map(order) if s.name == "views" else s).reset_index(drop=True)
 
 
 def mean_sd(r: pd.Series, m: str, fmt: str) -> str:
@@ -185,7 +187,8 @@ def table_markdown(table: pd.DataFrame) -> str:
         cells = []
         for s in VIEW_SUBSETS:
             r = g[g.views == s]
-            cells.append("-" if r.empty else " / ".join([mean_sd(r.iloc[0], "dice", ".3f"), mean_sd(r.iloc[0], "hd", ".2f"),
+            cells.append("-" if r.empty else " / ".join([mean_sd(r.iloc[0], "dice", ".3f"),
+                                                          mean_sd(r.iloc[0], "hd", ".2f"),
                                                           mean_sd(r.iloc[0], "rvd", ".3f")]))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += ["", "Reference study (real fetal 3D ultrasound, 96³, 0.5 mm):", "", head, lines[1]]
@@ -197,7 +200,25 @@ def table_markdown(table: pd.DataFrame) -> str:
 def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path, folds: list[int] | None = None,
               samples: int = 8, force: bool = False, workers: int = 1,
               runs: dict[tuple[str, int], Path] | None = None, cpus_per_worker: float | None = None) -> StudyResult:
-    """Train what is missing, score what is new, write the table, per-case results and figures."""
+    """Train what is missing, score what is new, write the table, per-case results and figures.
+
+    Args:
+        configs: the compared models by name (fetal-skull configs: cvae, hcvae, tlnet, cgan).
+        data: a prepared fetal-skull dataset with cross-validation folds.
+        out: the study folder; runs already trained there with the same config are reused.
+        folds: the folds to run (default: all of the dataset's).
+        samples: posterior samples per case for the uncertainty maps.
+        force: retrain and rescore everything.
+        workers, cpus_per_worker: Ray Train workers per run and their CPUs.
+        runs: finished runs to score instead of training, by (model name, fold).
+
+    Returns:
+        The study folder, per-case results, the per-model table (Dice by view subset, size errors), what was
+        trained and scored by this call, and the paired view effects.
+
+    Raises:
+        StudyError: not a fetal dataset, an unknown fold, a non-fetal model, or a run trained with another config.
+    """
     from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
     from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects
     from shapetune.evaluation.service import _atomic_parquet

@@ -54,8 +54,8 @@ def effects_markdown(effects: pd.DataFrame) -> str:
         out = []
         for a, b in DROPS:
             r = g[(g["from"] == a) & (g["to"] == b)]
-            out.append("-" if r.empty else "{:+.3f} [{:+.3f}, {:+.3f}] p={:.2g}".format(*r.iloc[0][["mean", "ci_lo", "ci_hi",
-                                                                                                   "p_value"]]))
+            out.append("-" if r.empty else "{:+.3f} [{:+.3f}, {:+.3f}] p={:.2g}".format(
+                *r.iloc[0][["mean", "ci_lo", "ci_hi", "p_value"]]))
         return " | ".join(out)
 
     for what, g in effects[effects.kind == "loss"].groupby("what", sort=False):

@@ -131,7 +131,7 @@ class FetalTask:
         rows = np.arange(len(data.val_vol))[engine.rank::engine.world]
         scores = [self.predict(engine, data.val_planes[rows], p, data.val_vol[rows]) for p in VIEW_SUBSETS.values()]
         rows, *scores = engine.gather(rows, *scores)
-        m = {f"val_dice_{k}": float(s.mean()) for k, s in zip(VIEW_SUBSETS, scores)}
+        m = {f"val_dice_{k}": float(s.mean()) for k, s in zip(VIEW_SUBSETS, scores, strict=True)}
         m["val_dice"] = float(np.mean(list(m.values())))  # robustness to missing views is the point
         return m
 
