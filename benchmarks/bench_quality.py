@@ -27,7 +27,8 @@ from shapetune.evaluation.splits import EvalSplit, load_split
 from shapetune.evaluation.stats import mean_ci, wilcoxon_paired
 from shapetune.training.checkpoints import load_model
 from shapetune.config import load_config
-from shapetune.training.engine import Engine, dice_per_channel, load_training_data
+from shapetune.training.engine import Engine, dice_per_channel
+from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"

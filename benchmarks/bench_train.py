@@ -32,7 +32,7 @@ from shapetune.data.cohorts import SynthConfig, synth_imperial
 from shapetune.data.prepare import prepare
 from shapetune.data.template import TemplateGrid
 from shapetune.config import load_config
-from shapetune.training.engine import load_training_data
+from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
 from shapetune.training.ray_train import run_training
 

@@ -35,7 +35,8 @@ from shapetune.evaluation.splits import load_split
 from shapetune.models.losses import shape_loss
 from shapetune.models.registry import build_model
 from shapetune.config import load_config
-from shapetune.training.engine import Engine, load_training_data
+from shapetune.training.engine import Engine
+from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"

@@ -287,7 +287,7 @@ def test_zero_subject_dataset_is_a_clear_error(small, tmp_path):
     res = runner.invoke(app, ["data", "show", str(out)])
     assert (res.exit_code == 2
             and f"error: {out / 'dataset.json'}: the dataset holds 0 subjects" in _one_line(res.output))
-    from shapetune.training.engine import load_training_data
+    from shapetune.training.tasks.cardiac import load_training_data
 
     with pytest.raises(DataError, match="holds 0 subjects"):
         load_training_data(str(out), 16)

@@ -11,7 +11,8 @@ from shapetune.models.registry import build_model
 from shapetune.training.checkpoints import load_model
 from shapetune.experiment.checkpoints import load_state
 from shapetune.config import ConfigError, load_config
-from shapetune.training.engine import Engine, load_training_data
+from shapetune.training.engine import Engine
+from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
 
 TINY = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",

@@ -195,7 +195,7 @@ def test_memory_need_is_a_lower_bound_of_a_real_step(model):
 
 
 def _cardiac_data(g: int = 16):
-    from shapetune.training.engine import TrainData
+    from shapetune.training.tasks.cardiac import TrainData
 
     rng = np.random.default_rng(0)
     x = lambda n: (rng.random((n, 2, g, g, g)) > 0.7).astype(np.uint8)  # noqa: E731

@@ -9,7 +9,8 @@ import torch
 from shapetune.data.errors import DataError
 from shapetune.training.checkpoints import load_model
 from shapetune.config import load_config
-from shapetune.training.engine import Engine, load_training_data
+from shapetune.training.engine import Engine
+from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
 
 TINY = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
@@ -90,7 +91,7 @@ def test_deadline_cuts_the_run_and_its_schedule(tiny_prepared, tmp_path):
     import time
 
     from shapetune.experiment.checkpoints import load_state
-    from shapetune.training.local import PROBE_EPOCHS, epochs_for_deadline
+    from shapetune.training.loop import PROBE_EPOCHS, epochs_for_deadline
 
     assert epochs_for_deadline(500, 3, 2.0, 100.0) == 53 and epochs_for_deadline(40, 3, 2.0, 100.0) == 40
     assert epochs_for_deadline(500, 3, 2.0, -5.0) == 4  # overdue: one more epoch, never an unfinished run

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,42 +17,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from shapetune.data.dataset import PreparedDataset
-from shapetune.data.errors import DataError
-from shapetune.data.template import MYOCARDIUM
 from shapetune.models.losses import LossWeights, hard_dice
 from shapetune.config import TrainConfig
 from shapetune.training.tasks import task_of
-
-
-@dataclass
-class TrainData:
-    """Binary myocardium masks ``[N, 2 (ED, ES), D, H, W]`` (uint8) and labels for train and validation."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    val_subjects: list[str]
-
-
-def load_training_data(path: str, grid: int) -> TrainData:
-    """Read the train/val splits of a prepared dataset; the model grid must match the dataset's."""
-    ds = PreparedDataset(path)
-    if ds.grid.shape != (grid, grid, grid):
-        raise DataError(ds.path / "dataset.json", f"dataset grid {ds.grid.shape} does not match the model grid "
-                                                  f"{grid}^3; prepare the data with --grid {grid} or set model.grid")
-    m = ds.manifest
-    out = {}
-    for split in ("train", "val"):
-        rows = m[m["split"] == split]
-        if rows.empty:
-            raise DataError(ds.path / "manifest.parquet", f"no subjects in split {split!r}")
-        idx = rows["index"].to_numpy()
-        out[split] = ((np.asarray(ds.masks[np.sort(idx)]) == MYOCARDIUM).astype(np.uint8),
-                      rows.set_index("index").loc[np.sort(idx), "label"].to_numpy().astype(np.int64),
-                      rows.set_index("index").loc[np.sort(idx), "subject"].tolist())
-    return TrainData(out["train"][0], out["train"][1], out["val"][0], out["val"][1], out["val"][2])
 
 
 def dice_per_channel(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -22,19 +22,20 @@ import pandas as pd
 
 from shapetune import storage
 from shapetune.config import TrainConfig
+from shapetune.experiment.checkpoints import load_state, save_state
+from shapetune.models.registry import build_model
 from shapetune.training.engine import Engine, seed_everything, to_channels_last
-from shapetune.training.faults import inject_fault, marker_dir
+from shapetune.training.faults import marker_dir
+from shapetune.training.loop import InjectFaults, LoopCallback, LoopState, PrintEpochs, StampTimes, run_epochs
+from shapetune.training.tasks import load_task_data
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker: the shared epoch loop under DDP, reporting every epoch to Ray Train."""
     import ray
     import ray.train
     import ray.train.torch as rtt
     import torch
-
-    from shapetune.models.registry import build_model
-    from shapetune.experiment.checkpoints import load_state, save_state
 
     cfg = TrainConfig.model_validate(config["cfg"])
     torch.set_num_threads(max(1, int(round(config.get("cpus", 1)))))  # intra-op threads = the CPUs reserved
@@ -47,36 +48,32 @@ def train_loop_per_worker(config: dict) -> None:
         to_channels_last(model)
     model = rtt.prepare_model(model)
     engine = Engine(cfg, model, rtt.get_device(), rank, world)
-    start, history = 0, []
+    resume = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = load_state(d)
-        engine.load_state(state)
-        start, history = state["epoch"] + 1, list(state["history"])
-    first_step = time.time()
-    markers = marker_dir(config["run_dir"])
-    for epoch in range(start, cfg.optim.epochs):
-        inject_fault(cfg, epoch, rank, markers)
-        metrics = {"epoch": epoch, "epochs_done": epoch + 1, **engine.train_epoch(data, epoch)}
-        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.optim.epochs:
-            metrics.update(engine.validate(data))
-        metrics["resumed_from_epoch"] = start - 1 if start else -1
-        metrics.update(first_step_time=first_step, report_time=time.time())  # sweep overhead accounting
-        history.append(metrics)
+            resume = load_state(d)
+    callbacks = [InjectFaults(rank, marker_dir(config["run_dir"])), StampTimes(),
+                 *([PrintEpochs()] if rank == 0 else []), ReportToRayTrain(rank)]
+    run_epochs(engine, data, callbacks, resume)
+
+
+class ReportToRayTrain(LoopCallback):
+    """Every rank reports each epoch's metrics to Ray Train; rank 0 attaches the checkpoint (Ray keeps the best
+    ``keep`` by the configured metric plus the latest, and restarts a failed worker group from the latest)."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def on_epoch_end(self, state: LoopState, metrics: dict) -> None:
+        import ray.train
+
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
-            if rank == 0:
-                save_state(tmp, engine.state(epoch, metrics, history))
+            if self.rank == 0:
+                save_state(tmp, state.engine.state(state.epoch, metrics, state.history))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                print(_epoch_line(metrics, cfg), flush=True)
             ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def _epoch_line(m: dict, cfg: TrainConfig) -> str:
-    from shapetune.training.tasks import task_of
-
-    return task_of(cfg).epoch_line(m, cfg.optim.epochs)
 
 
 @dataclass
@@ -141,8 +138,6 @@ def run_training(cfg: TrainConfig, data_dir, out: str | Path, workers: int = 1,
     from ray.train.torch import TorchConfig, TorchTrainer
 
     out = str(out) if storage.is_uri(out) else Path(out).resolve()  # Ray Train persists to URIs itself
-    from shapetune.training.tasks import load_task_data
-
     data = load_task_data(data_dir, cfg) if isinstance(data_dir, (str, Path)) else data_dir
     ensure_ray()
     if cpus_per_worker is None:
@@ -168,8 +163,6 @@ def run_training(cfg: TrainConfig, data_dir, out: str | Path, workers: int = 1,
     result = trainer.fit()
     wall = time.perf_counter() - t0
     best = result.get_best_checkpoint(ck.metric, ck.mode) or result.checkpoint
-    from shapetune.experiment.checkpoints import load_state
-
     with result.checkpoint.as_directory() as d:
         history = pd.DataFrame(load_state(d)["history"])
     with best.as_directory() as d:

@@ -24,8 +24,14 @@ from pathlib import Path
 from shapetune.experiment.settings import trial_location, trial_run_dir  # noqa: F401 (re-exported)
 from shapetune import storage
 from shapetune.config import TrainConfig
-from shapetune.training.engine import Engine, TrainData, seed_everything
-from shapetune.training.faults import inject_fault, marker_dir
+from shapetune.experiment.checkpoints import CHECKPOINT_FILE, load_state
+from shapetune.models.registry import build_model
+from shapetune.training.engine import Engine, seed_everything
+from shapetune.training.tasks.cardiac import TrainData
+from shapetune.training.faults import marker_dir
+from shapetune.training.ray_train import run_training
+from shapetune.training.loop import (InjectFaults, KeepCheckpoints, LoopCallback, LoopState, StampTimes, run_epochs,
+                                     uploader)
 from shapetune.search_spaces.sampling import trial_config
 from shapetune.search_spaces.spec import SearchSpace
 
@@ -68,62 +74,60 @@ def sweep_trial(params: dict, data: TrainData, settings: TrialSettings) -> None:
 
 
 def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> None:
+    """A one-worker trial: the shared epoch loop in the trial's own process, its checkpoints kept (and, for a
+    bucket, uploaded) every epoch, each epoch reported to Tune."""
     import ray
     import torch
     from ray import tune
-
-    from shapetune.models.registry import build_model
-    from shapetune.experiment.checkpoints import CHECKPOINT_FILE, load_state, save_state
 
     torch.set_num_threads(max(1, int(round(settings.cpus_per_worker))))
     device = torch.device("cuda" if settings.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu")
     seed_everything(cfg.seed, device, cfg.deterministic)
     engine = Engine(cfg, build_model(cfg.model).to(device), device)
     trial_id = tune.get_context().get_trial_id()
-    node_id = ray.get_runtime_context().get_node_id()
     home = trial_location(settings.exp_dir, trial_id, settings.workers)
     remote = storage.is_uri(home)
     ckpt_dir = scratch_dir(settings.exp_dir, trial_id) if remote else Path(home)
     if remote and not (ckpt_dir / "checkpoint_latest" / CHECKPOINT_FILE).exists() \
             and storage.exists(storage.join(home, "checkpoint_latest", CHECKPOINT_FILE)):
         storage.download(home, ckpt_dir)  # restarted on a node that has never seen this trial
-    start, history = 0, []
+    resume = None
     if (ckpt_dir / "checkpoint_latest" / CHECKPOINT_FILE).exists():  # a restarted or resumed trial
-        state = load_state(ckpt_dir / "checkpoint_latest")
-        engine.load_state(state)
-        start, history = state["epoch"] + 1, list(state["history"])
-    sign = 1.0 if cfg.checkpoint.mode == "max" else -1.0
-    best = max((sign * h[cfg.checkpoint.metric] for h in history), default=None)
-    first_step = time.time()
-    if start >= cfg.optim.epochs and history:  # finished before the driver died: tell Tune once more
-        tune.report({**history[-1], "epochs_done": len(history), "first_step_time": first_step,
-                     "report_time": time.time()})
-    markers = marker_dir(storage.join(settings.exp_dir, "faults", trial_id))
-    for epoch in range(start, cfg.optim.epochs):
-        inject_fault(cfg, epoch, 0, markers)
-        metrics = {"epoch": epoch, **engine.train_epoch(data, epoch), **engine.validate(data)}
-        metrics["resumed_from_epoch"] = start - 1 if start else -1
-        metrics["node_id"] = node_id
-        history.append(metrics)
-        state = engine.state(epoch, metrics, history)
-        score = sign * metrics[cfg.checkpoint.metric]
-        saved = ["checkpoint_latest"]
-        if best is None or score > best:
-            best = score
-            save_state(ckpt_dir / "checkpoint_best", state)
-            saved.insert(0, "checkpoint_best")  # best first: a copy of latest never names a missing best
-        save_state(ckpt_dir / "checkpoint_latest", state)
-        if remote:
-            for name in saved:
-                storage.upload(ckpt_dir / name, storage.join(home, name))
-        tune.report({**metrics, "epochs_done": epoch + 1, "first_step_time": first_step, "report_time": time.time()})
+        resume = load_state(ckpt_dir / "checkpoint_latest")
+        if resume["epoch"] + 1 >= cfg.optim.epochs and resume["history"]:
+            # finished before the driver died: tell Tune once more
+            last = resume["history"][-1]
+            tune.report({**last, "epochs_done": len(resume["history"]), "first_step_time": time.time(),
+                         "report_time": time.time()})
+    callbacks = [InjectFaults(0, marker_dir(storage.join(settings.exp_dir, "faults", trial_id))), StampTimes(),
+                 NodeId(ray.get_runtime_context().get_node_id()),
+                 KeepCheckpoints(ckpt_dir, publish=uploader(ckpt_dir, home) if remote else None), ReportToTune()]
+    run_epochs(engine, data, callbacks, resume)
+
+
+class NodeId(LoopCallback):
+    """The Ray node that trained each epoch, in its metrics (the trial table shows the last epoch's)."""
+
+    def __init__(self, node_id: str):
+        self.node_id = node_id
+
+    def on_metrics(self, state: LoopState, metrics: dict) -> None:
+        metrics["node_id"] = self.node_id
+
+
+class ReportToTune(LoopCallback):
+    """Each epoch's metrics to Ray Tune (after the checkpoints are written: a report is a point the trial can be
+    stopped at)."""
+
+    def on_epoch_end(self, state: LoopState, metrics: dict) -> None:
+        from ray import tune
+
+        tune.report(metrics)
 
 
 def _train_in_tune(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from shapetune.training.ray_train import run_training
 
     run_dir = trial_location(settings.exp_dir, tune.get_context().get_trial_id(), settings.workers)
     run_training(cfg, data, run_dir, workers=settings.workers, gpus_per_worker=settings.gpus_per_worker,

@@ -12,6 +12,7 @@ from shapetune.models.config import ModelConfig
 from shapetune.config import TrainConfig
 from shapetune.training.tasks.cardiac import CardiacTask
 from shapetune.training.tasks.fetal import FetalTask
+from shapetune.models.registry import model_task
 
 
 class Task(Protocol):
@@ -30,8 +31,6 @@ TASKS: dict[str, Task] = {"cardiac": CardiacTask(), "fetal": FetalTask()}
 
 
 def task_of(cfg: TrainConfig) -> Task:
-    from shapetune.models.registry import model_task
-
     return TASKS[model_task(cfg.model.name)]
 
 

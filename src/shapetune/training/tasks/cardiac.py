@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from shapetune.data.dataset import PreparedDataset
+from shapetune.data.errors import DataError
+from shapetune.data.template import MYOCARDIUM
 from shapetune.models.config import ModelConfig
 from shapetune.models.losses import shape_loss
 from shapetune.training.augment import augment_batch
 from shapetune.config import TrainConfig
+from shapetune.models.registry import MODELS
+
+
+@dataclass
+class TrainData:
+    """Binary myocardium masks ``[N, 2 (ED, ES), D, H, W]`` (uint8) and labels for train and validation."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    val_subjects: list[str]
+
+
+def load_training_data(path: str, grid: int) -> TrainData:
+    """Read the train/val splits of a prepared dataset; the model grid must match the dataset's."""
+    ds = PreparedDataset(path)
+    if ds.grid.shape != (grid, grid, grid):
+        raise DataError(ds.path / "dataset.json", f"dataset grid {ds.grid.shape} does not match the model grid "
+                                                  f"{grid}^3; prepare the data with --grid {grid} or set model.grid")
+    m = ds.manifest
+    out = {}
+    for split in ("train", "val"):
+        rows = m[m["split"] == split]
+        if rows.empty:
+            raise DataError(ds.path / "manifest.parquet", f"no subjects in split {split!r}")
+        idx = rows["index"].to_numpy()
+        out[split] = ((np.asarray(ds.masks[np.sort(idx)]) == MYOCARDIUM).astype(np.uint8),
+                      rows.set_index("index").loc[np.sort(idx), "label"].to_numpy().astype(np.int64),
+                      rows.set_index("index").loc[np.sort(idx), "subject"].tolist())
+    return TrainData(out["train"][0], out["train"][1], out["val"][0], out["val"][1], out["val"][2])
 
 
 class CardiacTask:
@@ -17,16 +53,12 @@ class CardiacTask:
 
     def train_metrics(self, model: ModelConfig) -> frozenset[str]:
         """The ``train_*`` terms ``shape_loss`` reports for ``model``: a KL per level when it is variational."""
-        from shapetune.models.registry import MODELS
-
         terms = {"loss", "bce", "dice_loss", "kl", "ce"}
         if MODELS[model.name].variational:
             terms |= {f"kl_{i}" for i in range(len(model.latent_dims))}
         return frozenset(f"train_{t}" for t in terms)
 
     def load(self, path: str, cfg: TrainConfig):
-        from shapetune.training.engine import load_training_data
-
         return load_training_data(path, cfg.model.grid)
 
     def n_train(self, data) -> int:

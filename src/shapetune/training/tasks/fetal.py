@@ -13,6 +13,9 @@ from shapetune.data.fetal.planes import VIEWS
 from shapetune.models.config import ModelConfig
 from shapetune.models.losses import conditional_loss, hard_dice
 from shapetune.config import TrainConfig
+from shapetune.data.dataset import PreparedDataset
+from shapetune.models.registry import MODELS
+from shapetune.training.plane_augment import augment_fetal
 
 # The reference study's view subsets: 3 views, axial + sagittal, axial alone.
 VIEW_SUBSETS: dict[str, tuple[int, int, int]] = {"3v": (1, 1, 1), "2v": (1, 1, 0), "1v": (1, 0, 0)}
@@ -50,8 +53,6 @@ def fold_rows(manifest: pd.DataFrame, fold: int, split: str, source: str) -> pd.
 
 
 def load_fetal(path: str, grid: int, fold: int) -> FetalData:
-    from shapetune.data.dataset import PreparedDataset
-
     ds = PreparedDataset(path)
     if ds.grid.shape != (grid,) * 3:
         raise DataError(ds.path / "dataset.json", f"dataset grid {ds.grid.shape} does not match the model grid "
@@ -74,8 +75,6 @@ class FetalTask:
 
     def train_metrics(self, model: ModelConfig) -> frozenset[str]:
         """The ``train_*`` terms ``conditional_loss`` reports for ``model`` (see the model's ``forward``)."""
-        from shapetune.models.registry import MODELS
-
         terms = {"loss", "bce", "dice_loss", "kl"}
         if MODELS[model.name].variational:
             terms |= {f"kl_{i}" for i in range(len(model.latent_dims))}
@@ -96,8 +95,6 @@ class FetalTask:
         return len(data.train_vol)
 
     def batch_loss(self, engine, data: FetalData, sel: np.ndarray, epoch: int, batch: int, t: float):
-        from shapetune.training.plane_augment import augment_fetal
-
         cfg = engine.cfg
         rng = np.random.default_rng([cfg.seed, epoch, batch, engine.rank])
         vol = torch.from_numpy(data.train_vol[sel]).to(engine.device, torch.float32)
