@@ -88,8 +88,8 @@ browser:
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
 	  || echo "WARNING: could not install chromium; the browser test will fail (SHAPETUNE_REQUIRE_BROWSER=0 skips it)"
 
-# ruff (style, unused names, bug patterns) and mypy (strict on models/, search_spaces/, experiment/, surface.py),
-# configured in pyproject.toml; about a minute on a fresh clone.
+# ruff (style, unused names, bug patterns) and mypy (strict on models/, search_spaces/, experiment/, the epoch
+# loop and surface.py), configured in pyproject.toml; about a minute on a fresh clone.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy

@@ -27,7 +27,7 @@ from shapetune.models.registry import build_model
 from shapetune.training.engine import Engine, seed_everything, to_channels_last
 from shapetune.training.faults import marker_dir
 from shapetune.training.loop import InjectFaults, LoopCallback, LoopState, PrintEpochs, StampTimes, run_epochs
-from shapetune.training.tasks import load_task_data
+from shapetune.training.tasks import load_task_data, task_of
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -184,14 +184,15 @@ def write_run_summary(o: TrainOutcome, cfg: TrainConfig) -> None:
     summary = {"best_checkpoint": str(o.best_checkpoint), "best_metrics": o.best_metrics, "wall_s": o.wall_s,
                "epochs": int(o.history["epoch"].max()) + 1, "config": cfg.model_dump(mode="json")}
     (o.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
-    plot_learning_curves(o.history, o.run_dir / "learning_curves.png")
+    plot_learning_curves(o.history, o.run_dir / "learning_curves.png", task_of(cfg).curves)
 
 
 def _jsonable(v):
     return float(v) if isinstance(v, (np.floating, np.integer)) else str(v)
 
 
-def plot_learning_curves(h: pd.DataFrame, path: Path) -> None:
+def plot_learning_curves(h: pd.DataFrame, path: Path, curves: dict[str, str]) -> None:
+    """Training loss, KL and the task's validation ``curves`` (metric -> label) per epoch, into ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,8 +207,6 @@ def plot_learning_curves(h: pd.DataFrame, path: Path) -> None:
     ax[0].set_title("training loss"), ax[0].legend(fontsize=7)
     ax[1].plot(ep, h["train_kl"], color="C3")
     ax[1].set_title("KL (all levels)")
-    curves = {"val_dice_ed": "val Dice ED", "val_dice_es": "val Dice ES", "val_acc": "val accuracy",
-              "val_dice_3v": "val Dice 3 views", "val_dice_2v": "val Dice 2 views", "val_dice_1v": "val Dice 1 view"}
     if "val_dice" in h:
         for key, label in curves.items():
             if key in h:

@@ -18,6 +18,7 @@ from shapetune.models.registry import model_task
 class Task(Protocol):
     name: str
     val_keys: tuple[str, ...]  # validation metrics every epoch reports (the objective among them)
+    curves: dict[str, str]  # validation metric -> its label in the run's learning-curve figure
 
     def train_metrics(self, model: ModelConfig) -> frozenset[str]: ...
     def load(self, path: str, cfg: TrainConfig) -> Any: ...

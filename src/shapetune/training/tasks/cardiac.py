@@ -50,6 +50,7 @@ def load_training_data(path: str, grid: int) -> TrainData:
 class CardiacTask:
     name = "cardiac"
     val_keys = ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc")
+    curves = {"val_dice_ed": "val Dice ED", "val_dice_es": "val Dice ES", "val_acc": "val accuracy"}
 
     def train_metrics(self, model: ModelConfig) -> frozenset[str]:
         """The ``train_*`` terms ``shape_loss`` reports for ``model``: a KL per level when it is variational."""

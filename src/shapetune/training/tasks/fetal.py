@@ -72,6 +72,7 @@ def dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class FetalTask:
     name = "fetal"
     val_keys = ("val_dice", "val_dice_3v", "val_dice_2v", "val_dice_1v")
+    curves = {"val_dice_3v": "val Dice 3 views", "val_dice_2v": "val Dice 2 views", "val_dice_1v": "val Dice 1 view"}
 
     def train_metrics(self, model: ModelConfig) -> frozenset[str]:
         """The ``train_*`` terms ``conditional_loss`` reports for ``model`` (see the model's ``forward``)."""
