@@ -6,6 +6,8 @@ baseline added to its registry is covered here without a line of test code.
   deterministic.
 - ``TASKS``: each task loads its tiny dataset, reports the metrics it declares, and refuses the other task's data.
 - ``BASELINES``: each fits the tiny training split and predicts the test split.
+- ``SAMPLERS``: each samples a shipped (conditional) space; an unknown name is refused with the registry's names
+  by the space, the sweep settings and the CLI.
 """
 
 from __future__ import annotations
@@ -13,18 +15,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from shapetune.cli import app
 from shapetune.config import load_config
 from shapetune.data.errors import DataError
 from shapetune.evaluation.baselines import BASELINES
 from shapetune.evaluation.splits import load_split
 from shapetune.experiment.checkpoints import save_state
 from shapetune.models.registry import MODELS, build_model, model_task
+from shapetune.search_spaces import load_space
+from shapetune.search_spaces.samplers import SAMPLERS, make_sampler
+from shapetune.search_spaces.sampling import define_by_run
+from shapetune.search_spaces.spec import SamplerSpec
 from shapetune.training.checkpoints import load_model
 from shapetune.training.engine import Engine, seed_everything
 from shapetune.training.tasks import TASKS, load_task_data, reported_metrics, task_of
+from shapetune.tuning.sweep import SweepSettings
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
 # Small enough for one CPU epoch in seconds, whatever the shipped config says.
@@ -85,3 +95,23 @@ def test_every_baseline_fits_and_predicts(name, tiny_prepared):
     assert out.prob.shape == (len(test.masks),) and ((out.prob >= 0) & (out.prob <= 1)).all()
     assert out.recon is None or out.recon.shape == test.masks.shape
     assert all(len(z) == len(test.masks) for z in out.latents)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_samples_a_shipped_space(name):
+    space = load_space("lvae_hcm")
+    study = optuna.create_study(sampler=make_sampler(space, name, seed=0))
+    trial = study.ask()
+    define_by_run(space)(trial)
+    assert "hierarchy.depth" in trial.params and "loss.lambda_kl" in trial.params
+
+
+def test_an_unknown_sampler_is_refused_everywhere_with_the_registry_names(tmp_path):
+    names = ", ".join(SAMPLERS)
+    with pytest.raises(ValueError, match=f"unknown sampler 'cmaes'; choose from {names}"):
+        SamplerSpec(name="cmaes")
+    with pytest.raises(ValueError, match=f"unknown sampler 'cmaes'; choose from {names}"):
+        SweepSettings(name="s", space="lvae_hcm", data=str(tmp_path), storage_path=str(tmp_path), sampler="cmaes")
+    r = CliRunner().invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "s",
+                                 "--sampler", "cmaes"])
+    assert r.exit_code == 2 and all(n in r.output for n in SAMPLERS)

@@ -16,6 +16,7 @@ from rich.table import Table
 from shapetune import __version__
 from shapetune.errors import ShapeTuneError
 from shapetune.io import claim_folder
+from shapetune.search_spaces.samplers import SAMPLERS
 
 app = typer.Typer(help="ShapeTune: tune and clinically evaluate generative 3D cardiac shape models.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -214,10 +215,7 @@ class SchedulerName(str, Enum):
     none = "none"
 
 
-class SamplerName(str, Enum):
-    tpe = "tpe"
-    random = "random"
-    nsga2 = "nsga2"
+SamplerName = Enum("SamplerName", {name: name for name in SAMPLERS}, type=str)  # the registry's names
 
 
 @app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

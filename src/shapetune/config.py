@@ -17,8 +17,10 @@ from shapetune.errors import ShapeTuneError
 from shapetune.models.config import ModelConfig, training_bytes
 
 
-class _Strict(BaseModel):
-    # inf and nan pass every ge/gt bound (nan even slips past some): no field of a config is meant to hold them
+class Strict(BaseModel):
+    """The base of every config and search-space section: unknown keys are errors, and so are inf and nan (they
+    pass every ge/gt bound, nan even slips past some, and a range bound of either breaks the sampler later)."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -33,7 +35,7 @@ class FieldProblem(ValueError):
 Beta = Annotated[float, Field(ge=0, lt=1, description="An Adam moment decay: 1 or more never forgets (diverges).")]
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
@@ -52,7 +54,7 @@ class OptimConfig(_Strict):
                                                             "export; null: none.")
 
 
-class LossConfig(_Strict):
+class LossConfig(Strict):
     lambda_kl: float = Field(1e-4, ge=0, description="KL weight (lambda); reconstruction is a per-voxel mean.")
     gamma_cls: float = Field(1.0, ge=0, description="Classifier cross-entropy weight (gamma).")
     dice_weight: float = Field(1.0, ge=0)
@@ -69,7 +71,7 @@ class LossConfig(_Strict):
                           "as in the reference Ladder VAE; null: 1 for every level.")
 
 
-class AugmentConfig(_Strict):
+class AugmentConfig(Strict):
     """Anatomy-respecting augmentation: no flips (they would swap septum and free wall)."""
 
     enabled: bool = True
@@ -78,7 +80,7 @@ class AugmentConfig(_Strict):
     elastic_vox: float = Field(0.75, ge=0, description="Amplitude of the smooth elastic jitter (under half the grid).")
 
 
-class PlaneAugmentConfig(_Strict):
+class PlaneAugmentConfig(Strict):
     """Fetal study: every epoch the planes are cut afresh from an anisotropically scaled skull, with the
     reference study's perturbations (rotations up to 10 degrees, shifts up to 7 pixels)."""
 
@@ -89,24 +91,24 @@ class PlaneAugmentConfig(_Strict):
     normal_px: float = Field(2.0, ge=0, description="Shift along the plane's normal (under half the grid).")
 
 
-class ViewsConfig(_Strict):
+class ViewsConfig(Strict):
     """Fetal study: which views a training sample has (axial always; the others at these rates)."""
 
     p_sagittal: float = Field(0.6, ge=0, le=1)
     p_coronal: float = Field(0.4, ge=0, le=1)
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     fold: int = Field(0, ge=0, description="Cross-validation fold of datasets that have folds (fetal).")
 
 
-class CheckpointSettings(_Strict):
+class CheckpointSettings(Strict):
     metric: str = Field("val_dice", description="A metric the run reports (its task's; checked with the model).")
     mode: Literal["max", "min"] = "max"
     keep: int = Field(2, ge=1)
 
 
-class FaultInjection(_Strict):
+class FaultInjection(Strict):
     """Chaos testing: worker ``rank`` fails at the start of ``epoch`` (logged to a marker file in the run dir).
 
     ``exit`` kills the process as a crashed worker would; ``raise`` raises an exception. ``once`` fails only the
@@ -119,7 +121,7 @@ class FaultInjection(_Strict):
     once: bool = True
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)

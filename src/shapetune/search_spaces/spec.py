@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from shapetune.errors import ShapeTuneError
-from shapetune.config import (ConfigError, FieldProblem, TrainConfig, by_relevance, explain, line_of, load_config,
-                              memory_problem, set_dotted, unreported, yaml_lines)
+from shapetune.search_spaces.samplers import check_sampler
+from shapetune.config import (ConfigError, FieldProblem, Strict, TrainConfig, by_relevance, explain, line_of,
+                              load_config, memory_problem, set_dotted, unreported, yaml_lines)
 
 Lines = dict[tuple[Any, ...], int]  # a YAML document's line per key path (config.yaml_lines)
 
@@ -33,12 +34,7 @@ class SpaceError(ShapeTuneError):
     """A bad search-space file, reported with its path and line."""
 
 
-class _Strict(BaseModel):
-    # a range bound of inf or nan passes every comparison check and breaks the sampler later
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class Condition(_Strict):
+class Condition(Strict):
     """Sample a parameter only when an earlier one satisfies every given comparison."""
 
     param: str
@@ -67,7 +63,7 @@ def _is_in(value: Any, choices: list[Any]) -> bool:
     return value in choices
 
 
-class Range(_Strict):
+class Range(Strict):
     low: float
     high: float
     log: bool = False
@@ -132,7 +128,7 @@ class Param(Range):
         return self
 
 
-class Depth(_Strict):
+class Depth(Strict):
     low: int = Field(ge=1, le=5)
     high: int = Field(ge=1, le=5)
 
@@ -153,7 +149,7 @@ class IntRange(Range):
         return self
 
 
-class Hierarchy(_Strict):
+class Hierarchy(Strict):
     """Depth first (fixed or a range), then the top level's size, then one size per lower level."""
 
     depth: int | Depth = Field(1)
@@ -173,23 +169,28 @@ class Hierarchy(_Strict):
         return self.depth if isinstance(self.depth, int) else self.depth.high
 
 
-class Objective(_Strict):
+class Objective(Strict):
     metric: str
     mode: Literal["max", "min"] = "max"
 
 
-class SamplerSpec(_Strict):
-    name: Literal["tpe", "random", "nsga2"] = "tpe"
+class SamplerSpec(Strict):
+    name: str = Field("tpe", description="A sampler of shapetune.search_spaces.samplers.SAMPLERS.")
     n_startup_trials: int = Field(5, ge=0)
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_sampler(v)
 
-class SchedulerSpec(_Strict):
+
+class SchedulerSpec(Strict):
     name: Literal["asha", "none"] = "asha"
     grace_period: int = Field(3, ge=1, description="Epochs every trial runs before ASHA may stop it.")
     reduction_factor: float = Field(2.0, gt=1)
 
 
-class SearchSpace(_Strict):
+class SearchSpace(Strict):
     description: str = ""
     base: str = Field(description="A shipped training config name (lvae, vae, ae) or a YAML path.")
     fixed: dict[str, Any] = Field(default_factory=dict)

@@ -15,6 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from shapetune.experiment.table import TUNE_TRIAL_ATTR
 from shapetune.search_spaces.sampling import define_by_run
+from shapetune.search_spaces.samplers import make_sampler
 from shapetune.search_spaces.spec import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -22,25 +23,6 @@ logger = logging.getLogger(__name__)
 # TPE's `group` option is marked experimental in Optuna 5; it is what handles the conditional hierarchy.
 warnings.filterwarnings("ignore", message=r"Argument ``group`` is an experimental",
                         category=optuna.exceptions.ExperimentalWarning)
-
-
-def _tpe(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    # multivariate + group: TPE models each conditional sub-space (depth 2 vs depth 4) on its own;
-    # constant_liar keeps concurrent trials from piling onto the same point.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.sampler.n_startup_trials,
-                                      multivariate=True, group=True, constant_liar=True)
-
-
-SAMPLERS = {
-    "tpe": _tpe,
-    "random": lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
-    "nsga2": lambda space, seed: optuna.samplers.NSGAIISampler(seed=seed),
-}
-
-
-def make_sampler(space: SearchSpace, name: str | None, seed: int) -> optuna.samplers.BaseSampler:
-    """The space's sampler, or ``name`` when given (``tpe``, ``random``, ``nsga2``)."""
-    return SAMPLERS[name or space.sampler.name](space, seed)
 
 
 def sqlite_url(exp_dir: str | Path) -> str:
