@@ -44,19 +44,40 @@ def gaps(exp: Path) -> list[float]:
     return out
 
 
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def anytime(exp: Path, start: float, budget_s: float | None) -> dict[str, float]:
+    """Best validation Dice reported (any trial, any epoch) by each fraction of the budget: the search's
+    anytime curve, which says whether a sampler finds good settings sooner, not only by the end."""
+    from ray.tune import ExperimentAnalysis
+
+    if not budget_s:
+        return {}
+    reports = [(float(t), float(d)) for df in ExperimentAnalysis(str(exp)).trial_dataframes.values()
+               if "val_dice" in df and "report_time" in df
+               for t, d in zip(df["report_time"], df["val_dice"], strict=True) if np.isfinite(d)]
+    out = {}
+    for f in FRACTIONS:
+        seen = [d for t, d in reports if t - start <= f * budget_s]
+        out[f"best_at_{int(f * 100)}pct"] = max(seen) if seen else float("nan")
+    return out
+
+
 def arm(name: str, root: Path, **kw) -> dict:
     exp_root = root / "experiments"
-    t0 = time.perf_counter()
+    t0, start = time.perf_counter(), time.time()
     df = run_sweep(SweepSettings(name=name, storage_path=str(exp_root), **kw))
     wall = time.perf_counter() - t0
     g = gaps(exp_root / name)
+    curve = anytime(exp_root / name, start, kw.get("time_budget_s"))
     best_col = "best_val_dice"
     return {"arm": name, "trials_started": int(len(df)), "trials_full_length": int((df.status == "completed").sum()),
             "stopped_early": int((df.status == "stopped early").sum()), "epochs_trained": int(df.epochs.sum()),
             "best_val_dice": (float(df[best_col].max()) if best_col in df and df[best_col].notna().any()
                               else float("nan")),
             "wall_s": wall, "gap_median_s": float(np.median(g)) if g else float("nan"),
-            "gap_max_s": float(np.max(g)) if g else float("nan")}
+            "gap_max_s": float(np.max(g)) if g else float("nan"), **curve}
 
 
 def main() -> None:
@@ -98,7 +119,8 @@ def main() -> None:
         rows.append(r)
         print(r, flush=True)
     cols = ["arm", "trials_started", "trials_full_length", "stopped_early", "epochs_trained", "best_val_dice",
-            "wall_s", "gap_median_s", "gap_max_s"]
+            *[f"best_at_{int(f * 100)}pct" for f in FRACTIONS[:-1]], "wall_s", "gap_median_s", "gap_max_s"]
+    rows = [{c: r.get(c, float("nan")) for c in cols} | r for r in rows]
     cells = [[f"{r[c]:.3f}" if isinstance(r[c], float) and c.startswith("best") else
               f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
     publish("bench_sweep",

@@ -4,6 +4,8 @@ baseline added to its registry is covered here without a line of test code.
 - ``MODELS``: the shipped config of each model, shrunk, trains one epoch through its task's batch loss; its
   checkpoint round-trips (the reloaded model validates exactly as the trained one) and validation is
   deterministic.
+- ``MODEL_SPECS`` / ``TASK_SPECS`` (``shapetune.catalog``): every declared model and task has its implementation,
+  and a model class agrees with its declaration.
 - ``TASKS``: each task loads its tiny dataset, reports the metrics it declares, and refuses the other task's data.
 - ``BASELINES``: each fits the tiny training split and predicts the test split.
 - ``SAMPLERS``: each samples a shipped (conditional) space; an unknown name is refused with the registry's names
@@ -20,20 +22,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from shapetune.catalog import MODEL_SPECS, TASK_SPECS, reported_metrics
 from shapetune.cli import app
 from shapetune.config import load_config
 from shapetune.data.errors import DataError
 from shapetune.evaluation.baselines import BASELINES
 from shapetune.evaluation.splits import load_split
 from shapetune.experiment.checkpoints import save_state
-from shapetune.models.registry import MODELS, build_model, model_task
+from shapetune.models.registry import MODELS, build_model
 from shapetune.search_spaces import load_space
 from shapetune.search_spaces.samplers import SAMPLERS, make_sampler
 from shapetune.search_spaces.sampling import define_by_run
 from shapetune.search_spaces.spec import SamplerSpec
 from shapetune.training.checkpoints import load_model
 from shapetune.training.engine import Engine, seed_everything
-from shapetune.training.tasks import TASKS, load_task_data, reported_metrics, task_of
+from shapetune.training.tasks import TASKS, load_task_data, task_of
 from shapetune.tuning.sweep import SweepSettings
 
 CONFIGS = Path(__file__).parents[1] / "src" / "shapetune" / "configs"
@@ -45,7 +48,7 @@ TINY = {"cardiac": ["model.grid=16", "model.width=4", "model.ladder_hidden=32", 
 
 
 def tiny_config(name: str):
-    task = model_task(name)
+    task = MODEL_SPECS[name].task
     extra = ["model.latent_dims=[8,4,2]"] if name == "lvae" else ["model.latent_dims=[8]"] if task == "cardiac" else []
     return load_config(CONFIGS / f"{name}.yaml", [*TINY[task], *extra])
 
@@ -60,14 +63,14 @@ def prepared(request, tiny_prepared):
 def test_every_model_trains_round_trips_and_validates_deterministically(name, prepared, tmp_path):
     cfg = tiny_config(name)
     assert (CONFIGS / f"{name}.yaml").exists(), f"model {name!r} has no shipped config"
-    data = load_task_data(prepared[model_task(name)](), cfg)
+    data = load_task_data(prepared[MODEL_SPECS[name].task](), cfg)
     seed_everything(cfg.seed, torch.device("cpu"))
     engine = Engine(cfg, build_model(cfg.model), torch.device("cpu"))
     before = [p.detach().clone() for p in engine.model.parameters()]
     metrics = {"epoch": 0, **engine.train_epoch(data, 0), **engine.validate(data)}
     assert all(np.isfinite(v) for v in metrics.values() if isinstance(v, float)), metrics
     assert any(not torch.equal(a, p) for a, p in zip(before, engine.model.parameters(), strict=True))  # it learned
-    assert set(metrics) - {"epoch"} <= reported_metrics(cfg)  # nothing reported that a config cannot rank on
+    assert set(metrics) - {"epoch"} <= reported_metrics(cfg.model)  # nothing reported that a config cannot rank on
 
     save_state(tmp_path / "ck", engine.state(0, metrics, [metrics]))
     model, cfg2, state = load_model(tmp_path / "ck")
@@ -77,9 +80,20 @@ def test_every_model_trains_round_trips_and_validates_deterministically(name, pr
     assert first == second == reloaded
 
 
+def test_the_catalog_and_the_implementations_name_the_same_things():
+    assert list(MODELS) == list(MODEL_SPECS) and set(TASKS) == set(TASK_SPECS)
+    assert all(TASKS[t].spec is TASK_SPECS[t] for t in TASKS)
+    assert {t for s in MODEL_SPECS.values() for t in [s.task]} == set(TASK_SPECS)  # every task has a model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_class_agrees_with_its_declaration(name):
+    assert MODELS[name].variational is MODEL_SPECS[name].variational
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_task_loads_its_data_and_refuses_the_other(task, prepared):
-    name = next(n for n in sorted(MODELS) if model_task(n) == task)
+    name = next(n for n in sorted(MODELS) if MODEL_SPECS[n].task == task)
     cfg = tiny_config(name)
     assert task_of(cfg) is TASKS[task]
     assert TASKS[task].n_train(load_task_data(prepared[task](), cfg)) > 0

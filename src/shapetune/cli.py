@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shapetune import __version__
+from shapetune.catalog import task_spec
 from shapetune.errors import ShapeTuneError
 from shapetune.io import claim_folder
 from shapetune.search_spaces.samplers import SAMPLERS
@@ -197,10 +198,8 @@ def train(
                                cpus_per_worker=cpus_per_worker)
     except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)
-    from shapetune.training.tasks import task_of
-
     m = outcome.best_metrics
-    keys = task_of(cfg).val_keys
+    keys = task_spec(cfg.model.name).val_keys
     t = Table(title=f"best checkpoint by {cfg.checkpoint.metric} ({cfg.checkpoint.mode})")
     for c in ("epoch", *keys):
         t.add_column(c, justify="right")

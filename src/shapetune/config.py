@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from shapetune.catalog import reported_metrics, task_spec
 from shapetune.errors import ShapeTuneError
 from shapetune.models.config import ModelConfig, training_bytes
 
@@ -180,12 +181,10 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _checkpoint_metric_is_reported(self) -> "TrainConfig":
-        from shapetune.training.tasks import reported_metrics, task_of  # the tasks import this module
-
-        have = reported_metrics(self)
+        have = reported_metrics(self.model)
         if self.checkpoint.metric not in have:
             raise FieldProblem("checkpoint.metric", unreported(self.checkpoint.metric, have,
-                                                               f"a {task_of(self).name} run of model "
+                                                               f"a {task_spec(self.model.name).name} run of model "
                                                                f"{self.model.name!r}"))
         return self
 

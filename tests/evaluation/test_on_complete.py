@@ -17,7 +17,7 @@ def _settings(tmp_path, space: str, storage_path: str | None = None, evaluate: b
 
 @pytest.mark.parametrize("space, storage_path, problem", [
     ("lvae_hcm", "file:///tmp/bucket/experiments", "with a URI --storage-path"),
-    ("hcvae_fetal", None, "for a fetal-skull sweep"),
+    ("hcvae_fetal", None, "which a fetal sweep has none of"),
 ])
 def test_refused_before_the_sweep_starts(tmp_path, space, storage_path, problem):
     with pytest.raises(ConfigError, match=problem):

@@ -19,7 +19,7 @@ from shapetune.cli import app
 from shapetune.models.registry import build_model
 from shapetune.models.config import training_bytes
 from shapetune.config import ConfigError, TrainConfig, load_config, memory_problem
-from shapetune.training.tasks import reported_metrics
+from shapetune.catalog import reported_metrics
 
 CONFIGS = Path(__file__).parents[2] / "src" / "shapetune" / "configs"
 
@@ -236,7 +236,7 @@ def test_declared_metrics_are_what_a_real_epoch_reports(overrides):
     engine = Engine(cfg, build_model(cfg.model), torch.device("cpu"))
     data = _fetal_data() if engine.task.name == "fetal" else _cardiac_data()
     metrics = {**engine.train_epoch(data, 0), **engine.validate(data)}
-    assert set(metrics) == reported_metrics(cfg)
+    assert set(metrics) == reported_metrics(cfg.model)
 
 
 runner = CliRunner()

@@ -11,23 +11,24 @@ from pathlib import Path
 from ray.tune import Callback
 from rich.console import Console
 
+from shapetune.catalog import task_spec
 from shapetune.config import ConfigError
 from shapetune.evaluation.service import score_and_cache
 from shapetune.evaluation.splits import load_split
 from shapetune.experiment.checkpoints import best_checkpoint
 from shapetune.experiment.settings import SweepSettings, frozen_space, trial_location
 from shapetune.search_spaces.sampling import base_config
-from shapetune.training.tasks import task_of
 
 console = Console()
 
 
 class EvaluateOnComplete(Callback):
     """A Ray Tune callback: on each trial's completion, score its best checkpoint (by the sweep's first objective)
-    on the cardiac test split in a Ray task; on the experiment's end, wait for the scores and print them."""
+    on its task's held-out split in a Ray task; on the experiment's end, wait for the scores and print them."""
 
-    def __init__(self, exp_dir: str, data: str, workers: int, objective: str, mode: str):
+    def __init__(self, exp_dir: str, data: str, workers: int, objective: str, mode: str, split: str):
         self.exp_dir, self.data, self.workers, self.objective, self.mode = exp_dir, data, workers, objective, mode
+        self.split = split  # the task's held-out split (TaskSpec.test_split)
         self.refs: list = []
         self._split_ref = None
 
@@ -39,7 +40,7 @@ class EvaluateOnComplete(Callback):
         if ck is None:
             return
         if self._split_ref is None:
-            self._split_ref = ray.put(load_split(self.data, "test", "imperial_test"))
+            self._split_ref = ray.put(load_split(self.data, "test", self.split))
         task = ray.remote(num_cpus=1, max_retries=0)(score_and_cache)
         cache = str(Path(self.exp_dir) / "evaluation" / "cache")
         self.refs.append(task.remote(str(ck), trial.trial_id, self._split_ref, cache))
@@ -61,8 +62,8 @@ def on_complete_callbacks(settings: SweepSettings) -> list[Callback]:
         An empty list without ``evaluate``, else one :class:`EvaluateOnComplete`.
 
     Raises:
-        ConfigError: ``evaluate`` with a URI storage path (trials are scored from local checkpoints) or with a
-            fetal-skull space (its evaluation is cross-validation by view subset, after the sweep).
+        ConfigError: ``evaluate`` with a URI storage path (trials are scored from local checkpoints) or for a
+            task without a held-out split (the fetal skulls: cross-validation by view subset, after the sweep).
     """
     if not settings.evaluate:
         return []
@@ -70,9 +71,10 @@ def on_complete_callbacks(settings: SweepSettings) -> list[Callback]:
         raise ConfigError("--evaluate scores trials from local checkpoints; with a URI --storage-path run "
                           "`shapetune evaluate NAME --storage-path URI` after the sweep")
     space = frozen_space(settings)
-    if task_of(base_config(space)).name == "fetal":
-        raise ConfigError("--evaluate scores the cardiac test split; for a fetal-skull sweep run `shapetune evaluate "
-                          f"{settings.name}` after it (cross-validation by view subset)")
+    task = task_spec(base_config(space).model.name)
+    if task.test_split is None:
+        raise ConfigError(f"--evaluate scores a held-out test split, which a {task.name} sweep has none of; run "
+                          f"`shapetune evaluate {settings.name}` after it")
     obj = space.objectives[0]
     return [EvaluateOnComplete(str(settings.exp_dir), settings.data, settings.workers_per_trial, obj.metric,
-                               obj.mode)]
+                               obj.mode, task.test_split)]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from shapetune.catalog import table_metrics
 from shapetune.experiment.records import RECORDS_DIR, read_records, records_mtime
 from shapetune.experiment.settings import (SUMMARY_FILE, SweepSettings, frozen_space, max_epochs, read_settings,
                                            trial_location)
@@ -23,9 +24,7 @@ if TYPE_CHECKING:
     import optuna
 
 TUNE_TRIAL_ATTR = "tune_trial_id"  # the Optuna user attribute holding a trial's Tune id
-# The metrics the table always has a column for (None where a task does not report one).
-TABLE_METRICS = ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc", "val_dice_3v", "val_dice_2v",
-                 "val_dice_1v", "train_loss")
+TABLE_METRICS = table_metrics()  # every task's validation metrics and train_loss (None where not reported)
 
 
 def readonly_storage_url(settings: SweepSettings, exp_dir: Path) -> str:

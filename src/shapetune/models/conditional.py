@@ -80,7 +80,6 @@ def _gaussian(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class ConditionalModel(nn.Module):
     """What the conditional models share: view encoders, a 3D encoder for training, a 3D decoder."""
 
-    task = "fetal"
     variational = True
 
     def __init__(self, cfg: ModelConfig):

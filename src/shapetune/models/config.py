@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shapetune.catalog import MODEL_SPECS, models_of
 
-CONDITIONAL_MODELS = ("cvae", "hcvae", "tlnet", "cgan")  # the fetal-skull study's models: 3D from 2D planes
+CONDITIONAL_MODELS = models_of("fetal")  # the fetal-skull study's models: 3D from 2D planes
 
 
 def _pow2(v: int) -> bool:
@@ -23,7 +25,8 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: Literal["vae", "lvae", "ae", "cvae", "hcvae", "tlnet", "cgan"] = "lvae"
+    name: str = Field("lvae", description="The registered model (shapetune.catalog.MODEL_SPECS).",
+                      json_schema_extra={"enum": list(MODEL_SPECS)})
     grid: int = Field(32, description="Grid size (voxels per side): a power of two >= 16, or 3 x one >= 48 (96).")
     in_channels: int = Field(2, description="Masks per subject: 2 (ED, ES) for the cardiac models; the fetal "
                                             "models read one skull mask and ignore it.")
@@ -45,6 +48,15 @@ class ModelConfig(BaseModel):
     classifier_hidden: int = Field(32, ge=2)
     size_frame: bool = Field(False, description="Conditional models (cvae, hcvae, tlnet, cgan): decode the skull in a "
                                                 "size-normalised frame, scaled by a head size read off the planes.")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in MODEL_SPECS:
+            close = difflib.get_close_matches(v, list(MODEL_SPECS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown model {v!r}{hint}; registered: {', '.join(MODEL_SPECS)}")
+        return v
 
     @field_validator("grid")
     @classmethod

@@ -1,27 +1,24 @@
-"""Model registry: name -> class."""
+"""Model registry: name -> class, built from the torch-free declarations in ``shapetune.catalog``."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from torch import nn
 
-from shapetune.models.cgan import ConditionalGAN
-from shapetune.models.conditional import CVAE, TLNet
+from shapetune.catalog import MODEL_SPECS
 from shapetune.models.config import ModelConfig
-from shapetune.models.hcvae import HierarchicalCVAE
-from shapetune.models.lvae import LadderVAE
-from shapetune.models.vae import AE, VAE
+
+
+def _load(path: str) -> type[nn.Module]:
+    module, _, name = path.partition(":")
+    cls: type[nn.Module] = getattr(importlib.import_module(module), name)
+    return cls
+
 
 # Cardiac shape models (task "cardiac") and the fetal-skull conditional models (task "fetal").
-MODELS: dict[str, type[nn.Module]] = {"vae": VAE, "lvae": LadderVAE, "ae": AE,
-                                      "cvae": CVAE, "hcvae": HierarchicalCVAE, "tlnet": TLNet,
-                                      "cgan": ConditionalGAN}
-
-
-def model_task(name: str) -> str:
-    """The task a registered model belongs to (``cardiac`` or ``fetal``)."""
-    return getattr(MODELS[name], "task", "cardiac")
+MODELS: dict[str, type[nn.Module]] = {name: _load(spec.cls) for name, spec in MODEL_SPECS.items()}
 
 
 def build_model(cfg: ModelConfig | dict[str, Any]) -> nn.Module:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from shapetune.catalog import ENGINE_METRICS, reported_metrics
 from shapetune.errors import ShapeTuneError
 from shapetune.search_spaces.samplers import check_sampler
 from shapetune.config import (ConfigError, FieldProblem, Strict, TrainConfig, by_relevance, explain, line_of,
@@ -438,14 +439,12 @@ def _variants(space: SearchSpace) -> list[dict[str, Any]]:
 
 def _check_objectives(space: SearchSpace, fixed: dict[str, Any], lines: Lines, source: str) -> None:
     """Every objective must be a metric that every kind of trial reports (the task's declared metrics)."""
-    from shapetune.training.tasks import ENGINE_METRICS, reported_metrics
-
     have: frozenset[str] | None = None
     anyway = min(ENGINE_METRICS)  # a metric every run reports: trials checkpoint on the objective, not the base's
     for values in _variants(space):
         cfg, _ = _with(fixed, {**values, "checkpoint.metric": anyway})
         if cfg is not None:
-            metrics = reported_metrics(cfg)
+            metrics = reported_metrics(cfg.model)
             have = metrics if have is None else have & metrics
     if have is None:
         return  # no trial config validates on its own: the sampled values decide, and trial_config says why

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from shapetune import __version__
+from shapetune.catalog import task_spec
 from shapetune.data.nifti import sha256_file
 from shapetune.data.template import ORIENTATION, TemplateGrid
 from shapetune.errors import OutputError, ShapeTuneError
@@ -147,10 +148,9 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
     choice = choose(exp_dir, objective, pareto_index, trial_id, min_val_acc)
     state = load_state(choice.checkpoint)
     cfg = TrainConfig.model_validate(state["config"])
-    from shapetune.models.registry import model_task
-
-    if model_task(cfg.model.name) != "cardiac":  # the export format and card describe the cardiac template
-        raise ExportError(f"{exp_dir}: export and predict serve the cardiac models; a {cfg.model.name!r} fetal-skull "
+    task = task_spec(cfg.model.name)
+    if not task.exportable:
+        raise ExportError(f"{exp_dir}: export and predict serve the cardiac models; a {cfg.model.name!r} {task.name} "
                           f"model is evaluated with `shapetune evaluate` / `shapetune study` from its checkpoint "
                           f"({choice.checkpoint})")
     settings = load_settings(exp_dir.parent, exp_dir.name)

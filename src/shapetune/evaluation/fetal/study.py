@@ -230,9 +230,7 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
     if bad:
         raise StudyError(f"{data}: no fold(s) {bad}; it has folds 0..{n_folds - 1}")
     for name, cfg in configs.items():
-        from shapetune.models.registry import model_task
-
-        if model_task(cfg.model.name) != "fetal":
+        if cfg.model.name not in CONDITIONAL_MODELS:
             raise StudyError(f"model {name!r} ({cfg.model.name}) is not a fetal-skull model "
                              f"({', '.join(CONDITIONAL_MODELS)})")
     claim_folder(out, "study", legacy=lambda p: (p / STUDY_FILE).is_file())  # never someone else's folder

@@ -1,5 +1,6 @@
 """Tasks: what the shared engine trains on. ``cardiac`` (ED/ES masks -> shape + diagnosis) and ``fetal``
-(2D planes -> 3D skull). A model names its task (``MODELS[name].task``); a dataset names its cohort."""
+(2D planes -> 3D skull). Their names, metrics and curves are declared in ``shapetune.catalog`` (``TASK_SPECS``);
+a model names its task there (``MODEL_SPECS[name].task``) and a dataset names its cohort."""
 
 from __future__ import annotations
 
@@ -7,20 +8,22 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from shapetune.data.errors import DataError
-from shapetune.models.config import ModelConfig
+from shapetune.catalog import TaskSpec, cohort_task, task_spec
 from shapetune.config import TrainConfig
+from shapetune.data.errors import DataError
 from shapetune.training.tasks.cardiac import CardiacTask
 from shapetune.training.tasks.fetal import FetalTask
-from shapetune.models.registry import model_task
 
 
 class Task(Protocol):
+    """What the engine calls, in this order: ``load`` once, then per epoch ``batch_loss`` for each batch of
+    ``n_train`` samples and ``validate``, and ``epoch_line`` for the console."""
+
+    spec: TaskSpec  # its declaration: name, validation metrics, curves, loss terms
     name: str
     val_keys: tuple[str, ...]  # validation metrics every epoch reports (the objective among them)
     curves: dict[str, str]  # validation metric -> its label in the run's learning-curve figure
 
-    def train_metrics(self, model: ModelConfig) -> frozenset[str]: ...
     def load(self, path: str, cfg: TrainConfig) -> Any: ...
     def n_train(self, data: Any) -> int: ...
     def batch_loss(self, engine, data: Any, sel, epoch: int, batch: int, t: float): ...
@@ -32,21 +35,8 @@ TASKS: dict[str, Task] = {"cardiac": CardiacTask(), "fetal": FetalTask()}
 
 
 def task_of(cfg: TrainConfig) -> Task:
-    return TASKS[model_task(cfg.model.name)]
-
-
-# What Engine.train_epoch measures itself, beside the task's loss terms and validation metrics.
-ENGINE_METRICS = frozenset({"lr", "samples_per_s", "epoch_time_s", "peak_mem_mb"})
-
-
-def reported_metrics(cfg: TrainConfig) -> frozenset[str]:
-    """Every metric a run of ``cfg`` reports on its validated epochs (what a checkpoint or sweep can rank on).
-
-    Declared, not observed, so a config is checked before it runs; a test trains one tiny epoch of each model
-    and compares, so the declaration cannot drift from the engine and the tasks.
-    """
-    task = task_of(cfg)
-    return task.train_metrics(cfg.model) | frozenset(task.val_keys) | ENGINE_METRICS
+    """The task ``cfg``'s model trains on."""
+    return TASKS[task_spec(cfg.model.name).name]
 
 
 def dataset_task(path: str | Path) -> str:
@@ -54,7 +44,7 @@ def dataset_task(path: str | Path) -> str:
     meta = Path(path) / "dataset.json"
     if not meta.exists():
         raise DataError(meta, "not a prepared dataset (dataset.json missing); run `shapetune data prepare`")
-    return "fetal" if json.loads(meta.read_text()).get("cohort") == "fetal" else "cardiac"
+    return cohort_task(json.loads(meta.read_text()).get("cohort"))
 
 
 def load_task_data(path: str | Path, cfg: TrainConfig) -> Any:

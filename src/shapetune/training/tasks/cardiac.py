@@ -10,11 +10,10 @@ import torch
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
 from shapetune.data.template import MYOCARDIUM
-from shapetune.models.config import ModelConfig
 from shapetune.models.losses import shape_loss
 from shapetune.training.augment import augment_batch
+from shapetune.catalog import TASK_SPECS
 from shapetune.config import TrainConfig
-from shapetune.models.registry import MODELS
 
 
 @dataclass
@@ -48,16 +47,8 @@ def load_training_data(path: str, grid: int) -> TrainData:
 
 
 class CardiacTask:
-    name = "cardiac"
-    val_keys = ("val_dice", "val_dice_ed", "val_dice_es", "val_acc", "val_auc")
-    curves = {"val_dice_ed": "val Dice ED", "val_dice_es": "val Dice ES", "val_acc": "val accuracy"}
-
-    def train_metrics(self, model: ModelConfig) -> frozenset[str]:
-        """The ``train_*`` terms ``shape_loss`` reports for ``model``: a KL per level when it is variational."""
-        terms = {"loss", "bce", "dice_loss", "kl", "ce"}
-        if MODELS[model.name].variational:
-            terms |= {f"kl_{i}" for i in range(len(model.latent_dims))}
-        return frozenset(f"train_{t}" for t in terms)
+    spec = TASK_SPECS["cardiac"]  # its names and metrics, declared in shapetune.catalog
+    name, val_keys, curves = spec.name, spec.val_keys, spec.curves
 
     def load(self, path: str, cfg: TrainConfig):
         return load_training_data(path, cfg.model.grid)

@@ -10,11 +10,10 @@ import torch
 
 from shapetune.data.errors import DataError
 from shapetune.data.fetal.planes import VIEWS
-from shapetune.models.config import ModelConfig
 from shapetune.models.losses import conditional_loss, hard_dice
+from shapetune.catalog import TASK_SPECS
 from shapetune.config import TrainConfig
 from shapetune.data.dataset import PreparedDataset
-from shapetune.models.registry import MODELS
 from shapetune.training.plane_augment import augment_fetal
 
 # The reference study's view subsets: 3 views, axial + sagittal, axial alone.
@@ -70,24 +69,8 @@ def dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class FetalTask:
-    name = "fetal"
-    val_keys = ("val_dice", "val_dice_3v", "val_dice_2v", "val_dice_1v")
-    curves = {"val_dice_3v": "val Dice 3 views", "val_dice_2v": "val Dice 2 views", "val_dice_1v": "val Dice 1 view"}
-
-    def train_metrics(self, model: ModelConfig) -> frozenset[str]:
-        """The ``train_*`` terms ``conditional_loss`` reports for ``model`` (see the model's ``forward``)."""
-        terms = {"loss", "bce", "dice_loss", "kl"}
-        if MODELS[model.name].variational:
-            terms |= {f"kl_{i}" for i in range(len(model.latent_dims))}
-        if model.name != "cgan" or model.size_frame:  # the GAN has a prior path only through the size frame
-            terms.add("prior_dice_loss")
-        if model.name == "tlnet":
-            terms.add("embed")
-        if model.name == "cgan":
-            terms |= {"adv", "disc"}
-        if model.size_frame:
-            terms.add("size")
-        return frozenset(f"train_{t}" for t in terms)
+    spec = TASK_SPECS["fetal"]  # its names and metrics, declared in shapetune.catalog
+    name, val_keys, curves = spec.name, spec.val_keys, spec.curves
 
     def load(self, path: str, cfg: TrainConfig) -> FetalData:
         return load_fetal(path, cfg.model.grid, cfg.data.fold)
