@@ -137,7 +137,7 @@ def autoencoder(study: Path) -> None:
     from shapetune.evaluation.service import checkpoint_dir
     from shapetune.models.size_frame import rms_log
     from shapetune.training.checkpoints import load_model
-    from shapetune.training.tasks.fetal import fold_rows
+    from shapetune.data.fetal.folds import fold_rows
 
     ds = PreparedDataset(json.loads((study / "study.json").read_text())["data"])
     rows = []

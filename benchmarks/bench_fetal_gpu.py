@@ -69,13 +69,13 @@ def smoke(models: list[str], variants: list[str], data: str, device: str, overri
     import torch
 
     from shapetune.evaluation.fetal.scoring import score_fold
-    from shapetune.evaluation.fetal.study import _fold_data
+    from shapetune.data.fetal.folds import fold_data
     from shapetune.models.registry import build_model
     from shapetune.experiment.checkpoints import save_state
     from shapetune.training.engine import Engine
     from shapetune.training.tasks import load_task_data
 
-    planes, truth, subjects, spacing = _fold_data(data, 0)
+    planes, truth, subjects, spacing = fold_data(data, 0)
     for m in models:
         for v in variants:
             cfg = _config(m, v, 0, overrides)

@@ -1,6 +1,8 @@
 """The package's layers (README, "Architecture"): a module imports only its own layer and the layers below it,
-whether the import is at the top of the file or inside a function; and the record readers load neither torch nor
-Ray, so the dashboard and the read-only commands start fast."""
+whether the import is at the top of the file or inside a function; no two modules import each other, even through
+others; an import of the package's own modules sits inside a function only when it keeps a heavy package (torch,
+Ray, Optuna, Streamlit, matplotlib, ...) out of a module that does not load it already; and the record readers
+load neither torch nor Ray, so the dashboard and the read-only commands start fast."""
 
 from __future__ import annotations
 
@@ -60,6 +62,92 @@ def own_imports(path: Path) -> set[str]:
 
 
 MODULES = sorted(p for p in SRC.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+# What an import inside a function may keep out of a module that does not load it at import time.
+HEAVY = {"torch", "ray", "optuna", "streamlit", "matplotlib", "mlflow", "sklearn", "skimage", "plotly"}
+NAMES = {module_name(p): p for p in MODULES}
+
+
+def _targets(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return []
+
+
+def _split_imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
+    """What ``path`` imports when it is imported, and (line, name) of what its functions import; the
+    ``if TYPE_CHECKING:`` blocks count as neither."""
+    top: set[str] = set()
+    lazy: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            for t in _targets(child):
+                if inner:
+                    lazy.append((child.lineno, t))
+                else:
+                    top.add(t)
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text()), False)
+    return top, lazy
+
+
+IMPORTS = {name: _split_imports(p) for name, p in NAMES.items()}
+
+
+def _packages_of(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _loaded_at_import(name: str) -> set[str]:
+    """Our modules and third-party names that importing module ``name`` runs (its packages' ``__init__`` too)."""
+    seen, todo = set(), [name]
+    while todo:
+        for target in IMPORTS[todo.pop()][0]:
+            for q in _packages_of(target):
+                if q not in seen:
+                    seen.add(q)
+                    if q in IMPORTS:
+                        todo.append(q)
+    return seen
+
+
+def heavy(name: str) -> set[str]:
+    """The heavy packages importing module ``name`` loads (through its own modules' top-level imports too)."""
+    return {q.split(".")[0] for q in _loaded_at_import(name) | {name}} & HEAVY
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_own_imports_inside_functions_keep_a_heavy_package_out(path):
+    me = module_name(path)
+    needless = sorted({(line, t) for line, t in IMPORTS[me][1] if t in IMPORTS
+                       and not set().union(*(heavy(q) for q in _packages_of(t) if q in IMPORTS)) - heavy(me)})
+    assert not needless, f"{me}: move these imports to the top of the file (they load nothing heavy): {needless}"
+
+
+def test_no_import_circles():
+    graph = {m: {t for t in IMPORTS[m][0] | {t for _, t in IMPORTS[m][1]} if t in IMPORTS and t != m}
+             for m in IMPORTS}
+    circles = []
+    for start in graph:  # a depth-first search from each module for a path back to it
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    circles.append(" -> ".join((*path, start)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, (*path, nxt)))
+    assert not circles, "import circles:\n" + "\n".join(sorted(circles))
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # the model config imports this module for its names
-    from shapetune.models.config import ModelConfig
+
+class ModelConfig(Protocol):
+    """What the declarations read of a model config (``shapetune.models.config.ModelConfig``, which imports this
+    module for its names)."""
+
+    name: str
+    latent_dims: list[int]
+    size_frame: bool
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,22 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from shapetune import __version__
+from shapetune import __version__, storage
 from shapetune.catalog import task_spec
+from shapetune.config import ConfigError, load_config
+from shapetune.dashboard.experiments import DashboardError
+from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
+from shapetune.data.errors import DataError
+from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
+from shapetune.data.fetal.prepare import prepare_fetal
+from shapetune.data.prepare import prepare
+from shapetune.data.template import TemplateGrid
 from shapetune.errors import ShapeTuneError
+from shapetune.evaluation.fetal.study import SUBSET_LABELS, mean_sd, run_study
 from shapetune.io import claim_folder
 from shapetune.search_spaces.samplers import SAMPLERS
+from shapetune.serving.export import export_model
+from shapetune.storage import StorageError
 
 app = typer.Typer(help="ShapeTune: tune and clinically evaluate generative 3D cardiac shape models.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -70,14 +81,10 @@ def data_synth(
 ) -> None:
     """Generate a synthetic cohort: Imperial-style 3D template masks, an ACDC-layout test set, or fetal skulls
     with their 2D standard planes (--grid 64 for CPU, 96 as in the reference study; spacing follows the grid)."""
-    from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
-
     try:
         cfg = SynthConfig(seed=seed, grid=grid, spacing=spacing, borderline_fraction=borderline_fraction)
         t0 = time.perf_counter()
         if cohort is Cohort.fetal:
-            from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
-
             gt = synth_fetal(out, FetalConfig(seed=seed, n_subjects=subjects, grid=grid), workers=workers or None)
         elif cohort is Cohort.imperial:
             gt = synth_imperial(out, cfg, workers=workers or None)
@@ -107,15 +114,9 @@ def data_prepare(
     workers: Annotated[int, typer.Option(help="Parallel processes (0 = all cores).")] = 0,
 ) -> None:
     """Align, resample and check every subject onto the template grid; compute clinical indices."""
-    from shapetune.data.errors import DataError
-    from shapetune.data.prepare import prepare
-    from shapetune.data.template import TemplateGrid
-
     try:
         t0 = time.perf_counter()
         if format is Cohort.fetal:  # fetal skulls keep their field of view: spacing follows the grid
-            from shapetune.data.fetal.prepare import prepare_fetal
-
             n = prepare_fetal(src, out, grid, workers=workers or None)
             console.print(f"[green]prepared {n} fetal subjects into {out}[/] in {time.perf_counter() - t0:.1f} s")
             return
@@ -153,7 +154,6 @@ def data_show(
     figures: Annotated[Path | None, typer.Option(help="Where to write the PNGs (default DIR/figures).")] = None,
 ) -> None:
     """Counts per split and class, clinical-index distributions per class, and a PNG mosaic."""
-    from shapetune.data.errors import DataError
     from shapetune.data.show import show
 
     try:
@@ -186,8 +186,6 @@ def train(
 ) -> None:
     """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5
     model.latent_dims=[32,8,2] (fetal models: data.fold=K picks the cross-validation fold)."""
-    from shapetune import storage
-    from shapetune.config import load_config
     from shapetune.training.ray_train import run_training
 
     try:
@@ -257,8 +255,6 @@ def tune_cmd(
     --resume unpickles Tune's saved state (as Python's pickle documentation warns, only for data you trust):
     resume sweeps from storage that only you and people you trust can write. Reading an experiment (export,
     evaluate, dashboard) never unpickles anything."""
-    from shapetune import storage
-    from shapetune.config import ConfigError
     from shapetune.evaluation.on_complete import on_complete_callbacks
     from shapetune.tuning.sweep import SweepSettings, load_settings, run_sweep
 
@@ -285,8 +281,6 @@ def tune_cmd(
 
 def _experiment(experiment: str, storage_path: str) -> str:
     """An experiment given by its folder or URI, or by its name under ``--storage-path``."""
-    from shapetune import storage
-
     if storage.is_uri(experiment) or Path(experiment).is_dir():
         return experiment
     return storage.join(storage_path, experiment)
@@ -313,9 +307,6 @@ def export_cmd(
 ) -> None:
     """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template,
     metrics, model card, checksums."""
-    from shapetune.serving.export import export_model
-
-    from shapetune import storage
 
     try:
         path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial, force=force,
@@ -340,7 +331,6 @@ def predict_cmd(
 ) -> None:
     """Run an exported model without Ray: HCM probability, latent coordinates per level, reconstructions in the
     subject's space."""
-    from shapetune import storage
     from shapetune.serving.predict import predict
 
     try:
@@ -383,7 +373,6 @@ def evaluate_cmd(
     """Evaluate trials and baselines: DC/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a report."""
     from shapetune.evaluation.service import evaluate
 
-    from shapetune.storage import StorageError
 
     try:
         res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()),
@@ -436,10 +425,6 @@ def study_cmd(
 ) -> None:
     """Fetal-skull study: train each model on each fold (Ray Train), then DC/HD/RVD by view subset (3, 2, 1
     views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted overrides for every model."""
-    from shapetune.evaluation.fetal.study import run_study
-    from shapetune import storage
-    from shapetune.config import load_config
-
     try:
         configs = {}
         for item in model:
@@ -459,8 +444,6 @@ def study_cmd(
 
 
 def _print_study(table) -> None:
-    from shapetune.evaluation.fetal.study import SUBSET_LABELS, mean_sd
-
     t = Table(title="fetal skull reconstruction: mean ± sd over folds")
     for c in ("model", "views", "DC", "HD mm", "RVD", "uncertainty"):
         t.add_column(c)
@@ -479,7 +462,6 @@ def dashboard_cmd(
                                            "forwarding).")] = "127.0.0.1",
 ) -> None:
     """Open the results dashboard (Streamlit): runs, comparisons, latent clusters, shapes, export."""
-    from shapetune.dashboard.experiments import DashboardError
     from shapetune.dashboard.launch import environment, serve
 
     try:

@@ -19,7 +19,9 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from shapetune import __version__
 from shapetune.errors import OutputError
 
 MARKER = ".shapetune-output.json"
@@ -43,6 +45,12 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def atomic_write_parquet(df: Any, path: str | Path) -> None:
+    """Write a pandas frame to ``path`` as Parquet (no index) through :func:`atomic_path`."""
+    with atomic_path(path, ".parquet") as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -133,8 +141,6 @@ def check_output(out: str | Path, kind: str, force: bool = False, replace: bool 
 
 def write_marker(folder: Path, kind: str, files: set[str] | None = None) -> None:
     """Mark ``folder`` as written by ``shapetune KIND`` (with its files when it is replaced as a whole)."""
-    from shapetune import __version__
-
     marker: dict = {"kind": kind, "shapetune_version": __version__}
     if files is not None:
         marker["files"] = sorted(files)

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from shapetune.cli import app
 from shapetune.data.errors import DataError
 from shapetune.evaluation.fetal.scoring import load_maps, score_fold
-from shapetune.evaluation.fetal.study import StudyError, _checkpoint, _fold_data, run_study, table_markdown
+from shapetune.data.fetal.folds import fold_data
+from shapetune.evaluation.fetal.study import StudyError, _checkpoint, run_study, table_markdown
 from shapetune.training.tasks import load_task_data
 from tests.conftest import FETAL_TINY, fetal_config
 
@@ -173,7 +174,7 @@ def test_cli_train_a_fetal_model_on_a_fold(name, fetal_prepared, ray_local, tmp_
     if name == "cgan":  # both players trained from the one loss, and the study scores the generator
         history = pd.read_csv(tmp_path / "run" / "history.csv")
         assert {"train_adv", "train_disc"} <= set(history.columns) and history.train_disc.notna().all()
-        planes, truth, subjects, spacing = _fold_data(fetal_prepared, 2)
+        planes, truth, subjects, spacing = fold_data(fetal_prepared, 2)
         df, _ = score_fold(_checkpoint(tmp_path / "run"), planes[:2], truth[:2], subjects[:2], spacing, samples=2)
         assert len(df) == 6 and df.dice.between(0, 1).all() and df.uncertainty.isna().all()  # deterministic
 

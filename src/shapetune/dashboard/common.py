@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from shapetune.dashboard import experiments as ex
+from shapetune.experiment.table import latent_sizes
 
 ENV_VAR = "SHAPETUNE_DASHBOARD_EXPERIMENTS"  # one path or URI per line, set by `shapetune dashboard`
 log = logging.getLogger("shapetune.dashboard")
@@ -96,8 +97,6 @@ def evaluation_of(e: ex.Experiment) -> ex.Evaluation | None:
 @st.cache_data(show_spinner="reading trials ...", max_entries=64)
 def runs_table(path: str, stamp: tuple) -> tuple[pd.DataFrame, dict[str, str]]:
     """The Runs page's table (trials, latent sizes, stored test metrics) and the failed trials' errors."""
-    from shapetune.experiment.table import latent_sizes
-
     e = ex.open_experiment(Path(path))
     t = trials(path, stamp)
     if t.empty:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from shapetune.errors import ShapeTuneError
 from shapetune import storage
+from shapetune.dashboard.studies import is_study
+from shapetune.errors import ShapeTuneError
+from shapetune.evaluation.candidates import EvaluationError, checkpoint_dir
+from shapetune.experiment.checkpoints import load_state
 from shapetune.experiment.records import read_record, record_path, records_mtime
-from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSettings
+from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSettings, frozen_space, trial_run_dir
 from shapetune.experiment.table import open_study_readonly, read_trial_table
 
 EVAL_DIR = "evaluation"
@@ -53,8 +56,6 @@ def discover(paths: list[str | Path]) -> list[Experiment]:
         if (p / SETTINGS_FILE).exists():
             found.append(open_experiment(p))
         elif p.is_dir():
-            from shapetune.dashboard.studies import is_study
-
             subs = sorted(d for d in p.iterdir() if (d / SETTINGS_FILE).exists())
             if not subs and not is_study(p):  # a fetal-skull study (or a folder of them) has its own page
                 raise DashboardError(f"{p}: not an experiment (no {SETTINGS_FILE}), nor a study, and holds neither")
@@ -133,8 +134,6 @@ def load_study(exp: Experiment):
 
 def objectives(exp: Experiment) -> list[tuple[str, str]]:
     """(metric, mode) of each objective of the sweep's frozen space."""
-    from shapetune.experiment.settings import frozen_space
-
     return [(o.metric, o.mode) for o in frozen_space(exp.settings).objectives]
 
 
@@ -170,9 +169,6 @@ def candidate_info(exp: Experiment, ev: Evaluation) -> pd.DataFrame:
         tid = c.get("trial_id") or (m.group(1) if (m := pat.match(name)) else None)
         ck = c.get("checkpoint")
         if ck is None and tid and not c.get("baseline"):  # evaluations written before manifest.json existed
-            from shapetune.evaluation.service import EvaluationError, checkpoint_dir
-            from shapetune.experiment.settings import trial_run_dir
-
             try:
                 ck = str(checkpoint_dir(trial_run_dir(exp.path, tid, exp.settings.workers_per_trial)))
             except EvaluationError:
@@ -210,8 +206,6 @@ def learning_curve(exp: Experiment, trial_id: str | None, checkpoint: str | None
             if "epochs_done" in df:
                 return df.assign(epoch=df.epochs_done)
     if checkpoint:
-        from shapetune.experiment.checkpoints import load_state
-
         ck = Path(checkpoint)
         latest = ck.parent / "checkpoint_latest"
         hist = load_state(latest if latest.exists() else ck).get("history") or []

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shapetune.data.dataset import PreparedDataset
 from shapetune.evaluation.fetal.study import STUDY_FILE, slug
 
 FETAL_EVAL = Path("evaluation") / "fetal"
@@ -55,7 +56,6 @@ def tables(study: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def case(study: Study, model: str, fold: int, subset: str, subject: str) -> dict:
     """Truth, prediction, variance and the input planes of one test case under one view subset."""
-    from shapetune.data.dataset import PreparedDataset
     from shapetune.evaluation.fetal.scoring import load_maps
 
     subjects, pred, var = load_maps(study.path / "scores" / f"{slug(model)}_fold{fold}.npz", subset)

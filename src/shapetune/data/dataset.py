@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shapetune.catalog import cohort_task
 from shapetune.data.errors import DataError
 from shapetune.data.template import TemplateGrid
 
@@ -35,6 +36,18 @@ def manifest_id(path: Path) -> str | None:
     """The dataset id stored in a manifest's parquet metadata (None for manifests written before it existed)."""
     meta = pq.read_schema(path).metadata or {}
     return meta[DATASET_ID_KEY].decode() if DATASET_ID_KEY in meta else None
+
+
+def dataset_task(path: str | Path) -> str:
+    """The task (``shapetune.catalog.TASK_SPECS``) a prepared dataset serves: its ``dataset.json`` cohort's.
+
+    Raises:
+        DataError: ``path`` holds no ``dataset.json``.
+    """
+    meta = Path(path) / "dataset.json"
+    if not meta.exists():
+        raise DataError(meta, "not a prepared dataset (dataset.json missing); run `shapetune data prepare`")
+    return cohort_task(json.loads(meta.read_text()).get("cohort"))
 
 
 class PreparedDataset:

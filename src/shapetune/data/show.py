@@ -1,4 +1,5 @@
-"""Summaries of a prepared dataset: counts, clinical-index distributions per class, and PNG figures."""
+"""Summaries of a prepared dataset: counts, clinical-index distributions per class, and PNG figures; each task's
+summary is one entry of ``SHOWS`` (the fetal skulls' in ``shapetune.data.fetal.show``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from shapetune.catalog import cohort_task  # noqa: E402
 from shapetune.data.dataset import PreparedDataset  # noqa: E402
+from shapetune.data.fetal.show import show_fetal  # noqa: E402
+from shapetune.data.tables import count_table  # noqa: E402
 
 INDICES = [("edv_ml", "EDV (ml)"), ("esv_ml", "ESV (ml)"), ("ef_pct", "EF (%)"), ("lv_mass_g", "LV mass (g)"),
            ("mwt_mm", "MWT (mm)"), ("edvi_ml_m2", "EDVi (ml/m²)"), ("lvmi_g_m2", "LVMi (g/m²)")]
@@ -23,17 +27,6 @@ CLASS_NAMES = {0: "healthy", 1: "HCM"}
 def counts_table(ds: PreparedDataset) -> pd.DataFrame:
     m = ds.manifest
     t = pd.crosstab(m["split"], m["label"].map(CLASS_NAMES), margins=True, margins_name="total")
-    return t
-
-
-def count_table(counts: pd.DataFrame, title: str) -> Table:
-    """A rich table of integer counts, one row per split."""
-    t = Table(title=title)
-    t.add_column("split")
-    for c in counts.columns:
-        t.add_column(str(c), justify="right")
-    for split, r in counts.iterrows():
-        t.add_row(str(split), *[str(int(v)) for v in r])
     return t
 
 
@@ -102,19 +95,9 @@ def index_plot(ds: PreparedDataset, path: Path) -> Path:
     return path
 
 
-def show(path: str | Path, figures: str | Path | None = None, console: Console | None = None) -> list[Path]:
-    """Print counts and index tables; write the mosaic and index PNGs (default ``DIR/figures``)."""
-    console = console or Console()
-    ds = PreparedDataset(path)
-    fig_dir = Path(figures) if figures else ds.path / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    if ds.meta.get("cohort") == "fetal":
-        from shapetune.data.fetal.show import show_fetal
-
-        paths = show_fetal(ds, fig_dir, console)
-        for p in paths:
-            console.print(f"wrote {p}")
-        return paths
+def show_cardiac(ds: PreparedDataset, fig_dir: Path, console: Console) -> list[Path]:
+    """Counts per split and class, clinical indices per class, clipped and skipped subjects; the mosaic and index
+    figures."""
     grid = ds.grid
     console.print(f"[bold]{ds.path}[/]: {len(ds)} subjects, cohort {ds.meta['cohort']}, grid "
                   f"{'x'.join(map(str, grid.shape))} at {grid.spacing} mm")
@@ -134,7 +117,31 @@ def show(path: str | Path, figures: str | Path | None = None, console: Console |
         console.print(f"[yellow]{len(ds.meta['skipped'])} subject(s) were skipped at preparation:[/]")
         for s in ds.meta["skipped"]:
             console.print(f"  {s['subject']}: {s['file']}: {s['problem']}")
-    paths = [mosaic(ds, fig_dir / "mosaic.png"), index_plot(ds, fig_dir / "indices.png")]
+    return [mosaic(ds, fig_dir / "mosaic.png"), index_plot(ds, fig_dir / "indices.png")]
+
+
+SHOWS = {"cardiac": show_cardiac, "fetal": show_fetal}  # task (shapetune.catalog.TASK_SPECS) -> its summary
+
+
+def show(path: str | Path, figures: str | Path | None = None, console: Console | None = None) -> list[Path]:
+    """Print a prepared dataset's summary tables and write its figures (default ``DIR/figures``).
+
+    Args:
+        path: the prepared dataset folder.
+        figures: where the PNGs go.
+        console: where the tables go (a new console by default).
+
+    Returns:
+        The figures written.
+
+    Raises:
+        DataError: ``path`` is not a readable prepared dataset.
+    """
+    console = console or Console()
+    ds = PreparedDataset(path)
+    fig_dir = Path(figures) if figures else ds.path / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    paths = SHOWS[cohort_task(ds.meta.get("cohort"))](ds, fig_dir, console)
     for p in paths:
         console.print(f"wrote {p}")
     return paths

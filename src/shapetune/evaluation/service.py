@@ -18,28 +18,32 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from shapetune.errors import ShapeTuneError
-from shapetune.io import atomic_path, atomic_write_text
-from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, split_fingerprint
-from shapetune.experiment.checkpoints import CHECKPOINT_FILE, best_checkpoint
+from shapetune import storage
+from shapetune.data.dataset import PreparedDataset, dataset_task
+from shapetune.data.nifti import sha256_file
+from shapetune.evaluation.aggregate import latent_projections, summarize
+from shapetune.evaluation.baselines import BASELINES
+from shapetune.evaluation.candidates import Candidate, EvaluationError, candidates, checkpoint_dir
+from shapetune.evaluation.fetal.study import evaluate_sweep
+from shapetune.evaluation.report import write_report
+from shapetune.evaluation.scoring import latent_rows, score_checkpoint, subject_rows
+from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, load_train, split_fingerprint
+from shapetune.experiment.checkpoints import CHECKPOINT_FILE
+from shapetune.experiment.settings import data_dir, load_settings, local_experiment
+from shapetune.io import atomic_write_parquet, atomic_write_text
 
 console = Console()
 SPLITS = ("imperial_test", "acdc_test", "acdc_hard")
 # The external splits, each read from the ACDC-layout folder its option names (evaluate(acdc=..., acdc_hard=...)).
 EXTERNAL = {"acdc_test": "acdc", "acdc_hard": "acdc_hard"}
+# Tasks without held-out splits (TaskSpec.test_split None), each evaluated by its own cross-validation study.
+CROSS_VALIDATED = {"fetal": evaluate_sweep}
+__all__ = ["CROSS_VALIDATED", "Candidate", "EvalResult", "EvaluationError", "SPLITS", "candidates",
+           "checkpoint_dir", "evaluate", "score_and_cache"]
 
 
-class EvaluationError(ShapeTuneError):
-    """Bad evaluation request (unknown split or trial, missing ACDC folder, grid mismatch)."""
-
-
-@dataclass
-class Candidate:
-    name: str
-    checkpoint: Path | None = None  # None for baselines
-    baseline: str | None = None
-    key: str = ""
-    trial_id: str | None = None  # the sweep trial it comes from
+def _sha(path: Path) -> str:
+    return sha256_file(path)[:16]
 
 
 @dataclass
@@ -53,69 +57,7 @@ class EvalResult:
     cached: int = 0
 
 
-def _sha(path: Path) -> str:
-    from shapetune.data.nifti import sha256_file
-
-    return sha256_file(path)[:16]
-
-
-def checkpoint_dir(path: Path) -> Path:
-    """A checkpoint folder, or the best checkpoint of a run folder (``checkpoint_best``, or the one a
-    ``shapetune train`` run names in its ``summary.json``)."""
-    for cand in (path, path / "checkpoint_best"):
-        if (cand / CHECKPOINT_FILE).exists():
-            return cand
-    summary = path / "summary.json"
-    if summary.exists():
-        best = Path(json.loads(summary.read_text()).get("best_checkpoint", ""))
-        for cand in (best, path / best.name):  # the run folder may have moved since it was written
-            if best.name and (cand / CHECKPOINT_FILE).exists():
-                return cand
-    raise EvaluationError(f"{path}: no {CHECKPOINT_FILE} here, in checkpoint_best/, or named by summary.json")
-
-
-def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = ()) -> list[Candidate]:
-    """The checkpoints to evaluate: the sweep's best, all trials, or listed trial ids, plus ``NAME=DIR`` extras."""
-    from shapetune.serving.export import choose
-    from shapetune.experiment.settings import frozen_space, load_settings, trial_run_dir
-    from shapetune.experiment.table import load_summary
-
-    out: list[Candidate] = []
-    if trials:
-        settings = load_settings(exp_dir.parent, exp_dir.name)
-        obj = frozen_space(settings).objectives[0]
-        table = load_summary(exp_dir)
-        if trials == "best":
-            c = choose(exp_dir)
-            out.append(Candidate(f"{exp_dir.name}:best({c.trial_id})", c.checkpoint, trial_id=c.trial_id))
-        else:
-            ids = list(table.trial_id) if trials == "all" else [t.strip() for t in trials.split(",") if t.strip()]
-            unknown = sorted(set(ids) - set(table.trial_id))
-            if unknown:
-                raise EvaluationError(f"{exp_dir}: no trial(s) {unknown}; known: {', '.join(table.trial_id)}")
-            for _, row in table[table.trial_id.isin(ids)].iterrows():
-                ck = best_checkpoint(trial_run_dir(exp_dir, row.trial_id, settings.workers_per_trial), obj.metric,
-                                     obj.mode)
-                if ck is not None:
-                    out.append(Candidate(f"{exp_dir.name}:{row.trial_id}", ck, trial_id=row.trial_id))
-    for item in extra:
-        name, _, path = item.partition("=")
-        if not path:
-            raise EvaluationError(f"extra candidate {item!r} must look like NAME=CHECKPOINT_OR_RUN_DIR")
-        from shapetune import storage
-
-        out.append(Candidate(name, checkpoint_dir(storage.local_copy(path))))  # a run in a bucket: its mirror
-    return out
-
-
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path, ".parquet") as tmp:
-        df.to_parquet(tmp, index=False)
-
-
 def _score_task(checkpoint: str, name: str, split: EvalSplit, device: str):
-    from shapetune.evaluation.scoring import score_checkpoint
-
     return score_checkpoint(checkpoint, name, split, device=device)
 
 
@@ -144,12 +86,6 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
         EvaluationError: an unknown split, trial or baseline, a split without its folder, or nothing evaluable.
         DataError: an external folder that cannot be read or prepared on the experiment's grid.
     """
-    from shapetune.evaluation.aggregate import latent_projections, summarize
-    from shapetune.evaluation.baselines import BASELINES
-    from shapetune.evaluation.report import write_report
-    from shapetune import storage
-    from shapetune.experiment.settings import data_dir, load_settings, local_experiment
-
     if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
         res = evaluate(local_experiment(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot,
                        acdc_hard)
@@ -162,12 +98,9 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     exp_dir = Path(exp_dir).resolve()
     settings = load_settings(exp_dir.parent, exp_dir.name)
     settings = settings.model_copy(update={"data": str(data_dir(settings))})
-    from shapetune.training.tasks import dataset_task
-
-    if dataset_task(settings.data) == "fetal":  # cross-validation by view subset, not the cardiac splits
-        from shapetune.evaluation.fetal.study import evaluate_sweep
-
-        return evaluate_sweep(exp_dir, settings.data, trials, force)
+    task = dataset_task(settings.data)
+    if task in CROSS_VALIDATED:  # e.g. the fetal skulls: cross-validation by view subset, not held-out splits
+        return CROSS_VALIDATED[task](exp_dir, settings.data, trials, force)
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise EvaluationError(f"unknown split(s) {sorted(unknown)}; choose from {', '.join(SPLITS)}")
@@ -175,8 +108,6 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     cands = candidates(exp_dir, trials, extra)
-    from shapetune.data.dataset import PreparedDataset
-
     data_ds = PreparedDataset(settings.data)
     grid = data_ds.grid
     loaded: dict[str, EvalSplit] = {}
@@ -221,7 +152,6 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
         if c.baseline not in fitted:
             masks, labels, clinical = _train_arrays(settings.data)
             fitted[c.baseline] = BASELINES[c.baseline]().fit(masks, labels, clinical)
-        from shapetune.evaluation.scoring import latent_rows, subject_rows
 
         o = fitted[c.baseline].predict(s)
         results[(c.name, s.name)] = (subject_rows(c.name, s, o.prob, o.recon), latent_rows(c.name, s, o.latents))
@@ -229,8 +159,8 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
         if (c.name, s.name) in results:
             subj, lat = results[(c.name, s.name)]
             ps, pl = cached(c, s)
-            _atomic_parquet(subj, ps)
-            _atomic_parquet(lat, pl)
+            atomic_write_parquet(subj, ps)
+            atomic_write_parquet(lat, pl)
     frames, lats = [], []
     for c in cands:
         for s in loaded.values():
@@ -243,9 +173,9 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     per_subject = pd.concat(frames, ignore_index=True)
     latents = latent_projections(pd.concat(lats, ignore_index=True))
     summary = summarize(per_subject, n_boot=n_boot)
-    _atomic_parquet(per_subject, out / "per_subject.parquet")
-    _atomic_parquet(summary, out / "summary.parquet")
-    _atomic_parquet(latents, out / "latents.parquet")
+    atomic_write_parquet(per_subject, out / "per_subject.parquet")
+    atomic_write_parquet(summary, out / "summary.parquet")
+    atomic_write_parquet(latents, out / "latents.parquet")
     (out / "errors.json").write_text(json.dumps(errors, indent=2))
     write_manifest(out, cands, sources, set(per_subject.model))
     result = EvalResult(out, per_subject, summary, latents, errors, len(todo), n_cached)
@@ -292,19 +222,15 @@ def cache_paths(cache: Path, key: str, fingerprint: str) -> tuple[Path, Path]:
 
 def score_and_cache(checkpoint: str, name: str, split: EvalSplit, cache: str) -> str:
     """Score a checkpoint on a split and write the result into the evaluation cache (a Ray task in sweeps)."""
-    from shapetune.evaluation.scoring import score_checkpoint
-
     subj, lat = score_checkpoint(checkpoint, name, split)
     ps, pl = cache_paths(Path(cache), _sha(Path(checkpoint) / CHECKPOINT_FILE), split.fingerprint)
     ps.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_parquet(subj, ps)
-    _atomic_parquet(lat, pl)
+    atomic_write_parquet(subj, ps)
+    atomic_write_parquet(lat, pl)
     return str(ps)
 
 
 def _train_arrays(data: str):
-    from shapetune.evaluation.splits import load_train
-
     return load_train(data)
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
+from shapetune.data.prepare import prepare
 from shapetune.data.template import MYOCARDIUM, TemplateGrid
 
 CLINICAL_FEATURES = ("edvi_ml_m2", "esvi_ml_m2", "ef_pct", "lvmi_g_m2", "mwt_mm")
@@ -69,7 +70,6 @@ def acdc_prepared(acdc: str | Path, grid: TemplateGrid, cache: Path, name: str =
             return acdc
         raise DataError(acdc / "dataset.json", f"prepared at {ds.grid.shape}/{ds.grid.spacing} mm, the models expect "
                                                f"{grid.shape}/{grid.spacing} mm; pass the raw ACDC folder instead")
-    from shapetune.data.prepare import prepare
 
     out = cache / f"{name}_{grid.shape[0]}_{grid.spacing:g}mm"
     prepare(acdc, "acdc", out, grid, quiet=True)  # idempotent: unchanged inputs are not prepared again

@@ -16,14 +16,17 @@ from pathlib import Path
 
 import yaml
 
-from shapetune import __version__
+from shapetune import __version__, storage
 from shapetune.catalog import task_spec
+from shapetune.config import TrainConfig
+from shapetune.data.dataset import PreparedDataset
 from shapetune.data.nifti import sha256_file
 from shapetune.data.template import ORIENTATION, TemplateGrid
 from shapetune.errors import OutputError, ShapeTuneError
+from shapetune.experiment.checkpoints import best_checkpoint, checkpoint_dirs, load_state, read_metrics
+from shapetune.experiment.settings import data_dir, frozen_space, load_settings, local_experiment, trial_run_dir
+from shapetune.experiment.table import TUNE_TRIAL_ATTR, load_summary, open_study_readonly
 from shapetune.io import check_output, files_in, staged_folder
-from shapetune.experiment.checkpoints import (best_checkpoint, checkpoint_dirs, load_state,
-                                              read_metrics)
 
 EXPORT_FORMAT = 1
 WEIGHTS, CONFIG, TEMPLATE, METRICS, CARD, CHECKSUMS = ("model.safetensors", "config.yaml", "template.json",
@@ -52,9 +55,6 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
     """The trial and checkpoint to export: best by ``objective`` (default: the sweep's first) among checkpoints
     with validation accuracy >= ``min_val_acc`` where the task reports one (none reaching it: the best overall,
     said in the reason); a Pareto point; or the best checkpoint of one named trial."""
-    from shapetune.experiment.settings import frozen_space, load_settings, trial_run_dir
-    from shapetune.experiment.table import TUNE_TRIAL_ATTR, load_summary, open_study_readonly
-
     settings = load_settings(exp_dir.parent, exp_dir.name)
     space = frozen_space(settings)
     if trial_id is not None:
@@ -125,11 +125,6 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
         OutputError: ``out`` holds something that is not a previous export, or a previous one without ``force``.
     """
     from safetensors.torch import save_file
-
-    from shapetune.data.dataset import PreparedDataset
-    from shapetune import storage
-    from shapetune.config import TrainConfig
-    from shapetune.experiment.settings import data_dir, load_settings, local_experiment
 
     if storage.is_uri(out):  # build on this machine, then upload the finished folder
         if storage.exists(out) and not (force and storage.exists(storage.join(out, CHECKSUMS))):
@@ -230,8 +225,6 @@ def verify_export(path: str | Path):
     from safetensors.torch import load_file
 
     from shapetune.models.registry import build_model
-    from shapetune.config import TrainConfig
-
     path = Path(path)
     listed = read_checksums(path)
     for name in (WEIGHTS, CONFIG, TEMPLATE, METRICS):

@@ -15,11 +15,16 @@ import pandas as pd
 import torch
 from rich.progress import track
 
+from shapetune import storage
+from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
+from shapetune.data.nifti import save_nifti
+from shapetune.data.preprocess import align_subject, template_to_subject
+from shapetune.data.sources import ACDC_GROUPS, RawSubject, read_acdc
 from shapetune.data.template import MYOCARDIUM, TemplateGrid
 from shapetune.io import check_output, staged_folder
-from shapetune.training.engine import dice_per_channel
 from shapetune.serving.export import verify_export
+from shapetune.training.engine import dice_per_channel
 
 
 @dataclass
@@ -32,9 +37,6 @@ class Subject:
 
 
 def _acdc(path: Path, grid: TemplateGrid, in_plane: str) -> list[Subject]:
-    from shapetune.data.preprocess import align_subject
-    from shapetune.data.sources import ACDC_GROUPS, read_acdc
-
     if path.is_dir():
         raws = read_acdc(path, groups=tuple(ACDC_GROUPS))
     else:
@@ -48,17 +50,12 @@ def _acdc(path: Path, grid: TemplateGrid, in_plane: str) -> list[Subject]:
 
 
 def _pair(ed: Path, es: Path, grid: TemplateGrid, in_plane: str, labels: dict) -> list[Subject]:
-    from shapetune.data.preprocess import align_subject
-    from shapetune.data.sources import RawSubject
-
     raw = RawSubject(ed.name.split(".")[0], "nifti", "predict", "unknown", ed, es, labels=labels)
     a = align_subject(raw, grid, in_plane)
     return [Subject(raw.subject, (a.vols == MYOCARDIUM).astype(np.uint8), None, a, labels["myo"])]
 
 
 def _prepared(path: Path, grid: TemplateGrid, split: str | None) -> list[Subject]:
-    from shapetune.data.dataset import PreparedDataset
-
     ds = PreparedDataset(path)
     splits = sorted(set(ds.manifest["split"]))
     if split is not None and split not in splits:
@@ -107,8 +104,6 @@ def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | 
         DataError: an input is unreadable or invalid, or the split does not exist.
         OutputError: ``out`` may not be written (see :func:`shapetune.io.check_output`).
     """
-    from shapetune import storage
-
     out = Path(out).absolute()
     check_output(out, "predict", force)  # before any work
     export_dir, inp = storage.local_copy(export_dir), storage.local_copy(inp)  # an export or input in a bucket
@@ -122,9 +117,6 @@ def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | 
 
 def _predict_into(tmp: Path, out: Path, model, grid: TemplateGrid, subjects: list[Subject], batch_size: int,
                   write_nifti: bool) -> pd.DataFrame:
-    from shapetune.data.nifti import save_nifti
-    from shapetune.data.preprocess import template_to_subject
-
     rows = []
     for s0 in track(range(0, len(subjects), batch_size), description="predicting", disable=len(subjects) <= batch_size):
         batch = subjects[s0:s0 + batch_size]

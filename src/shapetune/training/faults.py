@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shapetune import storage
 from shapetune.config import TrainConfig
 
 
 def marker_dir(location: str | Path) -> Path:
     """A local folder for the fault markers of a run at ``location``; a run at a storage URI keeps them in the
     cache (markers are test bookkeeping, not results)."""
-    from shapetune import storage
-
     if storage.is_uri(location):
         return storage.cache_root() / "faults" / storage.name_of(location)
     return Path(location)

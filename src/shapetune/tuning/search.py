@@ -13,9 +13,10 @@ from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from shapetune import storage
 from shapetune.experiment.table import TUNE_TRIAL_ATTR
-from shapetune.search_spaces.sampling import define_by_run
 from shapetune.search_spaces.samplers import make_sampler
+from shapetune.search_spaces.sampling import define_by_run
 from shapetune.search_spaces.spec import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ def publish_sqlite(db: Path, location: str) -> None:
     import sqlite3
     import tempfile
 
-    from shapetune import storage
 
     with tempfile.TemporaryDirectory() as tmp:
         snap = Path(tmp) / db.name

@@ -7,11 +7,11 @@ from plotly.subplots import make_subplots
 
 from shapetune.dashboard import common, studies
 from shapetune.dashboard import experiments as ex
+from shapetune.data.fetal.folds import VIEW_SUBSETS
 from shapetune.data.fetal.planes import VIEWS
 from shapetune.evaluation.fetal.figures import SLICE_AXES, mid_slice
 from shapetune.evaluation.fetal.study import REFERENCE, SIZE_ERRORS, SUBSET_LABELS, mean_sd
 from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects
-from shapetune.training.tasks.fetal import VIEW_SUBSETS
 
 
 @st.cache_data(show_spinner="reading the study ...", max_entries=16)

@@ -12,6 +12,7 @@ from rich.table import Table
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.fetal.planes import VIEWS
 from shapetune.data.fetal.ultrasound import render_ultrasound
+from shapetune.data.tables import count_table
 
 
 def fold_counts(m: pd.DataFrame) -> pd.DataFrame:
@@ -59,8 +60,6 @@ def show_fetal(ds: PreparedDataset, fig_dir: Path, console: Console) -> list[Pat
     m = ds.manifest
     console.print(f"[bold]{ds.path}[/]: {len(ds)} subjects, cohort fetal, grid {ds.grid.shape[0]}^3 at "
                   f"{ds.grid.spacing:.3f} mm, views {', '.join(VIEWS)}")
-    from shapetune.data.show import count_table
-
     console.print(count_table(fold_counts(m), "Subjects per fold and split"))
     if "shape_class" in m:
         t = Table(title="Head shape (cephalic index) and gestational age")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shapetune.training.tasks.fetal import VIEW_SUBSETS
+from shapetune.data.fetal.folds import SUBSET_LABELS, VIEW_SUBSETS, fold_data
 
 SLICE_AXES = {"axial": 2, "sagittal": 1, "coronal": 0}  # skull-frame axis each display slice is normal to
 
@@ -53,12 +53,11 @@ def mid_slice(vol: np.ndarray, view: str, index: int | None = None) -> np.ndarra
 def uncertainty_figure(study: Path, data: str | Path, model: str, fold: int, path: Path, case: int = 0) -> bool:
     """One test case: truth, prediction and variance (3 slices) for each view subset; False without maps."""
     from shapetune.evaluation.fetal.scoring import load_maps
-    from shapetune.evaluation.fetal.study import SUBSET_LABELS, _fold_data
 
     maps = Path(study) / "scores" / f"{model}_fold{fold}.npz"
     if not maps.exists():
         return False
-    _, truth, subjects, _ = _fold_data(data, fold)
+    _, truth, subjects, _ = fold_data(data, fold)
     plt = _plt()
     fig, axes = plt.subplots(len(VIEW_SUBSETS), 3, figsize=(9, 3 * len(VIEW_SUBSETS)))
     for r, subset in enumerate(VIEW_SUBSETS):

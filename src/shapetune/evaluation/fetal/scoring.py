@@ -17,9 +17,10 @@ import torch
 from scipy.ndimage import binary_dilation
 from sklearn.metrics import roc_auc_score
 
+from shapetune.data.fetal.folds import VIEW_SUBSETS
 from shapetune.evaluation.surface import batch_metrics
 from shapetune.io import atomic_path
-from shapetune.training.tasks.fetal import VIEW_SUBSETS
+from shapetune.training.checkpoints import load_model
 
 
 def _region(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -58,8 +59,6 @@ def score_fold(checkpoint: str | Path, planes: np.ndarray, truth: np.ndarray, su
                device: str = "cpu") -> tuple[pd.DataFrame, dict[str, dict]]:
     """Rows per subject x view subset, and per subset the arrays to keep (prediction, variance maps);
     the network runs on ``device``, the surface metrics on the CPU."""
-    from shapetune.training.checkpoints import load_model
-
     model, cfg, _ = load_model(checkpoint)
     model = model.to(device)
     if truth.shape[-1] != cfg.model.grid:

@@ -18,20 +18,23 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from shapetune.errors import ShapeTuneError
-from shapetune.io import atomic_write_json, claim_folder
-from shapetune.models.config import CONDITIONAL_MODELS
 from shapetune.config import TrainConfig
-from shapetune.training.tasks.fetal import VIEW_SUBSETS, fold_rows
+from shapetune.data.dataset import dataset_task
+from shapetune.data.fetal.folds import SUBSET_LABELS, VIEW_SUBSETS, fold_data
+from shapetune.data.nifti import sha256_file
+from shapetune.errors import ShapeTuneError
+from shapetune.evaluation.candidates import candidates, checkpoint_dir
+from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
+from shapetune.experiment.checkpoints import CHECKPOINT_FILE, load_state
+from shapetune.io import atomic_write_json, atomic_write_parquet, claim_folder
+from shapetune.models.config import CONDITIONAL_MODELS
 
 console = Console()
 STUDY_FILE = "study.json"
 SIZE_ERRORS = ("ofd_err", "bpd_err", "height_err")  # relative errors of the head's length, width, height
-SUBSET_LABELS = {"3v": "3 views", "2v": "2 views (axial + sagittal)", "1v": "1 view (axial)"}
 # The reference study's table (Cerrolaza et al.): DC, HD mm, RVD for 3 / 2 / 1 views.
 REFERENCE = {
     "CVAE": {"3v": (0.91, 4.33, 0.03), "2v": (0.86, 5.43, 0.03), "1v": (0.83, 6.23, 0.09)},
@@ -60,18 +63,7 @@ class StudyResult:
     effects: pd.DataFrame | None = None  # :func:`~shapetune.evaluation.fetal.view_effects.view_effects`
 
 
-def _fold_data(data: str | Path, fold: int):
-    from shapetune.data.dataset import PreparedDataset
-
-    ds = PreparedDataset(data)
-    rows = fold_rows(ds.manifest, fold, "test", str(ds.path / "manifest.parquet"))
-    idx = rows["index"].to_numpy()
-    return np.asarray(ds.planes[idx]), np.asarray(ds.masks[idx]), rows.subject.tolist(), ds.grid.spacing
-
-
 def fold_count(data: str | Path) -> int:
-    from shapetune.training.tasks import dataset_task
-
     if dataset_task(data) != "fetal":
         raise StudyError(f"{data}: not a fetal-skull dataset (prepare one with --format fetal)")
     return int(json.loads((Path(data) / "dataset.json").read_text()).get("folds", 0))
@@ -120,19 +112,13 @@ def write_runs(out: Path, runs: dict[tuple[str, int], Path]) -> None:
 
 
 def _checkpoint(run: Path) -> Path:
-    from shapetune.evaluation.service import checkpoint_dir
-
     return checkpoint_dir(run)
 
 
 def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, samples: int = 8,
                force: bool = False, device: str = "cpu") -> tuple[pd.DataFrame, list[str]]:
     """Score every run on its fold's test subjects (cached in ``out/scores`` by checkpoint hash)."""
-    from shapetune.data.nifti import sha256_file
     from shapetune.evaluation.fetal.scoring import save_maps, score_fold
-    from shapetune.evaluation.service import _atomic_parquet
-    from shapetune.experiment.checkpoints import CHECKPOINT_FILE
-
     scores = out / "scores"
     scores.mkdir(parents=True, exist_ok=True)
     frames, scored = [], []
@@ -144,12 +130,12 @@ def score_runs(runs: dict[tuple[str, int], Path], data: str | Path, out: Path, s
         fresh = (meta.exists() and json.loads(meta.read_text()).get("key") == key
                  and stem.with_suffix(".parquet").exists())
         if force or not fresh:
-            planes, truth, subjects, spacing = _fold_data(data, k)
+            planes, truth, subjects, spacing = fold_data(data, k)
             console.print(f"scoring {name} fold {k} ({len(subjects)} test subjects x {len(VIEW_SUBSETS)} view subsets)")
             df, maps = score_fold(ck, planes, truth, subjects, spacing, samples=samples, seed=k, device=device)
             df.insert(0, "fold", k)
             df.insert(0, "model", name)
-            _atomic_parquet(df, stem.with_suffix(".parquet"))
+            atomic_write_parquet(df, stem.with_suffix(".parquet"))
             save_maps(stem.with_suffix(".npz"), maps, subjects)
             meta.write_text(json.dumps({"key": key, "checkpoint": str(ck), "samples": samples}))
             scored.append(f"{name}/fold{k}")
@@ -219,9 +205,7 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
     Raises:
         StudyError: not a fetal dataset, an unknown fold, a non-fetal model, or a run trained with another config.
     """
-    from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
     from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects
-    from shapetune.evaluation.service import _atomic_parquet
 
     out = Path(out).resolve()
     n_folds = fold_count(data)
@@ -241,7 +225,7 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
     write_runs(out, runs)
     per_case, scored = score_runs({k: v for k, v in runs.items() if k[1] in folds}, data, out, samples, force)
     table = study_table(per_case)
-    _atomic_parquet(per_case, out / "per_case.parquet")
+    atomic_write_parquet(per_case, out / "per_case.parquet")
     table.to_csv(out / "table.csv", index=False)
     effects = view_effects(per_case)
     effects.to_csv(out / "view_effects.csv", index=False)
@@ -259,9 +243,6 @@ def evaluate_sweep(exp_dir: Path, data: str | Path, trials: str = "best", force:
     """Cross-validate a fetal sweep's trials (``best``, ``all`` or ids): each trial's checkpoint is its
     configuration's run on the fold it was swept on; the other folds are trained with the same configuration
     under ``EXP/evaluation/fetal/runs``; then the study's table by view subset."""
-    from shapetune.evaluation.service import candidates
-    from shapetune.experiment.checkpoints import load_state
-
     configs, runs = {}, {}
     for c in candidates(exp_dir, trials):
         cfg = TrainConfig.model_validate(load_state(c.checkpoint)["config"])

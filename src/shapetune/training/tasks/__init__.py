@@ -4,12 +4,12 @@ a model names its task there (``MODEL_SPECS[name].task``) and a dataset names it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from shapetune.catalog import TaskSpec, cohort_task, task_spec
+from shapetune.catalog import TaskSpec, task_spec
 from shapetune.config import TrainConfig
+from shapetune.data.dataset import dataset_task
 from shapetune.data.errors import DataError
 from shapetune.training.tasks.cardiac import CardiacTask
 from shapetune.training.tasks.fetal import FetalTask
@@ -37,14 +37,6 @@ TASKS: dict[str, Task] = {"cardiac": CardiacTask(), "fetal": FetalTask()}
 def task_of(cfg: TrainConfig) -> Task:
     """The task ``cfg``'s model trains on."""
     return TASKS[task_spec(cfg.model.name).name]
-
-
-def dataset_task(path: str | Path) -> str:
-    """The task a prepared dataset serves (its ``dataset.json`` cohort)."""
-    meta = Path(path) / "dataset.json"
-    if not meta.exists():
-        raise DataError(meta, "not a prepared dataset (dataset.json missing); run `shapetune data prepare`")
-    return cohort_task(json.loads(meta.read_text()).get("cohort"))
 
 
 def load_task_data(path: str | Path, cfg: TrainConfig) -> Any:

@@ -8,16 +8,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shapetune.data.errors import DataError
-from shapetune.data.fetal.planes import VIEWS
-from shapetune.models.losses import conditional_loss, hard_dice
 from shapetune.catalog import TASK_SPECS
 from shapetune.config import TrainConfig
 from shapetune.data.dataset import PreparedDataset
+from shapetune.data.errors import DataError
+from shapetune.data.fetal.folds import VIEW_SUBSETS, fold_rows
+from shapetune.data.fetal.planes import VIEWS
+from shapetune.models.losses import conditional_loss, hard_dice
 from shapetune.training.plane_augment import augment_fetal
-
-# The reference study's view subsets: 3 views, axial + sagittal, axial alone.
-VIEW_SUBSETS: dict[str, tuple[int, int, int]] = {"3v": (1, 1, 1), "2v": (1, 1, 0), "1v": (1, 0, 0)}
 
 
 @dataclass
@@ -38,17 +36,6 @@ def reference_poses(rows: pd.DataFrame) -> np.ndarray:
     """Per subject and view, the standard plane when the generator recorded it, else the acquired one."""
     cols = [f"standard_{v}" if f"standard_{v}" in rows else f"pose_{v}" for v in VIEWS]
     return np.array([[np.asarray(r[c], dtype=np.float64) for c in cols] for _, r in rows.iterrows()])
-
-
-def fold_rows(manifest: pd.DataFrame, fold: int, split: str, source: str) -> pd.DataFrame:
-    col = f"fold{fold}"
-    if col not in manifest:
-        have = sorted(c for c in manifest.columns if c.startswith("fold"))
-        raise DataError(source, f"no fold {fold} (data.fold); this dataset has {', '.join(have)}")
-    rows = manifest[manifest[col] == split].sort_values("index")
-    if rows.empty:
-        raise DataError(source, f"fold {fold} has no {split!r} subjects")
-    return rows
 
 
 def load_fetal(path: str, grid: int, fold: int) -> FetalData:
