@@ -10,6 +10,8 @@ baseline added to its registry is covered here without a line of test code.
 - ``BASELINES``: each fits the tiny training split and predicts the test split.
 - ``SAMPLERS``: each samples a shipped (conditional) space; an unknown name is refused with the registry's names
   by the space, the sweep settings and the CLI.
+- ``SCHEDULERS``: each builds a Ray Tune scheduler that accepts a trial's first report; an unknown name is refused
+  in the same three places.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from shapetune.models.registry import MODELS, build_model
 from shapetune.search_spaces import load_space
 from shapetune.search_spaces.samplers import SAMPLERS, make_sampler
 from shapetune.search_spaces.sampling import define_by_run
-from shapetune.search_spaces.spec import SamplerSpec
+from shapetune.search_spaces.schedulers import SCHEDULERS, Budget, make_scheduler
+from shapetune.search_spaces.spec import SamplerSpec, SchedulerSpec
 from shapetune.training.checkpoints import load_model
 from shapetune.training.engine import Engine, seed_everything
 from shapetune.training.tasks import TASKS, load_task_data, task_of
@@ -129,3 +132,28 @@ def test_an_unknown_sampler_is_refused_everywhere_with_the_registry_names(tmp_pa
     r = CliRunner().invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "s",
                                  "--sampler", "cmaes"])
     assert r.exit_code == 2 and all(n in r.output for n in SAMPLERS)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_takes_a_trials_report(name):
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    space = load_space("lvae_hcm")
+    scheduler = make_scheduler(space, name, Budget("val_dice", "max", max_epochs=8, grace_period=2))
+    assert isinstance(scheduler, TrialScheduler)
+    trial = Trial("shapetune_trial", stub=True)
+    scheduler.on_trial_add(None, trial)
+    decision = scheduler.on_trial_result(None, trial, {"val_dice": 0.5, "epochs_done": 1, "training_iteration": 1})
+    assert decision == TrialScheduler.CONTINUE  # before the grace period nothing is stopped
+
+
+def test_an_unknown_scheduler_is_refused_everywhere_with_the_registry_names(tmp_path):
+    names = ", ".join(SCHEDULERS)
+    with pytest.raises(ValueError, match=f"unknown scheduler 'pbt'; choose from {names}"):
+        SchedulerSpec(name="pbt")
+    with pytest.raises(ValueError, match=f"unknown scheduler 'pbt'; choose from {names}"):
+        SweepSettings(name="s", space="lvae_hcm", data=str(tmp_path), storage_path=str(tmp_path), scheduler="pbt")
+    r = CliRunner().invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "s",
+                                 "--scheduler", "pbt"])
+    assert r.exit_code == 2 and all(n in r.output for n in SCHEDULERS)

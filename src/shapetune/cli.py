@@ -27,6 +27,7 @@ from shapetune.errors import ShapeTuneError
 from shapetune.evaluation.fetal.study import SUBSET_LABELS, mean_sd, run_study
 from shapetune.io import claim_folder
 from shapetune.search_spaces.samplers import SAMPLERS
+from shapetune.search_spaces.schedulers import SCHEDULERS
 from shapetune.serving.export import export_model
 from shapetune.storage import StorageError
 
@@ -207,10 +208,7 @@ def train(
                   f"(history.csv, summary.json, learning_curves.png); wall {outcome.wall_s:.0f} s")
 
 
-class SchedulerName(str, Enum):
-    asha = "asha"
-    none = "none"
-
+SchedulerName = Enum("SchedulerName", {name: name for name in SCHEDULERS}, type=str)  # the registry's names
 
 SamplerName = Enum("SamplerName", {name: name for name in SAMPLERS}, type=str)  # the registry's names
 

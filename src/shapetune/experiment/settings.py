@@ -10,6 +10,7 @@ from shapetune import storage
 from shapetune.config import ConfigError, parse_overrides
 from shapetune.search_spaces import load_space, parse_space
 from shapetune.search_spaces.samplers import check_sampler
+from shapetune.search_spaces.schedulers import check_scheduler
 from shapetune.search_spaces.sampling import base_config
 from shapetune.search_spaces.spec import SearchSpace, check_space, config_field_exists, unknown_field
 
@@ -34,7 +35,7 @@ class SweepSettings(BaseModel):
     cpus_per_worker: float | None = Field(None, gt=0, description="None: the node's CPUs / concurrency, fixed "
                                                                   "when the sweep starts.")
     gpus_per_worker: float = Field(0.0, ge=0)
-    scheduler: str | None = Field(None, pattern="^(asha|none)$")
+    scheduler: str | None = Field(None, description="A scheduler of search_spaces.schedulers.SCHEDULERS.")
     sampler: str | None = Field(None, description="A sampler of search_spaces.samplers.SAMPLERS.")
     grace_period: int | None = Field(None, ge=1, description="ASHA grace period (default: the space's).")
     seed: int = 0
@@ -49,6 +50,11 @@ class SweepSettings(BaseModel):
         if storage.is_uri(v) and not v.split("://", 1)[1].strip("/"):
             raise ValueError(f"{v!r}: a URI needs a bucket and a path")
         return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v: str | None) -> str | None:
+        return None if v is None else check_scheduler(v)
 
     @field_validator("sampler")
     @classmethod

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from shapetune.catalog import ENGINE_METRICS, reported_metrics
 from shapetune.errors import ShapeTuneError
 from shapetune.search_spaces.samplers import check_sampler
+from shapetune.search_spaces.schedulers import check_scheduler
 from shapetune.config import (ConfigError, FieldProblem, Strict, TrainConfig, by_relevance, explain, line_of,
                               load_config, memory_problem, set_dotted, unreported, yaml_lines)
 
@@ -186,9 +187,15 @@ class SamplerSpec(Strict):
 
 
 class SchedulerSpec(Strict):
-    name: Literal["asha", "none"] = "asha"
+    name: str = Field("asha", description="A scheduler of search_spaces.schedulers.SCHEDULERS.")
     grace_period: int = Field(3, ge=1, description="Epochs every trial runs before ASHA may stop it.")
     reduction_factor: float = Field(2.0, gt=1)
+
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_scheduler(v)
 
 
 class SearchSpace(Strict):

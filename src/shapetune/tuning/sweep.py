@@ -32,6 +32,7 @@ from shapetune.io import atomic_write_bytes, atomic_write_text
 from shapetune import storage
 from shapetune.config import ConfigError
 from shapetune.search_spaces.sampling import base_config
+from shapetune.search_spaces.schedulers import Budget, make_scheduler
 from shapetune.search_spaces.spec import SearchSpace
 
 console = Console()
@@ -202,7 +203,6 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
         DataError: the prepared data is missing or does not fit the space's model.
     """
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from shapetune.training.ray_train import default_cpus, ensure_ray
     from shapetune.tuning.search import ShapeTuneLimiter, make_searcher, sqlite_url
@@ -246,13 +246,8 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
         console.print(f"[bold]resuming[/] {home}")
         tuner = tune.Tuner.restore(home, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
-        scheduler_name = settings.scheduler or space.scheduler.name
-        if scheduler_name == "asha":
-            scheduler = ASHAScheduler(time_attr="epochs_done", metric=objective.metric, mode=objective.mode,
-                                      max_t=max_epochs(space), grace_period=grace_period(settings, space),
-                                      reduction_factor=space.scheduler.reduction_factor)
-        else:
-            scheduler = FIFOScheduler()
+        scheduler = make_scheduler(space, settings.scheduler, Budget(objective.metric, objective.mode,
+                                                                     max_epochs(space), grace_period(settings, space)))
         searcher = ShapeTuneLimiter(make_searcher(space, settings.name, storage_url, settings.sampler, settings.seed,
                                                   settings.trials),
                                     max_concurrent=settings.concurrency)
