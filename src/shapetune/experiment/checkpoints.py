@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shapetune.errors import ShapeTuneError
+from shapetune.experiment.ranking import score
 from shapetune.io import atomic_path, atomic_write_json
 
 if TYPE_CHECKING:
@@ -114,10 +115,10 @@ def best_checkpoint(run_dir: Path, metric: str, mode: str, floor: tuple[str, flo
     Returns:
         The checkpoint folder, or None when no checkpoint qualifies.
     """
-    sign = 1.0 if mode == "max" else -1.0
     scored = []
     for ck in checkpoint_dirs(run_dir):
         m = read_metrics(ck)
-        if m.get(metric) is not None and (floor is None or m.get(floor[0], float("-inf")) >= floor[1]):
-            scored.append((sign * m[metric], -m["epoch"], ck))
+        s = score(m, metric, mode)
+        if s is not None and (floor is None or m.get(floor[0], float("-inf")) >= floor[1]):
+            scored.append((s, -m["epoch"], ck))
     return max(scored)[2] if scored else None

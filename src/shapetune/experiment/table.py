@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from shapetune.catalog import table_metrics
+from shapetune.experiment.ranking import best_value
 from shapetune.experiment.records import RECORDS_DIR, read_records, records_mtime
 from shapetune.experiment.settings import (SUMMARY_FILE, SweepSettings, frozen_space, max_epochs, read_settings,
                                            trial_location)
@@ -48,13 +49,6 @@ def open_study_readonly(settings: SweepSettings, exp_dir: Path) -> optuna.Study 
         return optuna.load_study(study_name=settings.name, storage=storage)
     except KeyError:
         return None
-
-
-def _best(history: list[dict[str, Any]], metric: str, mode: str) -> float | None:
-    values = [h[metric] for h in history if isinstance(h.get(metric), (int, float))]
-    if not values:
-        return None
-    return float(max(values) if mode == "max" else min(values))
 
 
 def trial_table(exp_dir: str | Path) -> pd.DataFrame:
@@ -96,7 +90,7 @@ def trial_table(exp_dir: str | Path) -> pd.DataFrame:
         row.update({f"param:{k}": v for k, v in rec.get("params", {}).items()})
         row.update({m: last.get(m) for m in TABLE_METRICS})
         for o in space.objectives:
-            best = _best(hist, o.metric, o.mode)
+            best = best_value(hist, o.metric, o.mode)
             if best is not None:
                 row[f"best_{o.metric}"] = best
         row["wall_s"] = last.get("time_total_s")

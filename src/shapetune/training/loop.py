@@ -25,6 +25,7 @@ from typing import Any
 
 from shapetune import storage
 from shapetune.experiment.checkpoints import save_state
+from shapetune.experiment.ranking import score
 from shapetune.training.engine import Engine
 from shapetune.training.faults import inject_fault
 from shapetune.training.tasks import task_of
@@ -170,8 +171,7 @@ class BestSoFar(LoopCallback):
 
     def _score(self, state: LoopState, metrics: dict[str, Any]) -> float | None:
         ck = state.engine.cfg.checkpoint
-        value = metrics.get(ck.metric)
-        return None if value is None else (value if ck.mode == "max" else -value)
+        return score(metrics, ck.metric, ck.mode)
 
     def on_start(self, state: LoopState) -> None:
         for h in state.history:
