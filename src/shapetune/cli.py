@@ -28,7 +28,7 @@ from shapetune.evaluation.fetal.study import SUBSET_LABELS, mean_sd, run_study
 from shapetune.io import claim_folder
 from shapetune.search_spaces.samplers import SAMPLERS
 from shapetune.search_spaces.schedulers import SCHEDULERS
-from shapetune.serving.export import export_model
+from shapetune.serving.export import EXPORT_FORMATS, export_model
 from shapetune.storage import StorageError
 
 app = typer.Typer(help="ShapeTune: tune and clinically evaluate generative 3D cardiac shape models.",
@@ -210,6 +210,8 @@ def train(
 
 SchedulerName = Enum("SchedulerName", {name: name for name in SCHEDULERS}, type=str)  # the registry's names
 
+ExportFormat = Enum("ExportFormat", {name: name for name in EXPORT_FORMATS}, type=str)  # the registry's names
+DEFAULT_EXPORT_FORMAT = ExportFormat("shapetune")
 SamplerName = Enum("SamplerName", {name: name for name in SAMPLERS}, type=str)  # the registry's names
 
 
@@ -302,13 +304,20 @@ def export_cmd(
                                                     "overall, said.")] = 0.95,
     force: Annotated[bool, typer.Option(help="Replace a previous ShapeTune export at --out (nothing else is ever "
                                              "replaced).")] = False,
+    format: Annotated[ExportFormat, typer.Option(help="shapetune (what `shapetune predict` reads) or monai-bundle "
+                                                      "(MONAI's bundle layout: configs/, models/model.pt, docs/).")]
+    = DEFAULT_EXPORT_FORMAT,
 ) -> None:
     """Export a sweep's best trial (or a Pareto point, or a named trial): safetensors weights, config, template,
-    metrics, model card, checksums."""
+    metrics, model card, checksums; or the same model as a MONAI bundle."""
 
     try:
         path = export_model(_experiment(experiment, storage_path), out, objective, pareto_index, trial, force=force,
-                            min_val_acc=min_val_acc or None)
+                            min_val_acc=min_val_acc or None, fmt=format.value)
+        if format.value == "monai-bundle":
+            meta = json.loads(storage.read_text(storage.join(path, "configs/metadata.json")))
+            console.print(f"[green]wrote MONAI bundle[/] {path}: {meta['changelog'][meta['version']]}")
+            return
         m = json.loads(storage.read_text(storage.join(path, "metrics.json")))
     except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)

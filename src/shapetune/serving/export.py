@@ -33,6 +33,10 @@ WEIGHTS, CONFIG, TEMPLATE, METRICS, CARD, CHECKSUMS = ("model.safetensors", "con
                                                        "metrics.json", "MODEL_CARD.md", "checksums.sha256")
 
 
+# Export formats -> the file that marks a finished export of that format.
+EXPORT_FORMATS = {"shapetune": "checksums.sha256", "monai-bundle": "configs/metadata.json"}
+
+
 class ExportError(ShapeTuneError):
     """A missing, corrupted or inconsistent export (or nothing exportable in an experiment)."""
 
@@ -108,7 +112,7 @@ def choose(exp_dir: Path, objective: str | None = None, pareto_index: int | None
 
 def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = None,
                  pareto_index: int | None = None, trial_id: str | None = None, force: bool = False,
-                 min_val_acc: float | None = ACC_FLOOR[1]) -> Path | str:
+                 min_val_acc: float | None = ACC_FLOOR[1], fmt: str = "shapetune") -> Path | str:
     """Export the chosen trial of an experiment to ``out``, published in one rename.
 
     Args:
@@ -116,6 +120,8 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
         out: a new or empty folder, or a previous export (replaced only with ``force``); or a URI.
         objective, pareto_index, trial_id, min_val_acc: how to choose the trial (see :func:`choose`).
         force: replace a previous ShapeTune export at ``out``.
+        fmt: a format of :data:`EXPORT_FORMATS`: ``shapetune`` (what ``shapetune predict`` reads) or
+            ``monai-bundle`` (the same model, verified, in MONAI's bundle layout; ``serving.bundle``).
 
     Returns:
         ``out``.
@@ -126,16 +132,28 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
     """
     from safetensors.torch import save_file
 
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
     if storage.is_uri(out):  # build on this machine, then upload the finished folder
-        if storage.exists(out) and not (force and storage.exists(storage.join(out, CHECKSUMS))):
-            what = "a previous export; --force replaces it" if storage.exists(storage.join(out, CHECKSUMS)) \
+        sentinel = storage.join(out, EXPORT_FORMATS[fmt])
+        if storage.exists(out) and not (force and storage.exists(sentinel)):
+            what = f"a previous {fmt} export; --force replaces it" if storage.exists(sentinel) \
                 else "something that is not a ShapeTune export; choose a new location"
             raise OutputError(out, f"already holds {what}")
         with tempfile.TemporaryDirectory() as staging:
             local = export_model(exp_dir, Path(staging) / storage.name_of(out), objective, pareto_index, trial_id,
-                                 min_val_acc=min_val_acc)
+                                 min_val_acc=min_val_acc, fmt=fmt)
             storage.upload(local, out)
         return out
+    if fmt == "monai-bundle":  # the ShapeTune export first, verified, then rewritten as a bundle
+        from shapetune.serving.bundle import write_bundle
+
+        check_output(Path(out).absolute(), "monai-bundle", force)  # before any work
+        with tempfile.TemporaryDirectory() as staging:
+            plain = Path(export_model(exp_dir, Path(staging) / "export", objective, pareto_index, trial_id,
+                                      min_val_acc=min_val_acc))
+            model, cfg, template, metrics = verify_export(plain)
+            return write_bundle(model, cfg, template, metrics, (plain / CARD).read_text(), Path(out), force)
     exp_dir, out = local_experiment(exp_dir), Path(out).absolute()
     if not exp_dir.exists():
         raise ExportError(f"{exp_dir}: no such experiment")
