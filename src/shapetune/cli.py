@@ -24,6 +24,7 @@ from shapetune.data.fetal.prepare import prepare_fetal
 from shapetune.data.prepare import prepare
 from shapetune.data.template import TemplateGrid
 from shapetune.errors import ShapeTuneError
+from shapetune.experiment.tracking import check_tracking, track_training_run
 from shapetune.evaluation.fetal.study import SUBSET_LABELS, mean_sd, run_study
 from shapetune.io import claim_folder
 from shapetune.search_spaces.samplers import SAMPLERS
@@ -184,6 +185,8 @@ def train(
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
     cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker (default: the node's CPUs / "
                                                                "workers).")] = None,
+    tracking: Annotated[str | None, typer.Option(help="Log the finished run to MLflow: mlflow=URI (experiment "
+                                                      "shapetune-train).")] = None,
 ) -> None:
     """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5
     model.latent_dims=[32,8,2] (fetal models: data.fold=K picks the cross-validation fold)."""
@@ -191,12 +194,21 @@ def train(
 
     try:
         cfg = load_config(_config_path(config), list(ctx.args))
+        if tracking:
+            check_tracking(tracking)
         if not storage.is_uri(out):  # a run folder is continued by train, never someone else's folder
             claim_folder(out, "train", legacy=lambda p: (p / "summary.json").is_file())
         outcome = run_training(cfg, storage.local_copy(data), out, workers=workers, gpus_per_worker=gpus_per_worker,
                                cpus_per_worker=cpus_per_worker)
-    except (ShapeTuneError, storage.StorageError) as exc:
+    except (ShapeTuneError, storage.StorageError, ValueError) as exc:  # ValueError: a malformed --tracking
         _fail(exc)
+    if tracking:
+        try:
+            run = track_training_run(tracking, Path(outcome.run_dir), cfg.model_dump(mode="json"),
+                                     outcome.history.to_dict("records"), outcome.best_metrics)
+            console.print(f"logged to MLflow ({tracking.partition('=')[2]}): run {run}")
+        except Exception as exc:  # the run is finished and saved; only its copy in the tracking store is missing
+            console.print(f"[yellow]tracking: the run was not logged:[/] {exc}")
     m = outcome.best_metrics
     keys = task_spec(cfg.model.name).val_keys
     t = Table(title=f"best checkpoint by {cfg.checkpoint.metric} ({cfg.checkpoint.mode})")
@@ -248,6 +260,8 @@ def tune_cmd(
     time_budget_s: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Score each finished trial on the test split as soon as it ends "
                                                 "(cached for `shapetune evaluate`).")] = False,
+    tracking: Annotated[str | None, typer.Option(help="Track in MLflow: mlflow=URI (e.g. mlflow=sqlite:///mlflow.db): "
+                                                      "a parent run for the sweep, a nested run per trial.")] = None,
 ) -> None:
     """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every
     trial.
@@ -273,7 +287,7 @@ def tune_cmd(
             scheduler=scheduler.value if scheduler else None, sampler=sampler.value if sampler else None, seed=seed,
             grace_period=grace_period,
             overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s,
-            evaluate=evaluate)
+            evaluate=evaluate, tracking=tracking)
         run_sweep(settings, callbacks=on_complete_callbacks(settings))
     except (ShapeTuneError, ValueError, storage.StorageError) as exc:  # ValueError: the settings' own checks
         _fail(exc)

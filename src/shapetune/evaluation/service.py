@@ -30,6 +30,7 @@ from shapetune.evaluation.scoring import latent_rows, score_checkpoint, subject_
 from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, load_train, split_fingerprint
 from shapetune.experiment.checkpoints import CHECKPOINT_FILE
 from shapetune.experiment.settings import data_dir, load_settings, local_experiment
+from shapetune.experiment.tracking import track_evaluation
 from shapetune.io import atomic_write_parquet, atomic_write_text
 
 console = Console()
@@ -181,6 +182,11 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     result = EvalResult(out, per_subject, summary, latents, errors, len(todo), n_cached)
     extra_figs = _navigation(cands, latents, loaded, out / "figures")
     write_report(result, [c.name for c in cands], extra_figs)
+    try:
+        if track_evaluation(exp_dir, out):
+            console.print("logged the evaluation to the sweep's MLflow run (artifacts under evaluation/)")
+    except Exception as exc:  # the tracking store being down must not lose a finished evaluation
+        console.print(f"[yellow]tracking: the evaluation was not logged:[/] {exc}")
     return result
 
 

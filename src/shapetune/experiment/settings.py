@@ -13,6 +13,7 @@ from shapetune.search_spaces.samplers import check_sampler
 from shapetune.search_spaces.schedulers import check_scheduler
 from shapetune.search_spaces.sampling import base_config
 from shapetune.search_spaces.spec import SearchSpace, check_space, config_field_exists, unknown_field
+from shapetune.experiment.tracking import check_tracking
 
 SETTINGS_FILE = "sweep.json"
 SPACE_FILE = "space.yaml"
@@ -43,6 +44,8 @@ class SweepSettings(BaseModel):
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial before it is recorded as failed.")
     time_budget_s: float | None = None
     evaluate: bool = Field(False, description="Score each finished trial on the test split as soon as it ends.")
+    tracking: str | None = Field(None, description="BACKEND=TARGET, e.g. mlflow=sqlite:///mlflow.db: a parent run "
+                                                   "for the sweep, a nested run per trial (experiment.tracking).")
 
     @field_validator("storage_path", "data")
     @classmethod
@@ -50,6 +53,11 @@ class SweepSettings(BaseModel):
         if storage.is_uri(v) and not v.split("://", 1)[1].strip("/"):
             raise ValueError(f"{v!r}: a URI needs a bucket and a path")
         return v
+
+    @field_validator("tracking")
+    @classmethod
+    def _tracking(cls, v: str | None) -> str | None:
+        return None if v is None else check_tracking(v)
 
     @field_validator("scheduler")
     @classmethod

@@ -34,6 +34,8 @@ from shapetune.config import ConfigError
 from shapetune.search_spaces.sampling import base_config
 from shapetune.search_spaces.schedulers import Budget, make_scheduler
 from shapetune.search_spaces.spec import SearchSpace
+from shapetune.tuning.tracking import TrackTrials, track_sweep_end
+from shapetune.experiment.tracking import sweep_parent
 
 console = Console()
 
@@ -239,6 +241,10 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
     progress = ProgressCallback(settings.trials, objective.metric, objective.mode)
     recorder = RecordTrials(exp, home if settings.remote else None)
     callbacks = [progress, recorder, *callbacks]
+    tracked = None
+    if settings.tracking:  # the parent run first: a store that cannot be reached stops the sweep before it starts
+        tracked = sweep_parent(exp, settings.tracking, settings.name, settings.model_dump(mode="json"))
+        callbacks.append(TrackTrials(*tracked, exp, settings.workers_per_trial, objective.metric, objective.mode))
     if settings.remote and not settings.optuna_storage:
         callbacks.append(PublishStudy(exp / "optuna.db", storage.join(home, "optuna.db")))
     t0 = time.perf_counter()
@@ -262,7 +268,10 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
         )
     reconcile_records(exp, tuner.fit())
     console.print(f"sweep finished in {time.perf_counter() - t0:.0f} s")
-    return write_summary(exp)
+    table = write_summary(exp)
+    if tracked is not None:
+        track_sweep_end(*tracked, exp, table, objective.metric, objective.mode)
+    return table
 
 
 def grace_period(settings: SweepSettings, space: SearchSpace) -> int:

@@ -1,0 +1,202 @@
+"""Experiment tracking in MLflow: one parent run per sweep, one nested run per trial, and the evaluation's tables
+and report on the parent. ``--tracking mlflow=URI`` names the tracking store (``sqlite:///PATH/mlflow.db``, an
+``http(s)://`` server, ...); the parent run's id is kept in ``EXP/tracking.json`` so a resumed sweep, and a later
+``shapetune evaluate``, log to the same run, and each trial's run is found again by its ``shapetune.trial_id`` tag
+rather than created twice. mlflow is imported only when a tracker is built (the ``tracking`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shapetune.errors import ShapeTuneError
+from shapetune.io import atomic_write_json
+
+TRACKING_FILE = "tracking.json"
+BACKENDS = ("mlflow",)  # the tracking backends ``--tracking NAME=TARGET`` accepts
+TRIAL_TAG, KIND_TAG, PARENT_TAG = "shapetune.trial_id", "shapetune.kind", "mlflow.parentRunId"
+
+
+class TrackingError(ShapeTuneError):
+    """A malformed ``--tracking`` value, a missing tracking package, or a store that cannot be reached."""
+
+
+def check_tracking(spec: str) -> str:
+    """``spec`` when it reads ``BACKEND=TARGET`` with a known backend.
+
+    Raises:
+        ValueError: another form or an unknown backend (the known ones listed).
+    """
+    backend, sep, target = spec.partition("=")
+    if not sep or not target or backend not in BACKENDS:
+        raise ValueError(f"tracking must look like BACKEND=TARGET with BACKEND one of {', '.join(BACKENDS)} "
+                         f"(e.g. mlflow=sqlite:///mlflow.db), got {spec!r}")
+    return spec
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of ``metrics`` (MLflow stores numbers only; NaN would hide the curve)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class MlflowTracker:
+    """Runs in one MLflow experiment (named after the sweep or the training run).
+
+    Args:
+        uri: the tracking URI. A ``sqlite:///`` store keeps its artifacts in ``mlartifacts/`` beside the database.
+        experiment: the MLflow experiment name.
+
+    Raises:
+        TrackingError: mlflow is not installed, or the store cannot be opened.
+    """
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as exc:
+            raise TrackingError("--tracking mlflow=... needs mlflow: pip install 'shapetune[tracking]'") from exc
+        self.uri = uri
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                location = None
+                if uri.startswith("sqlite:///"):
+                    location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        except Exception as exc:  # mlflow raises its own and SQLAlchemy's errors
+            raise TrackingError(f"tracking store {uri}: {exc}") from exc
+
+    def start_run(self, name: str, kind: str, parent: str | None = None, trial_id: str | None = None) -> str:
+        """A new run's id (nested under ``parent`` when given)."""
+        tags = {KIND_TAG: kind, **({PARENT_TAG: parent} if parent else {}),
+                **({TRIAL_TAG: trial_id} if trial_id else {})}
+        return str(self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id)
+
+    def trial_run(self, parent: str, trial_id: str) -> str | None:
+        """The run already made for ``trial_id`` under ``parent`` (a resumed sweep), or None."""
+        found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+                                                                             f"tags.`{PARENT_TAG}` = '{parent}'")
+        return str(found[0].info.run_id) if found else None
+
+    def log_params(self, run: str, params: Mapping[str, Any]) -> None:
+        """Log ``params`` (nested dicts flattened to dotted keys); a parameter already logged is left as it is."""
+        from mlflow.entities import Param
+
+        have = self.client.get_run(run).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in _flat(params).items() if k not in have]
+        for i in range(0, len(new), 100):  # MLflow's batch limit
+            self.client.log_batch(run, params=new[i:i + 100])
+
+    def log_metrics(self, run: str, metrics: Mapping[str, Any], step: int) -> None:
+        """Log the finite numbers of ``metrics`` at ``step``."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, v, now, step) for k, v in numeric(metrics).items()]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(run, metrics=batch[i:i + 1000])
+
+    def log_artifact(self, run: str, path: str | Path, folder: str | None = None) -> None:
+        """Copy the file or folder ``path`` into the run's artifacts (under ``folder``)."""
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(run, str(p), folder)
+        elif p.exists():
+            self.client.log_artifact(run, str(p), folder)
+
+    def finish(self, run: str, status: str = "FINISHED") -> None:
+        """Mark the run ended (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        self.client.set_terminated(run, status)
+
+
+def make_tracker(spec: str, experiment: str) -> MlflowTracker:
+    """The tracker ``spec`` (``mlflow=URI``) names, logging into MLflow experiment ``experiment``."""
+    backend, _, target = check_tracking(spec).partition("=")
+    return MlflowTracker(target, experiment)
+
+
+def read_tracking(exp_dir: str | Path) -> dict[str, str] | None:
+    """``EXP/tracking.json`` (the tracking spec, MLflow experiment and parent run), or None when not tracked."""
+    f = Path(exp_dir) / TRACKING_FILE
+    if not f.is_file():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+    except ValueError as exc:
+        raise TrackingError(f"{f}: not valid JSON ({exc})") from exc
+    if not isinstance(rec, dict) or not {"spec", "experiment", "parent_run"} <= set(rec):
+        raise TrackingError(f"{f}: expected spec, experiment and parent_run")
+    return {k: str(rec[k]) for k in ("spec", "experiment", "parent_run")}
+
+
+def sweep_parent(exp_dir: str | Path, spec: str, name: str, settings: Mapping[str, Any]) -> tuple[MlflowTracker, str]:
+    """The tracker and parent run of a sweep: the run recorded in ``EXP/tracking.json`` (a resumed sweep) or a new
+    one, recorded there, holding the sweep's settings as parameters."""
+    rec = read_tracking(exp_dir)
+    if rec is not None and rec["spec"] == spec:  # a resumed sweep: its parent run, open again
+        tracker = make_tracker(spec, rec["experiment"])
+        tracker.client.update_run(rec["parent_run"], status="RUNNING")
+        return tracker, rec["parent_run"]
+    tracker = make_tracker(spec, name)
+    parent = tracker.start_run(name, "sweep")
+    tracker.log_params(parent, {f"sweep.{k}": v for k, v in settings.items() if v is not None})
+    atomic_write_json(Path(exp_dir) / TRACKING_FILE, {"spec": spec, "experiment": name, "parent_run": parent})
+    return tracker, parent
+
+
+def track_training_run(spec: str, run_dir: Path, config: Mapping[str, Any], history: list[Mapping[str, Any]],
+                       best: Mapping[str, Any]) -> str:
+    """Log a finished ``shapetune train`` run as one MLflow run (experiment ``shapetune-train``): the config as
+    parameters, every epoch's metrics (step = epoch + 1), the best checkpoint's metrics as ``best.<metric>`` and
+    the run folder's summary, history and learning curves as artifacts. Logged when the run ends (a Ray Train run
+    reports from its workers; the driver logs what they wrote), so a run that dies is not in the store.
+
+    Returns:
+        The MLflow run id.
+    """
+    tracker = make_tracker(spec, "shapetune-train")
+    run = tracker.start_run(Path(run_dir).name, "train")
+    tracker.log_params(run, {**config, "run_dir": str(Path(run_dir).resolve())})
+    for h in history:
+        tracker.log_metrics(run, h, int(h.get("epoch", 0)) + 1)
+    tracker.log_metrics(run, {f"best.{k}": v for k, v in best.items()}, int(best.get("epoch", 0)) + 1)
+    for name in ("summary.json", "history.csv", "learning_curves.png"):
+        tracker.log_artifact(run, Path(run_dir) / name)
+    tracker.finish(run)
+    return run
+
+
+def track_evaluation(exp_dir: Path, out_dir: Path) -> str | None:
+    """Log an evaluation (``EXP/evaluation``) to the sweep's parent run when the sweep was tracked: its tables,
+    report and figures as artifacts under ``evaluation/``. Returns the parent run id, or None for an untracked
+    sweep."""
+    rec = read_tracking(exp_dir)
+    if rec is None:
+        return None
+    tracker = make_tracker(rec["spec"], rec["experiment"])
+    for name in ("summary.parquet", "per_subject.parquet", "latents.parquet", "report.md", "errors.json",
+                 "manifest.json"):
+        tracker.log_artifact(rec["parent_run"], out_dir / name, "evaluation")
+    if (out_dir / "figures").is_dir():
+        tracker.log_artifact(rec["parent_run"], out_dir / "figures", "evaluation/figures")
+    return rec["parent_run"]
