@@ -481,10 +481,26 @@ def dashboard_cmd(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to bind; the default keeps it on this machine (use SSH port "
                                            "forwarding).")] = "127.0.0.1",
+    optuna: Annotated[bool, typer.Option("--optuna", help="Serve optuna-dashboard on the sweep's study instead (a "
+                                                          "snapshot of its SQLite file; default port 8080).")] = False,
 ) -> None:
-    """Open the results dashboard (Streamlit): runs, comparisons, latent clusters, shapes, export."""
+    """Open the results dashboard (Streamlit): runs, comparisons, latent clusters, shapes, export; or, with
+    --optuna, optuna-dashboard on one sweep's study."""
     from shapetune.dashboard.launch import environment, serve
 
+    if optuna:
+        from shapetune.dashboard.optuna import serve_optuna
+
+        if len(experiments) != 1:
+            _fail(DashboardError("--optuna serves one sweep: give one experiment folder"))
+        port = 8080 if port == 8501 else port
+        console.print(f"optuna-dashboard on http://{host}:{port}/dashboard/ (a snapshot of the study; Ctrl-C to "
+                      "stop)")
+        try:
+            serve_optuna(Path(experiments[0]), host, port)
+        except DashboardError as exc:
+            _fail(exc)
+        return
     try:
         env = environment(experiments)  # fail here, in the terminal, on a path that is not an experiment
     except DashboardError as exc:

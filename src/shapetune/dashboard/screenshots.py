@@ -33,10 +33,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_dashboard(paths: list[str], timeout_s: float = 60):
-    """``shapetune dashboard PATHS`` on a free localhost port; yields its URL, stops it on exit."""
+def running_dashboard(paths: list[str], timeout_s: float = 60, extra: tuple[str, ...] = (),
+                      health: str = "/_stcore/health"):
+    """``shapetune dashboard PATHS [EXTRA]`` on a free localhost port; yields its URL once ``health`` answers, stops
+    it on exit."""
     port = free_port()
-    cli = [sys.executable, "-m", "shapetune.cli", "dashboard", *map(str, paths), "--port", str(port)]
+    cli = [sys.executable, "-m", "shapetune.cli", "dashboard", *map(str, paths), *extra, "--port", str(port)]
     # the server's log goes to a file: a pipe nobody reads would block Streamlit once 64 KiB of log filled it
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cli, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -45,7 +47,7 @@ def running_dashboard(paths: list[str], timeout_s: float = 60):
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    if urllib.request.urlopen(f"{url}{health}", timeout=2).status == 200:
                         break
                 except OSError:
                     if proc.poll() is not None:

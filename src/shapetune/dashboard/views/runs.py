@@ -60,6 +60,11 @@ def render() -> None:
     cols = list(dict.fromkeys(c for c in cols if c in view.columns))
     view = view.sort_values(best_col, ascending=mode == "min", na_position="last")
     st.caption(f"{len(view)} of {len(df)} trials · best first by {best_col} · click a column to sort")
+    with st.expander("Optuna's own views of these studies (optuna-dashboard)"):
+        st.markdown("Run `shapetune dashboard EXP --optuna` (a snapshot of the study, evaluation figures attached "
+                    "to the evaluated trials), then open [http://127.0.0.1:8080/dashboard/]"
+                    "(http://127.0.0.1:8080/dashboard/):")
+        st.code("\n".join(f"shapetune dashboard {e.path} --optuna" for e in exps if e.name in tables), language="bash")
     st.dataframe(view[cols].rename(columns=lambda c: c.removeprefix("param:")), hide_index=True,
                  width="stretch", column_config={"wall_s": st.column_config.NumberColumn(format="%.0f s")})
 
