@@ -30,7 +30,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0" -c constraints.txt
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench,monai,tracking,optuna-dashboard]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench,monai,tracking,optuna-dashboard,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

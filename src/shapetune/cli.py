@@ -474,6 +474,31 @@ def _print_study(table) -> None:
     console.print(t)
 
 
+@app.command("serve")
+def serve_cmd(
+    export_dir: Annotated[Path, typer.Argument(help="A folder written by `shapetune export`.")],
+    host: Annotated[str, typer.Option(help="Address to bind; the default keeps it on this machine (Serve has no "
+                                           "authentication: use SSH port forwarding).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    replicas: Annotated[int, typer.Option(min=1, help="Model replicas (Ray actors).")] = 1,
+    cpus_per_replica: Annotated[float, typer.Option(help="CPUs (and torch threads) per replica.")] = 1.0,
+    gpus_per_replica: Annotated[float, typer.Option(help="GPUs per replica (0: CPU).")] = 0.0,
+    data: Annotated[Path | None, typer.Option(help="A prepared dataset: POST /predict with index=K predicts its "
+                                                   "K-th subject.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="The largest upload a request may carry.")] = 20.0,
+) -> None:
+    """Serve an exported model over HTTP on Ray Serve: POST /predict (ed and es NIfTI label maps, or index=K with
+    --data), GET /healthz."""
+    from shapetune.serving.http import run_service
+
+    console.print(f"ShapeTune prediction service on http://{host}:{port} (POST /predict, GET /healthz; Ctrl-C to "
+                  "stop)")
+    try:
+        run_service(export_dir, host, port, replicas, cpus_per_replica, gpus_per_replica, data, max_upload_mb)
+    except ShapeTuneError as exc:
+        _fail(exc)
+
+
 @app.command("dashboard")
 def dashboard_cmd(
     experiments: Annotated[list[str], typer.Argument(help="Experiment folders, or folders holding several (a "

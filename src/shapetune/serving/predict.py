@@ -115,30 +115,49 @@ def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | 
         return _predict_into(tmp, out, model, grid, subjects, batch_size, write_nifti)
 
 
+@torch.no_grad()
+def infer(model, subjects: list[Subject], device: torch.device | None = None) -> tuple[list[dict], np.ndarray]:
+    """One forward pass over ``subjects`` (a batch), on ``device`` (the model's; CPU by default).
+
+    Returns:
+        A row per subject (subject, p(HCM), predicted class, label, Dice ED/ES of the reconstruction, latent
+        means ``z<level>_<k>``, top level last) and the reconstruction probabilities ``[N, 2, D, H, W]``.
+    """
+    x = torch.from_numpy(np.stack([s.masks for s in subjects])).float().to(device or "cpu")
+    o = model(x)
+    latents = [z.cpu() for z in model.latents(x)]
+    prob = torch.sigmoid(o.cls_logit.float()).cpu().numpy()
+    dice = dice_per_channel((o.logits > 0).float(), x).cpu().numpy()
+    rows = []
+    for i, s in enumerate(subjects):
+        row = {"subject": s.subject, "p_hcm": float(prob[i]), "predicted": "HCM" if prob[i] > 0.5 else "healthy",
+               "label": s.label, "dice_ed": float(dice[i, 0]), "dice_es": float(dice[i, 1])}
+        for lvl, z in enumerate(latents):
+            for k, v in enumerate(z[i].tolist()):
+                row[f"z{lvl}_{k}"] = v
+        rows.append(row)
+    return rows, torch.sigmoid(o.logits.float()).cpu().numpy()
+
+
+def save_reconstruction(path: Path, prob: np.ndarray, subject: Subject, grid: TemplateGrid) -> None:
+    """One phase's reconstruction probabilities ``[D, H, W]`` resampled onto the subject's own image grid and
+    written as a NIfTI label map with the source's myocardium label."""
+    p = template_to_subject(prob, subject.aligned, grid)
+    save_nifti(path, ((p > 0.5) * subject.myo_label).astype(np.uint8), subject.aligned.affine)
+
+
 def _predict_into(tmp: Path, out: Path, model, grid: TemplateGrid, subjects: list[Subject], batch_size: int,
                   write_nifti: bool) -> pd.DataFrame:
     rows = []
     for s0 in track(range(0, len(subjects), batch_size), description="predicting", disable=len(subjects) <= batch_size):
         batch = subjects[s0:s0 + batch_size]
-        x = torch.from_numpy(np.stack([s.masks for s in batch])).float()
-        o = model(x)
-        latents = model.latents(x)
-        prob = torch.sigmoid(o.cls_logit.float()).numpy()
-        recon = torch.sigmoid(o.logits.float())
-        dice = dice_per_channel((o.logits > 0).float(), x).numpy()
-        for i, s in enumerate(batch):
-            row = {"subject": s.subject, "p_hcm": float(prob[i]), "predicted": "HCM" if prob[i] > 0.5 else "healthy",
-                   "label": s.label, "dice_ed": float(dice[i, 0]), "dice_es": float(dice[i, 1])}
-            for lvl, z in enumerate(latents):
-                for k, v in enumerate(z[i].tolist()):
-                    row[f"z{lvl}_{k}"] = v
+        batch_rows, recon = infer(model, batch)
+        for i, (s, row) in enumerate(zip(batch, batch_rows, strict=True)):
             if write_nifti and s.aligned is not None:
                 sub = tmp / s.subject
                 sub.mkdir(exist_ok=True)
                 for c, phase in enumerate(("ED", "ES")):
-                    p = template_to_subject(recon[i, c].numpy(), s.aligned, grid)
-                    save_nifti(sub / f"recon_{phase}.nii.gz", ((p > 0.5) * s.myo_label).astype(np.uint8),
-                               s.aligned.affine)
+                    save_reconstruction(sub / f"recon_{phase}.nii.gz", recon[i, c], s, grid)
                 row["recon_dir"] = str(out / s.subject)
             rows.append(row)
     df = pd.DataFrame(rows)
