@@ -41,3 +41,30 @@ def test_mcnemar_and_wilcoxon():
     w = wilcoxon_paired(x + 0.01, x)
     assert w["p_value"] < 1e-6 and w["median_difference"] == pytest.approx(0.01)
     assert wilcoxon_paired(x, x)["p_value"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_vectorised_metrics_equal_sklearn_on_every_resample(seed):
+    from sklearn.metrics import balanced_accuracy_score, recall_score, roc_auc_score
+
+    from shapetune.evaluation.stats import CLASSIFICATION_METRICS, bootstrap_indices
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 60)
+    p = np.round(np.clip(0.4 * y + 0.6 * rng.random(60), 0, 1), 1)  # rounded: many ties for the AUC
+    idx = bootstrap_indices(y, 50, seed)
+    got = {name: fn(y[idx], p[idx]) for name, fn in CLASSIFICATION_METRICS.items()}
+    for b, i in enumerate(idx):
+        yy, pp = y[i], p[i]
+        pred = (pp > 0.5).astype(int)
+        assert got["auc"][b] == pytest.approx(roc_auc_score(yy, pp), abs=1e-12)
+        assert got["accuracy"][b] == pytest.approx(np.mean(pred == yy), abs=1e-12)
+        assert got["sensitivity"][b] == pytest.approx(recall_score(yy, pred), abs=1e-12)
+        assert got["specificity"][b] == pytest.approx(recall_score(1 - yy, 1 - pred), abs=1e-12)
+        assert got["balanced_accuracy"][b] == pytest.approx(balanced_accuracy_score(yy, pred), abs=1e-12)
+
+
+def test_a_single_class_has_no_auc():
+    out = classification_report(np.zeros(6, int), np.linspace(0, 1, 6), n_boot=20)
+    assert np.isnan(out["auc"]["value"]) and np.isnan(out["sensitivity"]["value"])
+    assert out["specificity"]["value"] == pytest.approx(0.5)
