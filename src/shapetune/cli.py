@@ -390,15 +390,17 @@ def evaluate_cmd(
                                                 "none).")] = "clinical,pca",
     force: Annotated[bool, typer.Option(help="Re-evaluate what is already cached.")] = False,
     ray: Annotated[bool, typer.Option(help="Score checkpoints as parallel Ray tasks.")] = True,
+    nsd_tolerance_mm: Annotated[float, typer.Option(min=0.0, help="Tolerance of the normalized surface Dice "
+                                                                  "(mm).")] = 2.0,
 ) -> None:
-    """Evaluate trials and baselines: DC/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a report."""
+    """Evaluate trials and baselines: DC/NSD/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a
+    report."""
     from shapetune.evaluation.service import evaluate
-
 
     try:
         res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()),
                        trials, acdc, extra or [], tuple(b.strip() for b in baselines.split(",") if b.strip()), force,
-                       use_ray=ray, acdc_hard=acdc_hard)
+                       use_ray=ray, acdc_hard=acdc_hard, nsd_tolerance_mm=nsd_tolerance_mm)
     except (ShapeTuneError, StorageError) as exc:
         _fail(exc)
     if hasattr(res, "table"):  # a fetal-skull sweep: the study table by view subset

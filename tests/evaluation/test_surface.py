@@ -132,3 +132,43 @@ def test_agrees_with_medpy_when_installed():
         ours = pair_metrics(a, b, spacing)
         assert ours.hd == pytest.approx(binary.hd(a, b, spacing), abs=1e-9)
         assert ours.assd == pytest.approx(binary.assd(a, b, spacing), abs=1e-9)
+
+
+@pytest.mark.parametrize("distance,tolerance,expected", [
+    (3.0, 2.0, 0.0),   # two single voxels 3 mm apart: neither within 2 mm of the other
+    (3.0, 3.0, 1.0),   # the tolerance is inclusive
+    (0.0, 0.0, 1.0),   # identical
+])
+def test_nsd_of_single_voxels(distance, tolerance, expected):
+    a, b = vol(), vol()
+    a[2, 2, 2] = True
+    b[2, 2, 2 + int(distance)] = True
+    assert pair_metrics(a, b, 1.0, tolerance).nsd == expected
+
+
+def test_nsd_counts_border_voxels_of_both_surfaces():
+    a = ball((24, 24, 24), (12, 12, 12), 6)
+    b = ball((24, 24, 24), (12, 12, 13), 6)  # shifted by one voxel
+    m = pair_metrics(a, b, 1.0, 0.5)
+    border_a, border_b = a & ~binary_erosion(a), b & ~binary_erosion(b)
+    shared = int((border_a & border_b).sum())
+    assert m.nsd == pytest.approx(2 * shared / (border_a.sum() + border_b.sum()))  # only coincident voxels
+    assert pair_metrics(a, b, 1.0, 1.0).nsd == 1.0 and pair_metrics(a, a, 2.5).nsd == 1.0
+    empty = vol((24, 24, 24))
+    assert pair_metrics(empty, empty).nsd == 1.0 and pair_metrics(a, empty).nsd == 0.0
+
+
+def test_nsd_is_bracketed_by_surface_distance_when_installed():
+    sd = pytest.importorskip("surface_distance")
+    rng = np.random.default_rng(0)
+    for spacing in [(1.0, 1.0, 1.0), (1.25, 1.25, 5.0), (2.0, 2.0, 2.0), (0.8, 1.0, 1.5)]:
+        h = 0.5 * float(np.linalg.norm(spacing))
+        for tau in (max(spacing), 3.0, 6.0):
+            shape = (32, 32, 24)
+            a = ball(shape, rng.uniform(12, 20, 3) * [1, 1, 0.75], rng.uniform(5, 9))
+            b = ball(shape, rng.uniform(12, 20, 3) * [1, 1, 0.75], rng.uniform(5, 9))
+            ours = pair_metrics(a, b, spacing, tau).nsd
+            d = sd.compute_surface_distances(b, a, spacing)
+            lo = sd.compute_surface_dice_at_tolerance(d, max(tau - h, 0.0))
+            hi = sd.compute_surface_dice_at_tolerance(d, tau + h)
+            assert lo - 0.02 <= ours <= hi + 0.02, (spacing, tau, lo, ours, hi)

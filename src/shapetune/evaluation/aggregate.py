@@ -7,7 +7,7 @@ import pandas as pd
 
 from shapetune.evaluation.stats import classification_report, mean_ci
 
-RECON_METRICS = ("dice", "hd", "hd95", "assd", "rvd", "abs_rvd")
+RECON_METRICS = ("dice", "hd", "hd95", "assd", "rvd", "abs_rvd", "nsd")
 
 
 def summarize(per_subject: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

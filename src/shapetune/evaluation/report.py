@@ -44,11 +44,12 @@ def seed_table(summary: pd.DataFrame, models: list[str]) -> str:
 
 
 def split_table(summary: pd.DataFrame, models: list[str], split: str) -> str:
-    head = ["model", "DC ED", "DC ES", "HD95 ED (mm)", "HD95 ES (mm)", "ASSD ED (mm)", "ASSD ES (mm)", "abs RVD ED",
-            "abs RVD ES", "accuracy", "balanced acc.", "sensitivity", "specificity", "AUC"]
+    head = ["model", "DC ED", "DC ES", "NSD ED", "NSD ES", "HD95 ED (mm)", "HD95 ES (mm)", "ASSD ED (mm)",
+            "ASSD ES (mm)", "abs RVD ED", "abs RVD ES", "accuracy", "balanced acc.", "sensitivity", "specificity",
+            "AUC"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in models:
-        cells = [m] + [_cell(summary, m, split, met, ph) for met in ("dice", "hd95", "assd", "abs_rvd")
+        cells = [m] + [_cell(summary, m, split, met, ph) for met in ("dice", "nsd", "hd95", "assd", "abs_rvd")
                        for ph in ("ED", "ES")]
         cells += [_cell(summary, m, split, met, ci=True) for met in
                   ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auc")]
@@ -145,8 +146,10 @@ def write_report(result, models: list[str], extra_figures: list[str] = ()) -> Pa
     parts = ["# ShapeTune evaluation report", "",
              f"Experiment `{out.parent.name}`; splits: {', '.join(dict.fromkeys(result.per_subject.split))}. "
              "Reconstruction metrics on the template grid in mm; DC = Dice, HD = Hausdorff distance, RVD = relative "
-             "volume difference (V_pred − V_ref)/V_ref, mean ± sd over subjects; accuracies with subject-level "
-             "bootstrap 95 % CIs.", "", "## Summary (seed-style)", "", seed_table(result.summary, models), ""]
+             "volume difference (V_pred − V_ref)/V_ref, NSD = normalized surface Dice at "
+             f"{getattr(result, 'nsd_tolerance_mm', 2.0):g} mm (the share of both surfaces within that distance of "
+             "the other), mean ± sd over subjects; accuracies with subject-level bootstrap 95 % CIs.", "",
+             "## Summary (seed-style)", "", seed_table(result.summary, models), ""]
     for split in dict.fromkeys(result.per_subject.split):
         parts += [f"## {split}", "", split_table(result.summary, models, split), ""]
     parts += [f"## Paired comparisons against `{models[0]}`", "",

@@ -8,20 +8,22 @@ import numpy as np
 import pandas as pd
 
 from shapetune.evaluation.splits import EvalSplit
-from shapetune.evaluation.surface import batch_metrics
+from shapetune.evaluation.surface import NSD_TOLERANCE_MM, batch_metrics
 
 PHASES = ("ed", "es")
 
 
 def subject_rows(model: str, split: EvalSplit, prob: np.ndarray, recon: np.ndarray | None,
-                 workers: int = 1) -> pd.DataFrame:
-    """One row per subject: label, probability, prediction and every reconstruction metric per phase."""
+                 workers: int = 1, nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> pd.DataFrame:
+    """One row per subject: label, probability, prediction and every reconstruction metric per phase (the NSD at
+    ``nsd_tolerance_mm``)."""
     df = pd.DataFrame({"model": model, "split": split.name, "subject": split.subjects, "label": split.labels,
                        "prob_hcm": prob.astype(float), "pred": (prob > 0.5).astype(int)})
     df["correct"] = (df.pred == df.label).astype(int)
     if recon is not None:
         for c, phase in enumerate(PHASES):
-            ms = batch_metrics(recon[:, c].astype(bool), split.masks[:, c].astype(bool), split.spacing, workers)
+            ms = batch_metrics(recon[:, c].astype(bool), split.masks[:, c].astype(bool), split.spacing, workers,
+                               nsd_tolerance_mm)
             metrics = pd.DataFrame([m.as_dict(f"_{phase}") for m in ms])
             df = pd.concat([df, metrics], axis=1)
     return df
@@ -35,7 +37,8 @@ def latent_rows(model: str, split: EvalSplit, latents: list[np.ndarray]) -> pd.D
 
 
 def score_checkpoint(checkpoint: str | Path, model_name: str, split: EvalSplit, batch_size: int = 16,
-                     device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
+                     device: str = "cpu", nsd_tolerance_mm: float = NSD_TOLERANCE_MM
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reconstruct and classify every subject of ``split`` with a training checkpoint."""
     import torch
 
@@ -57,4 +60,5 @@ def score_checkpoint(checkpoint: str | Path, model_name: str, split: EvalSplit, 
             lat.append([z.cpu().numpy() for z in model.latents(x)])
     latents = [np.concatenate([b[lvl] for b in lat]) for lvl in range(len(lat[0]))]
     prob, recon = np.concatenate(probs), np.concatenate(recons)
-    return subject_rows(model_name, split, prob, recon), latent_rows(model_name, split, latents)
+    return (subject_rows(model_name, split, prob, recon, nsd_tolerance_mm=nsd_tolerance_mm),
+            latent_rows(model_name, split, latents))

@@ -27,6 +27,7 @@ from shapetune.evaluation.candidates import Candidate, EvaluationError, candidat
 from shapetune.evaluation.fetal.study import evaluate_sweep
 from shapetune.evaluation.report import write_report
 from shapetune.evaluation.scoring import latent_rows, score_checkpoint, subject_rows
+from shapetune.evaluation.surface import NSD_TOLERANCE_MM
 from shapetune.evaluation.splits import EvalSplit, acdc_prepared, load_split, load_train, split_fingerprint
 from shapetune.experiment.checkpoints import CHECKPOINT_FILE
 from shapetune.experiment.settings import data_dir, load_settings, local_experiment
@@ -56,16 +57,18 @@ class EvalResult:
     errors: list[dict] = field(default_factory=list)
     evaluated: int = 0
     cached: int = 0
+    nsd_tolerance_mm: float = NSD_TOLERANCE_MM
 
 
-def _score_task(checkpoint: str, name: str, split: EvalSplit, device: str):
-    return score_checkpoint(checkpoint, name, split, device=device)
+def _score_task(checkpoint: str, name: str, split: EvalSplit, device: str, nsd_tolerance_mm: float):
+    return score_checkpoint(checkpoint, name, split, device=device, nsd_tolerance_mm=nsd_tolerance_mm)
 
 
 def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: str = "best",
              acdc: str | Path | None = None, extra: list[str] | tuple = (),
              baselines: tuple[str, ...] = ("clinical", "pca"), force: bool = False, use_ray: bool = True,
-             n_boot: int = 2000, acdc_hard: str | Path | None = None) -> EvalResult:
+             n_boot: int = 2000, acdc_hard: str | Path | None = None,
+             nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> EvalResult:
     """Evaluate and write ``EXP/evaluation/{per_subject,summary,latents}.parquet`` and the report.
 
     Args:
@@ -79,6 +82,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
         force: score again what the cache already holds.
         use_ray: score candidates in parallel Ray tasks.
         n_boot: bootstrap resamples for the confidence intervals.
+        nsd_tolerance_mm: the tolerance of the normalized surface Dice (part of the cache key).
 
     Returns:
         Per-subject rows, the summary with CIs and paired tests, the output folder and the cache counts.
@@ -89,7 +93,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     """
     if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
         res = evaluate(local_experiment(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot,
-                       acdc_hard)
+                       acdc_hard, nsd_tolerance_mm)
         storage.upload(res.out_dir, storage.join(exp_dir, "evaluation"))
         return res
     external = {"acdc": acdc, "acdc_hard": acdc_hard}
@@ -137,7 +141,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     cands += [Candidate(BASELINES[b]().name, baseline=b, key=f"{b}-{train_fp}") for b in baselines]
 
     def cached(c: Candidate, s: EvalSplit) -> tuple[Path, Path]:
-        return cache_paths(cache, c.key, s.fingerprint)
+        return cache_paths(cache, c.key, s.fingerprint, nsd_tolerance_mm)
 
     todo = [(c, s) for c in cands for s in loaded.values() if force or not cached(c, s)[0].exists()]
     n_cached = len(cands) * len(loaded) - len(todo)
@@ -145,7 +149,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     results: dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]] = {}
     ckpt_jobs = [(c, s) for c, s in todo if c.checkpoint is not None]
     if ckpt_jobs:
-        results.update(_run_checkpoints(ckpt_jobs, use_ray, errors))
+        results.update(_run_checkpoints(ckpt_jobs, use_ray, errors, nsd_tolerance_mm))
     fitted = {}
     for c, s in todo:
         if c.baseline is None:
@@ -155,7 +159,8 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
             fitted[c.baseline] = BASELINES[c.baseline]().fit(masks, labels, clinical)
 
         o = fitted[c.baseline].predict(s)
-        results[(c.name, s.name)] = (subject_rows(c.name, s, o.prob, o.recon), latent_rows(c.name, s, o.latents))
+        results[(c.name, s.name)] = (subject_rows(c.name, s, o.prob, o.recon, nsd_tolerance_mm=nsd_tolerance_mm),
+                                     latent_rows(c.name, s, o.latents))
     for c, s in todo:
         if (c.name, s.name) in results:
             subj, lat = results[(c.name, s.name)]
@@ -179,7 +184,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     atomic_write_parquet(latents, out / "latents.parquet")
     (out / "errors.json").write_text(json.dumps(errors, indent=2))
     write_manifest(out, cands, sources, set(per_subject.model))
-    result = EvalResult(out, per_subject, summary, latents, errors, len(todo), n_cached)
+    result = EvalResult(out, per_subject, summary, latents, errors, len(todo), n_cached, nsd_tolerance_mm)
     extra_figs = _navigation(cands, latents, loaded, out / "figures")
     write_report(result, [c.name for c in cands], extra_figs)
     try:
@@ -220,9 +225,11 @@ def write_manifest(out: Path, cands: list[Candidate], sources: dict[str, dict], 
     atomic_write_text(out / MANIFEST, json.dumps({"candidates": rows, "splits": sources}, indent=2))
 
 
-def cache_paths(cache: Path, key: str, fingerprint: str) -> tuple[Path, Path]:
-    """Cached per-subject rows and latents of one candidate (``key``) on one split (``fingerprint``)."""
-    stem = f"{key}_{fingerprint}"
+def cache_paths(cache: Path, key: str, fingerprint: str,
+                nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> tuple[Path, Path]:
+    """Cached per-subject rows and latents of one candidate (``key``) on one split (``fingerprint``), with the NSD
+    at ``nsd_tolerance_mm`` (another tolerance is another entry)."""
+    stem = f"{key}_{fingerprint}_nsd{nsd_tolerance_mm:g}mm"
     return cache / f"{stem}.subjects.parquet", cache / f"{stem}.latents.parquet"
 
 
@@ -240,7 +247,7 @@ def _train_arrays(data: str):
     return load_train(data)
 
 
-def _run_checkpoints(jobs, use_ray: bool, errors: list[dict]) -> dict:
+def _run_checkpoints(jobs, use_ray: bool, errors: list[dict], nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> dict:
     """Score checkpoints as parallel Ray tasks (one per checkpoint x split; a GPU each when there is one)."""
     results = {}
     if use_ray:
@@ -257,7 +264,7 @@ def _run_checkpoints(jobs, use_ray: bool, errors: list[dict]) -> dict:
             if s.name not in split_refs:
                 split_refs[s.name] = ray.put(s)
             refs[(c.name, s.name)] = (c, task.remote(str(c.checkpoint), c.name, split_refs[s.name],
-                                                     "cuda" if gpu else "cpu"))
+                                                     "cuda" if gpu else "cpu", nsd_tolerance_mm))
         for key, (c, ref) in refs.items():
             try:
                 results[key] = ray.get(ref)
@@ -267,7 +274,7 @@ def _run_checkpoints(jobs, use_ray: bool, errors: list[dict]) -> dict:
     else:
         for c, s in jobs:
             try:
-                results[(c.name, s.name)] = _score_task(str(c.checkpoint), c.name, s, "cpu")
+                results[(c.name, s.name)] = _score_task(str(c.checkpoint), c.name, s, "cpu", nsd_tolerance_mm)
             except Exception as exc:
                 errors.append({"candidate": c.name, "split": s.name, "checkpoint": str(c.checkpoint),
                                "problem": _root_cause(exc)})

@@ -8,7 +8,8 @@ from shapetune.dashboard import common
 from shapetune.dashboard import experiments as ex
 from shapetune.evaluation.report import paired_table, seed_table, split_table
 
-METRICS = {"dice": "Dice (DC)", "hd": "Hausdorff (mm)", "hd95": "HD95 (mm)", "assd": "ASSD (mm)",
+METRICS = {"dice": "Dice (DC)", "nsd": "surface Dice (NSD)",
+           "hd": "Hausdorff (mm)", "hd95": "HD95 (mm)", "assd": "ASSD (mm)",
            "rvd": "relative volume difference"}
 CURVES = {"val_dice": "validation Dice", "val_dice_ed": "validation Dice ED", "val_dice_es": "validation Dice ES",
           "val_acc": "validation accuracy", "train_loss": "training loss"}
