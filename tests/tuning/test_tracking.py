@@ -100,9 +100,49 @@ def test_train_tracking_logs_a_finished_run(tiny_prepared, tmp_path):
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"summary.json", "learning_curves.png"}
 
 
-@pytest.mark.parametrize("spec", ["mlflow", "wandb=proj", "mlflow="])
+@pytest.mark.parametrize("spec", ["mlflow", "neptune=proj", "mlflow="])
 def test_a_malformed_tracking_value_is_refused(spec, tmp_path):
     r = CliRunner().invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "s",
                                  "--storage-path", str(tmp_path), "--tracking", spec])
     assert r.exit_code == 2 and "BACKEND=TARGET" in r.output
     assert not (tmp_path / "s" / TRACKING_FILE).exists()
+
+
+@pytest.fixture(scope="module")
+def tracked_wandb(tiny_prepared, ray_local, tmp_path_factory):
+    pytest.importorskip("wandb")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_MODE", "offline")  # nothing leaves the machine (the default when WANDB_MODE is unset, too)
+    mp.setenv("WANDB_SILENT", "true")
+    root = tmp_path_factory.mktemp("wandb")
+    settings = SweepSettings(name="wb", space=str(write_space(root / "tiny.yaml", epochs=EPOCHS)),
+                             data=str(tiny_prepared), trials=2, concurrency=2, storage_path=str(root / "experiments"),
+                             tracking="wandb=shapetune-tests")
+    table = run_sweep(settings)
+    yield settings, table
+    mp.undo()
+
+
+def _offline_runs(exp_dir):
+    """{run id: [its offline run folders]} that W&B wrote under EXP/wandb."""
+    runs: dict[str, list] = {}
+    for d in (exp_dir / "wandb").glob("offline-run-*"):
+        runs.setdefault(d.name.split("-", 3)[-1], []).append(d)
+    return runs
+
+
+def test_wandb_offline_writes_a_run_per_trial_and_one_for_the_sweep(tracked_wandb):
+    settings, table = tracked_wandb
+    runs = _offline_runs(settings.exp_dir)
+    assert set(runs) == {"wb-wb", *(f"wb-{t}" for t in table.trial_id)}
+    for run_id, folders in runs.items():
+        assert any((d / f"run-{run_id}.wandb").stat().st_size > 0 for d in folders)
+    assert any((d / "files" / "trials.parquet").is_file() for d in runs["wb-wb"])
+    assert read_tracking(settings.exp_dir)["parent_run"] == "wb-wb"
+
+
+def test_wandb_resumed_sweep_logs_into_the_same_runs(tracked_wandb):
+    settings, _ = tracked_wandb
+    before = set(_offline_runs(settings.exp_dir))
+    run_sweep(settings, resume=True)
+    assert set(_offline_runs(settings.exp_dir)) == before

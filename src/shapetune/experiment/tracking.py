@@ -1,14 +1,23 @@
-"""Experiment tracking in MLflow: one parent run per sweep, one nested run per trial, and the evaluation's tables
-and report on the parent. ``--tracking mlflow=URI`` names the tracking store (``sqlite:///PATH/mlflow.db``, an
-``http(s)://`` server, ...); the parent run's id is kept in ``EXP/tracking.json`` so a resumed sweep, and a later
-``shapetune evaluate``, log to the same run, and each trial's run is found again by its ``shapetune.trial_id`` tag
-rather than created twice. mlflow is imported only when a tracker is built (the ``tracking`` extra).
+"""Experiment tracking: one parent run per sweep, one nested run per trial, and the evaluation's tables and report
+on the parent, in MLflow or Weights & Biases.
+
+- ``--tracking mlflow=URI`` names an MLflow store (``sqlite:///PATH/mlflow.db``, an ``http(s)://`` server, ...);
+  trial runs are nested under the parent (``mlflow.parentRunId``) and found again by their ``shapetune.trial_id``
+  tag rather than created twice.
+- ``--tracking wandb=PROJECT`` logs to a W&B project: the sweep's runs share a group (the sweep's name), the
+  parent is the run of job type ``sweep``; run ids are derived from the sweep and trial names, so a resumed sweep
+  logs into the same runs. Offline unless ``WANDB_MODE`` says otherwise (nothing leaves the machine; ``wandb
+  sync`` uploads later); the run files go to ``EXP/wandb`` (``RUN/wandb`` for ``train``).
+
+The parent run's id is kept in ``EXP/tracking.json`` so a resumed sweep and a later ``shapetune evaluate`` log to
+the same run. The packages are imported only when a tracker is built (the ``tracking`` extra).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +27,7 @@ from shapetune.errors import ShapeTuneError
 from shapetune.io import atomic_write_json
 
 TRACKING_FILE = "tracking.json"
-BACKENDS = ("mlflow",)  # the tracking backends ``--tracking NAME=TARGET`` accepts
+BACKENDS = ("mlflow", "wandb")  # the tracking backends ``--tracking NAME=TARGET`` accepts
 TRIAL_TAG, KIND_TAG, PARENT_TAG = "shapetune.trial_id", "shapetune.kind", "mlflow.parentRunId"
 
 
@@ -98,6 +107,10 @@ class MlflowTracker:
                                                                              f"tags.`{PARENT_TAG}` = '{parent}'")
         return str(found[0].info.run_id) if found else None
 
+    def reopen(self, run: str) -> None:
+        """Mark a finished run running again (a resumed sweep's parent)."""
+        self.client.update_run(run, status="RUNNING")
+
     def log_params(self, run: str, params: Mapping[str, Any]) -> None:
         """Log ``params`` (nested dicts flattened to dotted keys); a parameter already logged is left as it is."""
         from mlflow.entities import Param
@@ -129,9 +142,83 @@ class MlflowTracker:
         self.client.set_terminated(run, status)
 
 
-def make_tracker(spec: str, experiment: str) -> MlflowTracker:
-    """The tracker ``spec`` (``mlflow=URI``) names, logging into MLflow experiment ``experiment``."""
+class WandbTracker:
+    """Runs in one W&B project, grouped by ``experiment``, written under ``folder`` (offline by default).
+
+    Args:
+        project: the W&B project.
+        experiment: the group of the runs (the sweep's name, or ``shapetune-train``).
+        folder: where W&B writes its run files (``folder/wandb``).
+
+    Raises:
+        TrackingError: wandb is not installed.
+    """
+
+    def __init__(self, project: str, experiment: str, folder: str | Path) -> None:
+        try:
+            import wandb
+        except ImportError as exc:
+            raise TrackingError("--tracking wandb=... needs wandb: pip install wandb") from exc
+        self.wandb, self.project, self.group = wandb, project, experiment
+        self.folder = Path(folder)
+        self.runs: dict[str, Any] = {}
+
+    def start_run(self, name: str, kind: str, parent: str | None = None, trial_id: str | None = None) -> str:
+        """A run's id, ``GROUP-TRIAL`` (or ``GROUP-NAME``): the same trial, sweep or run folder always maps to the
+        same W&B run, which ``resume="allow"`` continues."""
+        run_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{self.group}-{trial_id or name}")
+        mode = os.environ.get("WANDB_MODE", "offline")
+        if mode not in ("online", "offline", "disabled", "shared"):
+            raise TrackingError(f"WANDB_MODE={mode!r}: expected online, offline, disabled or shared")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.runs[run_id] = self.wandb.init(
+            project=self.project, group=self.group, name=name, id=run_id, job_type=kind, dir=str(self.folder),
+            mode=mode, reinit="create_new", resume="allow",  # type: ignore[arg-type]
+            config={"shapetune.parent_run": parent} if parent else None)
+        return run_id
+
+    def trial_run(self, parent: str, trial_id: str) -> str | None:
+        """None: ``start_run`` derives the trial's run id, so W&B resumes the same run."""
+        return None
+
+    def reopen(self, run: str) -> None:
+        """Open the run again under its id (``resume="allow"``)."""
+        self._run(run)
+
+    def _run(self, run: str) -> Any:
+        if run not in self.runs:  # a run of an earlier process (a tracked sweep's parent, for evaluate)
+            self.start_run(run.removeprefix(f"{self.group}-"), "sweep")
+        return self.runs[run]
+
+    def log_params(self, run: str, params: Mapping[str, Any]) -> None:
+        """Add ``params`` (flattened to dotted keys) to the run's config."""
+        self._run(run).config.update(_flat(params), allow_val_change=True)
+
+    def log_metrics(self, run: str, metrics: Mapping[str, Any], step: int) -> None:
+        """Log the finite numbers of ``metrics`` at ``step``."""
+        self._run(run).log(numeric(metrics), step=step)
+
+    def log_artifact(self, run: str, path: str | Path, folder: str | None = None) -> None:
+        """Save the file ``path`` (or the files of the folder) with the run."""
+        p = Path(path)
+        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else []):
+            self._run(run).save(str(f), base_path=str(p.parent if p.is_file() else p.parent), policy="now")
+
+    def finish(self, run: str, status: str = "FINISHED") -> None:
+        """Finish the run (exit code 1 unless ``FINISHED``)."""
+        if run in self.runs:
+            self.runs.pop(run).finish(exit_code=0 if status == "FINISHED" else 1)
+
+
+Tracker = MlflowTracker | WandbTracker
+
+
+def make_tracker(spec: str, experiment: str, folder: str | Path = ".") -> Tracker:
+    """The tracker ``spec`` names (``mlflow=URI`` or ``wandb=PROJECT``), logging runs of ``experiment`` (W&B run
+    files under ``folder``)."""
     backend, _, target = check_tracking(spec).partition("=")
+    if backend == "wandb":
+        return WandbTracker(target, experiment, folder)
     return MlflowTracker(target, experiment)
 
 
@@ -149,15 +236,15 @@ def read_tracking(exp_dir: str | Path) -> dict[str, str] | None:
     return {k: str(rec[k]) for k in ("spec", "experiment", "parent_run")}
 
 
-def sweep_parent(exp_dir: str | Path, spec: str, name: str, settings: Mapping[str, Any]) -> tuple[MlflowTracker, str]:
+def sweep_parent(exp_dir: str | Path, spec: str, name: str, settings: Mapping[str, Any]) -> tuple[Tracker, str]:
     """The tracker and parent run of a sweep: the run recorded in ``EXP/tracking.json`` (a resumed sweep) or a new
     one, recorded there, holding the sweep's settings as parameters."""
     rec = read_tracking(exp_dir)
     if rec is not None and rec["spec"] == spec:  # a resumed sweep: its parent run, open again
-        tracker = make_tracker(spec, rec["experiment"])
-        tracker.client.update_run(rec["parent_run"], status="RUNNING")
+        tracker = make_tracker(spec, rec["experiment"], exp_dir)
+        tracker.reopen(rec["parent_run"])
         return tracker, rec["parent_run"]
-    tracker = make_tracker(spec, name)
+    tracker = make_tracker(spec, name, exp_dir)
     parent = tracker.start_run(name, "sweep")
     tracker.log_params(parent, {f"sweep.{k}": v for k, v in settings.items() if v is not None})
     atomic_write_json(Path(exp_dir) / TRACKING_FILE, {"spec": spec, "experiment": name, "parent_run": parent})
@@ -174,7 +261,7 @@ def track_training_run(spec: str, run_dir: Path, config: Mapping[str, Any], hist
     Returns:
         The MLflow run id.
     """
-    tracker = make_tracker(spec, "shapetune-train")
+    tracker = make_tracker(spec, "shapetune-train", run_dir)
     run = tracker.start_run(Path(run_dir).name, "train")
     tracker.log_params(run, {**config, "run_dir": str(Path(run_dir).resolve())})
     for h in history:
@@ -193,10 +280,12 @@ def track_evaluation(exp_dir: Path, out_dir: Path) -> str | None:
     rec = read_tracking(exp_dir)
     if rec is None:
         return None
-    tracker = make_tracker(rec["spec"], rec["experiment"])
+    tracker = make_tracker(rec["spec"], rec["experiment"], exp_dir)
     for name in ("summary.parquet", "per_subject.parquet", "latents.parquet", "report.md", "errors.json",
                  "manifest.json"):
         tracker.log_artifact(rec["parent_run"], out_dir / name, "evaluation")
     if (out_dir / "figures").is_dir():
         tracker.log_artifact(rec["parent_run"], out_dir / "figures", "evaluation/figures")
+    if isinstance(tracker, WandbTracker):  # its run was opened again for this; close it
+        tracker.finish(rec["parent_run"])
     return rec["parent_run"]

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from shapetune.experiment.checkpoints import best_checkpoint, read_metrics
 from shapetune.experiment.settings import trial_run_dir
-from shapetune.experiment.tracking import MlflowTracker, numeric
+from shapetune.experiment.tracking import Tracker, numeric
 
 console = Console()
 SKIP = {"trial_id", "node_id", "pid", "timestamp", "date", "hostname", "node_ip", "done", "time_this_iter_s",
@@ -35,7 +35,7 @@ class TrackTrials(Callback):
         objective, mode: the sweep's first objective (to find each trial's best checkpoint).
     """
 
-    def __init__(self, tracker: MlflowTracker, parent: str, exp_dir: Path, workers: int, objective: str,
+    def __init__(self, tracker: Tracker, parent: str, exp_dir: Path, workers: int, objective: str,
                  mode: str) -> None:
         self.tracker, self.parent, self.exp_dir, self.workers = tracker, parent, exp_dir, workers
         self.objective, self.mode = objective, mode
@@ -87,7 +87,7 @@ class TrackTrials(Callback):
         self._end(trial, "FAILED")
 
 
-def track_sweep_end(tracker: MlflowTracker, parent: str, exp_dir: Path, table: Any, objective: str,
+def track_sweep_end(tracker: Tracker, parent: str, exp_dir: Path, table: Any, objective: str,
                     mode: str) -> None:
     """On the parent run: the trial table, the settings and the frozen space as artifacts, the best value of the
     objective and the trial counts as metrics; then the run is marked finished (a resumed sweep reopens it)."""
