@@ -63,17 +63,19 @@ def test_optuna_dashboard_shows_the_trials_in_chromium(evaluated_sweep):
     from playwright.sync_api import sync_playwright
 
     with running_dashboard([str(evaluated_sweep)], extra=("--optuna",), health="/api/meta") as url:
-        studies = json.loads(urllib.request.urlopen(f"{url}/api/studies", timeout=10).read())["studies"]
+        studies = json.loads(urllib.request.urlopen(f"{url}/api/studies", timeout=10).read())["study_summaries"]
         (study,) = [s for s in studies if s["study_name"] == evaluated_sweep.name]
         detail = json.loads(urllib.request.urlopen(f"{url}/api/studies/{study['study_id']}", timeout=30).read())
-        tune_ids = {a["value"] for t in detail["trials"] for a in t["user_attrs"] if a["key"] == TUNE_TRIAL_ATTR}
-        assert len(detail["trials"]) == 2 and len(tune_ids) == 2
+        tune_ids = [a["value"] for t in detail["trials"] for a in t["user_attrs"] if a["key"] == TUNE_TRIAL_ATTR]
+        assert len(detail["trials"]) == 2 and len(set(tune_ids)) == 2
+        for t in detail["trials"]:  # optuna-dashboard lists the attached evaluation on every evaluated trial
+            assert {"report.md", "dice.png"} <= {a["filename"] for a in t["artifacts"]}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/dashboard/studies/{study['study_id']}/trials")
-            for number in range(len(detail["trials"])):  # the trial list names every trial
-                page.get_by_text(f"Trial {number}").first.wait_for(timeout=60_000)
+            for text in ("Trial 0", "Trial 1", tune_ids[0], "report.md"):  # the list, then trial 0's page
+                page.get_by_text(text).first.wait_for(timeout=60_000)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "optuna_dashboard_trials.png"))
             browser.close()

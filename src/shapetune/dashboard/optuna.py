@@ -11,11 +11,13 @@ they show on the trial's page. Nothing in the experiment folder is written or un
 from __future__ import annotations
 
 import json
+import mimetypes
 import shutil
 import signal
 import sqlite3
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,14 +43,21 @@ def snapshot_sqlite(source: Path, dest: Path) -> None:
 
 
 def attach_evaluation(storage_url: str, study_name: str, exp_dir: Path, artifacts: Path) -> int:
-    """Upload ``EXP/evaluation``'s report and figures to every evaluated trial of the study at ``storage_url``
-    (a snapshot), into the artifact store at ``artifacts``. Returns how many trials got them."""
+    """Attach ``EXP/evaluation``'s report and figures to every evaluated trial of the SQLite study at
+    ``storage_url`` (a snapshot), with their files in the artifact store at ``artifacts``. Returns how many trials
+    got them.
+
+    Optuna's ``upload_artifact`` refuses a finished trial (its system attributes are frozen with it), and every
+    evaluated trial is finished; so the artifact records, in Optuna's own format (``artifacts:<id>`` -> the
+    artifact's metadata), are written into the snapshot's ``trial_system_attributes`` table directly. Only the
+    snapshot is written, never the sweep's study.
+    """
     import optuna
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    from optuna.artifacts import FileSystemArtifactStore
 
     ev = exp_dir / "evaluation"
     manifest = ev / "manifest.json"
-    if not manifest.is_file():
+    if not manifest.is_file() or not storage_url.startswith("sqlite:///"):
         return 0
     evaluated = {c.get("trial_id") for c in json.loads(manifest.read_text()).get("candidates", [])} - {None}
     files = [ev / f for f in EVALUATION_FILES if (ev / f).is_file()]
@@ -57,15 +66,26 @@ def attach_evaluation(storage_url: str, study_name: str, exp_dir: Path, artifact
         return 0
     artifacts.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(artifacts))
-    storage = optuna.storages.RDBStorage(storage_url)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    n = 0
-    for frozen in study.get_trials(deepcopy=False):
-        if frozen.user_attrs.get(TUNE_TRIAL_ATTR) in evaluated:
-            for f in files:
-                upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=frozen, storage=storage)
-            n += 1
-    return n
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    targets = [t._trial_id for t in study.get_trials(deepcopy=False)
+               if t.user_attrs.get(TUNE_TRIAL_ATTR) in evaluated]
+    del study
+    rows = []
+    for trial_id in targets:
+        for f in files:
+            meta = {"artifact_id": str(uuid.uuid4()), "filename": f.name,
+                    "mimetype": mimetypes.guess_type(f.name)[0] or "application/octet-stream", "encoding": None}
+            with f.open("rb") as fh:
+                store.write(meta["artifact_id"], fh)
+            # Optuna stores an attribute as the JSON of its value, and an artifact's value is the JSON of its meta
+            rows.append((trial_id, f"artifacts:{meta['artifact_id']}", json.dumps(json.dumps(meta))))
+    db = sqlite3.connect(storage_url.removeprefix("sqlite:///"))
+    try:
+        with db:
+            db.executemany("INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (?, ?, ?)", rows)
+    finally:
+        db.close()
+    return len(targets)
 
 
 @contextmanager
