@@ -13,7 +13,6 @@ forward pass (``serve.batch``). A bad upload — not NIfTI, missing labels, an e
 proxy binds 127.0.0.1 unless told otherwise (reach it through SSH port forwarding, as the dashboard).
 """
 
-from __future__ import annotations
 
 import base64
 import json
@@ -47,7 +46,17 @@ def _nifti_suffix(data: bytes) -> str:
     raise HTTPException(422, "not a NIfTI file (neither gzip nor a NIfTI header)")
 
 
-@serve.deployment
+def latents_by_level(row: dict) -> list[list[float]]:
+    """``z<level>_<k>`` columns as one list per level, bottom first."""
+    levels: dict[int, list[tuple[int, float]]] = {}
+    for key, v in row.items():
+        if key.startswith("z") and "_" in key:
+            lvl, k = key[1:].split("_")
+            levels.setdefault(int(lvl), []).append((int(k), v))
+    return [[v for _, v in sorted(levels[lvl])] for lvl in sorted(levels)]
+
+
+@serve.deployment(max_ongoing_requests=2 * MAX_BATCH)  # room to fill a batch
 @serve.ingress(api)
 class Predictor:
     """One replica: the verified export, batching ``/predict`` requests.
@@ -137,7 +146,7 @@ class Predictor:
                 raise HTTPException(422, f"unreadable upload: {type(exc).__name__}: {exc}") from None
             row, prob = await self._infer(subject)
             out: dict[str, Any] = {k: v for k, v in row.items() if k != "label" or v is not None}
-            out["latents"] = _latents(row)
+            out["latents"] = latents_by_level(row)
             if recon and subject.aligned is not None:
                 out["reconstruction"] = {}
                 for c, phase in enumerate(("ED", "ES")):
@@ -145,16 +154,6 @@ class Predictor:
                     save_reconstruction(f, prob[c], subject, self.grid)
                     out["reconstruction"][phase] = base64.b64encode(f.read_bytes()).decode()
         return out
-
-
-def _latents(row: dict) -> list[list[float]]:
-    """``z<level>_<k>`` columns as one list per level, bottom first."""
-    levels: dict[int, list[tuple[int, float]]] = {}
-    for key, v in row.items():
-        if key.startswith("z") and "_" in key:
-            lvl, k = key[1:].split("_")
-            levels.setdefault(int(lvl), []).append((int(k), v))
-    return [[v for _, v in sorted(levels[lvl])] for lvl in sorted(levels)]
 
 
 def run_service(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
