@@ -162,6 +162,17 @@ class WandbTracker:
         self.wandb, self.project, self.group = wandb, project, experiment
         self.folder = Path(folder)
         self.runs: dict[str, Any] = {}
+        self.kinds: dict[str, tuple[str, str]] = {}  # run id -> (name, kind), to open a run again
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment and restores them on --resume; a live W&B run cannot be
+        # pickled (wandb refuses to attach in the same process), so only what reopens the runs is kept.
+        return {"project": self.project, "group": self.group, "folder": self.folder, "kinds": self.kinds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import wandb
+
+        self.__dict__.update(state, wandb=wandb, runs={})
 
     def start_run(self, name: str, kind: str, parent: str | None = None, trial_id: str | None = None) -> str:
         """A run's id, ``GROUP-TRIAL`` (or ``GROUP-NAME``): the same trial, sweep or run folder always maps to the
@@ -171,6 +182,7 @@ class WandbTracker:
         if mode not in ("online", "offline", "disabled", "shared"):
             raise TrackingError(f"WANDB_MODE={mode!r}: expected online, offline, disabled or shared")
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.kinds[run_id] = (name, kind)
         self.runs[run_id] = self.wandb.init(
             project=self.project, group=self.group, name=name, id=run_id, job_type=kind, dir=str(self.folder),
             mode=mode, reinit="create_new", resume="allow",  # type: ignore[arg-type]
@@ -186,8 +198,9 @@ class WandbTracker:
         self._run(run)
 
     def _run(self, run: str) -> Any:
-        if run not in self.runs:  # a run of an earlier process (a tracked sweep's parent, for evaluate)
-            self.start_run(run.removeprefix(f"{self.group}-"), "sweep")
+        if run not in self.runs:  # a run of an earlier process or pickle (a resumed sweep, evaluate)
+            name, kind = self.kinds.get(run, (run.removeprefix(f"{self.group}-"), "sweep"))
+            self.start_run(name, kind, trial_id=name if kind == "trial" else None)
         return self.runs[run]
 
     def log_params(self, run: str, params: Mapping[str, Any]) -> None:
