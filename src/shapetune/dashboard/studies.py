@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from shapetune.data.dataset import PreparedDataset
-from shapetune.evaluation.fetal.study import STUDY_FILE, slug
+from shapetune.evaluation.fetal.files import STUDY_FILE, slug
 
 FETAL_EVAL = Path("evaluation") / "fetal"
 

@@ -1,6 +1,5 @@
-"""The fetal-skull study's data: skull generator, standard 2D planes, cohort with 3-fold split, preparation."""
+"""The fetal-skull study's data: skull generator (skull), standard 2D planes (planes), ultrasound-like rendering,
+cohort with 3-fold split (cohort), folds and view subsets (folds), preparation (prepare).
 
-from shapetune.data.fetal.planes import VIEWS, PlanePose
-from shapetune.data.fetal.skull import SkullParams, render_skull, sample_skull
-
-__all__ = ["VIEWS", "PlanePose", "SkullParams", "render_skull", "sample_skull"]
+Kept empty of imports: the dashboard reads a study's view subsets without loading scipy's image modules.
+"""

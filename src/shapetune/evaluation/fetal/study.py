@@ -14,7 +14,6 @@ A re-run trains and scores only what is missing; ``force`` re-scores (training i
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from shapetune.data.dataset import dataset_task
 from shapetune.data.fetal.folds import SUBSET_LABELS, VIEW_SUBSETS, fold_data
 from shapetune.data.nifti import sha256_file
 from shapetune.errors import ShapeTuneError
+from shapetune.evaluation.fetal.files import STUDY_FILE, slug
 from shapetune.evaluation.candidates import candidates, checkpoint_dir
 from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
 from shapetune.experiment.checkpoints import CHECKPOINT_FILE, load_state
@@ -33,7 +33,6 @@ from shapetune.io import atomic_write_json, atomic_write_parquet, claim_folder
 from shapetune.models.config import CONDITIONAL_MODELS
 
 console = Console()
-STUDY_FILE = "study.json"
 SIZE_ERRORS = ("ofd_err", "bpd_err", "height_err")  # relative errors of the head's length, width, height
 # The reference study's table (Cerrolaza et al.): DC, HD mm, RVD for 3 / 2 / 1 views.
 REFERENCE = {
@@ -42,11 +41,6 @@ REFERENCE = {
     "TL-Net": {"3v": (0.89, 4.79, 0.09), "2v": (0.89, 5.32, 0.09), "1v": (0.85, 7.04, 0.17)},
     "GAN": {"3v": (0.89, 5.16, 0.03), "2v": (0.86, 5.93, 0.05), "1v": (0.83, 8.04, 0.17)},
 }
-
-
-def slug(name: str) -> str:
-    """A model name as a file name (sweep candidates are called ``EXP:best(TRIAL)``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
 class StudyError(ShapeTuneError):
