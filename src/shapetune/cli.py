@@ -17,6 +17,7 @@ from shapetune import __version__, storage
 from shapetune.catalog import task_spec
 from shapetune.config import ConfigError, load_config
 from shapetune.dashboard.experiments import DashboardError
+from shapetune.dashboard.optuna import serve_optuna
 from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
 from shapetune.data.errors import DataError
 from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
@@ -516,8 +517,6 @@ def dashboard_cmd(
     from shapetune.dashboard.launch import environment, serve
 
     if optuna:
-        from shapetune.dashboard.optuna import serve_optuna
-
         if len(experiments) != 1:
             _fail(DashboardError("--optuna serves one sweep: give one experiment folder"))
         port = 8080 if port == 8501 else port

@@ -31,6 +31,7 @@ except ImportError as exc:  # the serve extra
 from shapetune.data.errors import DataError
 from shapetune.data.template import TemplateGrid
 from shapetune.serving.export import verify_export
+from shapetune.training.ray_train import ensure_ray
 from shapetune.serving.predict import Subject, _pair, _prepared, infer, save_reconstruction
 
 api = FastAPI(title="ShapeTune prediction service")
@@ -173,8 +174,6 @@ def run_service(export_dir: str | Path, host: str = "127.0.0.1", port: int = 800
         ExportError: the export is missing, modified or inconsistent (checked before anything starts).
         DataError: ``data`` is not a prepared dataset on the export's grid.
     """
-    from shapetune.training.ray_train import ensure_ray
-
     _, _, template, _ = verify_export(export_dir)
     if data is not None:
         g = template["grid"]
