@@ -4,7 +4,7 @@ that validate a space stay light."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -38,15 +38,20 @@ SAMPLERS: dict[str, Callable[[SearchSpace, int], optuna.samplers.BaseSampler]] =
     "tpe": _tpe, "random": _random, "nsga2": _nsga2}
 
 
-def check_sampler(name: str) -> str:
-    """``name`` when it is a registered sampler.
+def check_registered(name: str, registry: Mapping[str, object], kind: str) -> str:
+    """``name`` when ``registry`` has it.
 
     Raises:
         ValueError: an unknown name (the registered ones listed).
     """
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; choose from {', '.join(registry)}")
     return name
+
+
+def check_sampler(name: str) -> str:
+    """``name`` when it is a registered sampler (:func:`check_registered`)."""
+    return check_registered(name, SAMPLERS, "sampler")
 
 
 def make_sampler(space: SearchSpace, name: str | None, seed: int) -> optuna.samplers.BaseSampler:

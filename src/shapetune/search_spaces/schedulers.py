@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shapetune.search_spaces.samplers import check_registered
+
 if TYPE_CHECKING:
     from shapetune.search_spaces.spec import SearchSpace
 
@@ -41,14 +43,8 @@ SCHEDULERS: dict[str, Callable[[SearchSpace, Budget], Any]] = {"asha": _asha, "n
 
 
 def check_scheduler(name: str) -> str:
-    """``name`` when it is a registered scheduler.
-
-    Raises:
-        ValueError: an unknown name (the registered ones listed).
-    """
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
-    return name
+    """``name`` when it is a registered scheduler (``samplers.check_registered``)."""
+    return check_registered(name, SCHEDULERS, "scheduler")
 
 
 def make_scheduler(space: SearchSpace, name: str | None, budget: Budget) -> Any:
