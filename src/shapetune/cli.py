@@ -17,7 +17,7 @@ from shapetune import __version__, storage
 from shapetune.catalog import task_spec
 from shapetune.config import ConfigError, load_config
 from shapetune.dashboard.experiments import DashboardError
-from shapetune.dashboard.optuna import serve_optuna
+from shapetune.dashboard.optuna_server import serve_optuna
 from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
 from shapetune.data.errors import DataError
 from shapetune.data.fetal.cohort import FetalConfig, synth_fetal

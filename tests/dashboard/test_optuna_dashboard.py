@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.artifacts import get_all_artifact_meta
 
-from shapetune.dashboard.optuna import attach_evaluation, optuna_dashboard_storage
+from shapetune.dashboard.optuna_server import attach_evaluation, optuna_dashboard_storage
 from shapetune.dashboard.screenshots import running_dashboard
 from shapetune.evaluation.service import evaluate
 from shapetune.experiment.table import TUNE_TRIAL_ATTR
