@@ -123,17 +123,6 @@ def test_every_sampler_samples_a_shipped_space(name):
     assert "hierarchy.depth" in trial.params and "loss.lambda_kl" in trial.params
 
 
-def test_an_unknown_sampler_is_refused_everywhere_with_the_registry_names(tmp_path):
-    names = ", ".join(SAMPLERS)
-    with pytest.raises(ValueError, match=f"unknown sampler 'cmaes'; choose from {names}"):
-        SamplerSpec(name="cmaes")
-    with pytest.raises(ValueError, match=f"unknown sampler 'cmaes'; choose from {names}"):
-        SweepSettings(name="s", space="lvae_hcm", data=str(tmp_path), storage_path=str(tmp_path), sampler="cmaes")
-    r = CliRunner().invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "s",
-                                 "--sampler", "cmaes"])
-    assert r.exit_code == 2 and all(n in r.output for n in SAMPLERS)
-
-
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_takes_a_trials_report(name):
     from ray.tune.experiment import Trial
@@ -148,12 +137,14 @@ def test_every_scheduler_takes_a_trials_report(name):
     assert decision == TrialScheduler.CONTINUE  # before the grace period nothing is stopped
 
 
-def test_an_unknown_scheduler_is_refused_everywhere_with_the_registry_names(tmp_path):
-    names = ", ".join(SCHEDULERS)
-    with pytest.raises(ValueError, match=f"unknown scheduler 'pbt'; choose from {names}"):
-        SchedulerSpec(name="pbt")
-    with pytest.raises(ValueError, match=f"unknown scheduler 'pbt'; choose from {names}"):
-        SweepSettings(name="s", space="lvae_hcm", data=str(tmp_path), storage_path=str(tmp_path), scheduler="pbt")
+@pytest.mark.parametrize("kind,registry,spec,bad", [("sampler", SAMPLERS, SamplerSpec, "cmaes"),
+                                                    ("scheduler", SCHEDULERS, SchedulerSpec, "pbt")])
+def test_an_unknown_name_is_refused_everywhere_with_the_registry_names(kind, registry, spec, bad, tmp_path):
+    message = f"unknown {kind} '{bad}'; choose from {', '.join(registry)}"
+    with pytest.raises(ValueError, match=message):
+        spec(name=bad)
+    with pytest.raises(ValueError, match=message):
+        SweepSettings(name="s", space="lvae_hcm", data=str(tmp_path), storage_path=str(tmp_path), **{kind: bad})
     r = CliRunner().invoke(app, ["tune", "--space", "lvae_hcm", "--data", str(tmp_path), "--name", "s",
-                                 "--scheduler", "pbt"])
-    assert r.exit_code == 2 and all(n in r.output for n in SCHEDULERS)
+                                 f"--{kind}", bad])
+    assert r.exit_code == 2 and all(n in r.output for n in registry)
