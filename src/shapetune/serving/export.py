@@ -243,6 +243,7 @@ def verify_export(path: str | Path):
     from safetensors.torch import load_file
 
     from shapetune.models.registry import build_model
+    from shapetune.training.engine import to_channels_last
     path = Path(path)
     listed = read_checksums(path)
     for name in (WEIGHTS, CONFIG, TEMPLATE, METRICS):
@@ -278,6 +279,8 @@ def verify_export(path: str | Path):
         raise ExportError(f"{path / WEIGHTS}: weights do not match {CONFIG} ({len(missing)} missing, {len(extra)} "
                           f"unexpected, {len(bad)} with other shapes{', e.g. ' + bad[0] if bad else ''})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    if cfg.channels_last:  # the layout it trained in: same kernels, so the same outputs to the last bit
+        to_channels_last(model)
     return model.eval(), cfg, template, metrics
 
 
