@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from enum import Enum
 from pathlib import Path
@@ -32,6 +33,7 @@ from shapetune.search_spaces.samplers import SAMPLERS
 from shapetune.search_spaces.schedulers import SCHEDULERS
 from shapetune.serving.export import EXPORT_FORMATS, export_model
 from shapetune.storage import StorageError
+from shapetune.training.console import RAY_LOG, route_ray_output, settle
 
 app = typer.Typer(help="ShapeTune: tune and clinically evaluate generative 3D cardiac shape models.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -188,6 +190,8 @@ def train(
                                                                "workers).")] = None,
     tracking: Annotated[str | None, typer.Option(help="Log the finished run to MLflow: mlflow=URI (experiment "
                                                       "shapetune-train).")] = None,
+    verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
+                                               "ray.log in the run folder).")] = False,
 ) -> None:
     """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5
     model.latent_dims=[32,8,2] (fetal models: data.fold=K picks the cross-validation fold)."""
@@ -199,8 +203,10 @@ def train(
             check_tracking(tracking)
         if not storage.is_uri(out):  # a run folder is continued by train, never someone else's folder
             claim_folder(out, "train", legacy=lambda p: (p / "summary.json").is_file())
+        ray_log = route_ray_output(None if verbose else _ray_log_path(out))
         outcome = run_training(cfg, storage.local_copy(data), out, workers=workers, gpus_per_worker=gpus_per_worker,
                                cpus_per_worker=cpus_per_worker)
+        settle()
     except (ShapeTuneError, storage.StorageError, ValueError) as exc:  # ValueError: a malformed --tracking
         _fail(exc)
     if tracking:
@@ -218,7 +224,16 @@ def train(
     t.add_row(str(m.get("epoch", -1) + 1), *(f"{m.get(k, float('nan')):.3f}" for k in keys))
     console.print(t)
     console.print(f"checkpoint: {outcome.best_checkpoint}\nrun folder: {outcome.run_dir} "
-                  f"(history.csv, summary.json, learning_curves.png); wall {outcome.wall_s:.0f} s")
+                  f"(history.csv, summary.json, learning_curves.png); wall {outcome.wall_s:.0f} s", soft_wrap=True)
+    if ray_log:
+        console.print(f"Ray's log: {ray_log}", soft_wrap=True)
+
+
+def _ray_log_path(out: str) -> Path:
+    """Where ``train`` puts Ray's lines: the run folder, or (a URI run) the temp folder."""
+    if storage.is_uri(out):
+        return Path(tempfile.gettempdir()) / f"shapetune-{storage.name_of(out)}-{RAY_LOG}"
+    return Path(out) / RAY_LOG
 
 
 SchedulerName = Enum("SchedulerName", {name: name for name in SCHEDULERS}, type=str)  # the registry's names
@@ -263,6 +278,8 @@ def tune_cmd(
                                                 "(cached for `shapetune evaluate`).")] = False,
     tracking: Annotated[str | None, typer.Option(help="Track in MLflow: mlflow=URI (e.g. mlflow=sqlite:///mlflow.db): "
                                                       "a parent run for the sweep, a nested run per trial.")] = None,
+    verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
+                                               "ray.log in the experiment folder).")] = False,
 ) -> None:
     """Search a space with Ray Tune + Optuna (ASHA early stopping); extra arguments are dotted overrides for every
     trial.
@@ -276,7 +293,7 @@ def tune_cmd(
     try:
         if resume:
             settings = load_settings(storage_path, resume)
-            run_sweep(settings, resume=True, callbacks=on_complete_callbacks(settings))
+            run_sweep(settings, resume=True, callbacks=on_complete_callbacks(settings), verbose=verbose)
             return
         if not (space and data and name):
             raise ConfigError("--space, --data and --name are required (or --resume NAME)")
@@ -289,7 +306,7 @@ def tune_cmd(
             grace_period=grace_period,
             overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s,
             evaluate=evaluate, tracking=tracking)
-        run_sweep(settings, callbacks=on_complete_callbacks(settings))
+        run_sweep(settings, callbacks=on_complete_callbacks(settings), verbose=verbose)
     except (ShapeTuneError, ValueError, storage.StorageError) as exc:  # ValueError: the settings' own checks
         _fail(exc)
 
@@ -446,6 +463,8 @@ def study_cmd(
     workers: Annotated[int, typer.Option(help="Ray Train workers per run (DDP).")] = 1,
     cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker, its torch threads (default: the "
                                                                "node's CPUs / workers).")] = None,
+    verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
+                                               "ray.log in the study folder).")] = False,
 ) -> None:
     """Fetal-skull study: train each model on each fold (Ray Train), then DC/HD/RVD by view subset (3, 2, 1
     views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted overrides for every model."""
@@ -456,7 +475,7 @@ def study_cmd(
             configs[name] = load_config(_config_path(path or name), list(ctx.args))
         fold_list = [int(f) for f in folds.split(",")] if folds else None
         res = run_study(configs, storage.local_copy(data), out, fold_list, samples=samples, force=force,
-                        workers=workers, cpus_per_worker=cpus_per_worker)
+                        workers=workers, cpus_per_worker=cpus_per_worker, verbose=verbose)
     except (ShapeTuneError, storage.StorageError, ValueError) as exc:
         _fail(exc)
     _print_study(res.table)

@@ -19,6 +19,7 @@ from shapetune.tuning.search import TUNE_TRIAL_ATTR, tune_trial_ids
 from shapetune.tuning.sweep import SUMMARY_FILE, SweepSettings, run_sweep
 
 from ..conftest import write_space
+from ..training.test_console import RAY_LINES
 
 def study_of(exp: Path, name: str) -> optuna.Study:
     """The sweep's study, read without creating tables: a poll must not race the driver creating them."""
@@ -195,6 +196,9 @@ def test_sigkilled_driver_resumes_to_exactly_n_trials(tiny_prepared, tmp_path):
 
     resumed = _tune_cli(["--resume", "killed", *common], tmp_path / "resume.log")
     assert resumed.wait(timeout=600) == 0, (tmp_path / "resume.log").read_text()[-3000:]
+    said = (tmp_path / "resume.log").read_text().splitlines()  # the console: the sweep's lines, none of Ray's
+    assert [ln for ln in said if any(s in ln for s in RAY_LINES)] == [] and any("finished" in ln for ln in said)
+    assert "Started a local Ray instance" in (exp / "ray.log").read_text()  # moved, not lost
     df = pd.read_parquet(exp / SUMMARY_FILE)
     trials = study_of(exp, "killed").get_trials()
     assert len(df) == 5 and df.trial_id.is_unique and set(df.status) == {"completed"}, df

@@ -26,6 +26,7 @@ from typing import Any
 from shapetune import storage
 from shapetune.experiment.checkpoints import save_state
 from shapetune.experiment.ranking import score
+from shapetune.training.console import marked
 from shapetune.training.engine import Engine
 from shapetune.training.faults import inject_fault
 from shapetune.training.tasks import task_of
@@ -117,10 +118,15 @@ class InjectFaults(LoopCallback):
 
 
 class PrintEpochs(LoopCallback):
-    """One console line per epoch (the task's own summary)."""
+    """One console line per epoch (the task's own summary); ``mark`` it when a Ray worker prints it, so the driver
+    shows it (:func:`shapetune.training.console.route_ray_output`)."""
+
+    def __init__(self, mark: bool = False):
+        self.mark = mark
 
     def on_epoch_end(self, state: LoopState, metrics: dict[str, Any]) -> None:
-        print(task_of(state.engine.cfg).epoch_line(metrics, state.epochs), flush=True)
+        line = task_of(state.engine.cfg).epoch_line(metrics, state.epochs)
+        print(marked(line) if self.mark else line, flush=True)
 
 
 class StampTimes(LoopCallback):

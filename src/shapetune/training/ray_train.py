@@ -54,7 +54,7 @@ def train_loop_per_worker(config: dict) -> None:
         with ckpt.as_directory() as d:
             resume = load_state(d)
     callbacks = [InjectFaults(rank, marker_dir(config["run_dir"])), StampTimes(),
-                 *([PrintEpochs()] if rank == 0 else []), ReportToRayTrain(rank)]
+                 *([PrintEpochs(mark=True)] if rank == 0 else []), ReportToRayTrain(rank)]
     run_epochs(engine, data, callbacks, resume)
 
 

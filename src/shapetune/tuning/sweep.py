@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 from ray.tune import Callback
 
 from shapetune.experiment.records import (RECORDS_DIR, TrialRecorder, epoch_metrics, read_record, read_records,
@@ -34,6 +33,8 @@ from shapetune.config import ConfigError
 from shapetune.search_spaces.sampling import base_config
 from shapetune.search_spaces.schedulers import Budget, make_scheduler
 from shapetune.search_spaces.spec import SearchSpace
+from shapetune.terminal import fitted_table
+from shapetune.training.console import RAY_LOG, route_logger, route_ray_output
 from shapetune.tuning.tracking import TrackTrials, track_sweep_end
 from shapetune.experiment.tracking import sweep_parent
 
@@ -187,7 +188,8 @@ class PublishStudy(Callback):
             console.print(f"[yellow]could not publish the study to {self.location}:[/] {exc}")
 
 
-def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence[Callback] = ()) -> pd.DataFrame:
+def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence[Callback] = (),
+              verbose: bool = False) -> pd.DataFrame:
     """Run (or resume) a sweep to ``settings.trials`` trials; write and return the trial summary.
 
     Args:
@@ -195,6 +197,8 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
         resume: continue the experiment ``settings.name`` from its saved Tune state and Optuna study.
         callbacks: extra Ray Tune callbacks (``--evaluate``'s come from
             :func:`shapetune.evaluation.on_complete.on_complete_callbacks`).
+        verbose: let Ray print its workers' lines on the console (by default they go to ``ray.log`` in the
+            experiment folder).
 
     Returns:
         The trial table (``trials.parquet``), one row per trial.
@@ -206,7 +210,7 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
     """
     from ray import tune
 
-    from shapetune.training.ray_train import default_cpus, ensure_ray
+    from shapetune.training.ray_train import default_cpus
     from shapetune.tuning.search import ShapeTuneLimiter, make_searcher, sqlite_url
 
     exp, home = settings.exp_dir, settings.exp_location
@@ -220,7 +224,12 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
         storage.local_copy(home)  # the driver's files (the SQLite study) as the bucket has them
     space = frozen_space(settings)
     data = _load_data(settings, space)
-    ensure_ray()
+    ray_log = route_ray_output(None if verbose else exp / RAY_LOG)
+    route_logger("optuna", ray_log)  # "A new study created in RDB ..." and the like: the log, not the console
+    if not verbose:
+        # Tune's output engine prints its "Configuration for experiment" box and result paths even at verbose=0
+        # (Ray 2.60); its legacy engine at verbose=0 prints nothing, and ProgressCallback shows the sweep.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if settings.cpus_per_worker is None:  # fixed now and kept in the settings, so a resume gets the same
         cpus = default_cpus(settings.concurrency * settings.workers_per_trial)
         settings = settings.model_copy(update={"cpus_per_worker": cpus})
@@ -267,7 +276,8 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
                 failure_config=tune.FailureConfig(max_failures=settings.max_failures)),
         )
     reconcile_records(exp, tuner.fit())
-    console.print(f"sweep finished in {time.perf_counter() - t0:.0f} s")
+    where = f"; Ray's log: {ray_log}" if ray_log else ""
+    console.print(f"sweep finished in {time.perf_counter() - t0:.0f} s{where}", soft_wrap=True)
     table = write_summary(exp)
     if tracked is not None:
         track_sweep_end(*tracked, exp, table, objective.metric, objective.mode)
@@ -306,21 +316,23 @@ def write_summary(exp_dir: str | Path, show: bool = True) -> pd.DataFrame:
 
 
 def print_table(df: pd.DataFrame) -> None:
-    """The trials, best first: latent sizes in one column, other parameters by their last name."""
-    t = Table(title="sweep trials (best first)")
+    """The trials, best first, in the columns that fit the terminal: trial, best value, status, epochs, latent
+    sizes, accuracy, then the other parameters by their last name and the Optuna trial (all in trials.parquet)."""
     params = [c for c in df.columns if c.startswith("param:") and not c.startswith("param:hierarchy.")]
-    best_col = next((c for c in df.columns if c.startswith("best_")), None)
-    cols = ["trial", "status", "ep", "latents", *[p.rsplit(".", 1)[-1] for p in params],
-            best_col or "val_dice", "val_acc", "optuna"]
-    for c in cols:
-        t.add_column(c, overflow="fold")
-    order = df.sort_values(best_col, ascending=False, na_position="last") if best_col else df
-    for _, r in order.iterrows():
-        cells = [str(r.trial_id), str(r.status), str(r.epochs), latent_sizes(r)]
-        cells += [_fmt(r[p]) for p in params]
-        cells += [_fmt(r[best_col or "val_dice"]), _fmt(r.val_acc), f"#{_fmt(r.optuna_number)} {r.optuna_state}"]
-        t.add_row(*cells)
-    console.print(t)
+    best_col = next((c for c in df.columns if c.startswith("best_")), None) or "val_dice"
+    headers = ["trial", "status", "ep", "latents", *[p.rsplit(".", 1)[-1] for p in params], best_col, "val_acc",
+               "optuna"]
+    order = df.sort_values(best_col, ascending=False, na_position="last") if best_col in df else df
+    rows = [[str(r.trial_id), str(r.status), str(r.epochs), latent_sizes(r), *(_fmt(r[p]) for p in params),
+             _fmt(r[best_col]), _fmt(r.val_acc), f"#{_fmt(r.optuna_number)} {r.optuna_state}"] for _, r in
+            order.iterrows()]
+    n = len(headers)
+    priority = [0, n - 3, 1, 2, 3, n - 2, *range(4, n - 3), n - 1]
+    table, left_out = fitted_table("sweep trials (best first)", headers, rows, console.width, priority,
+                                   right=[2, n - 3, n - 2])
+    console.print(table)
+    if left_out:
+        console.print(f"not shown for the terminal's width: {', '.join(left_out)}")
 
 
 def _fmt(v) -> str:

@@ -74,11 +74,14 @@ def same_config(saved: dict, cfg: TrainConfig) -> bool:
 
 def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, folds: list[int],
                 runs: dict[tuple[str, int], Path] | None = None, workers: int = 1,
-                cpus_per_worker: float | None = None) -> tuple[dict, list[str]]:
-    """Train every (model, fold) without a finished run under ``out/runs`` (or in ``runs``); returns the runs."""
+                cpus_per_worker: float | None = None, verbose: bool = False) -> tuple[dict, list[str]]:
+    """Train every (model, fold) without a finished run under ``out/runs`` (or in ``runs``); returns the runs.
+    Ray's lines go to ``out/ray.log`` unless ``verbose``."""
+    from shapetune.training.console import RAY_LOG, route_ray_output, settle
     from shapetune.training.ray_train import run_training
 
     have = dict(runs or {})
+    routed = False
     trained = []
     for name, cfg in configs.items():
         for k in folds:
@@ -93,7 +96,11 @@ def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, fo
                                      "give the model another name (NAME=CONFIG) or use another --out")
             else:
                 console.print(f"[bold]training {name} on fold {k}[/] -> {run}")
+                if not routed:
+                    route_ray_output(None if verbose else out / RAY_LOG)
+                    routed = True
                 run_training(fold_cfg, str(data), run, workers=workers, cpus_per_worker=cpus_per_worker)
+                settle()
                 trained.append(f"{name}/fold{k}")
             have[(name, k)] = run
     return have, trained
@@ -179,7 +186,8 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path, folds: list[int] | None = None,
               samples: int = 8, force: bool = False, workers: int = 1,
-              runs: dict[tuple[str, int], Path] | None = None, cpus_per_worker: float | None = None) -> StudyResult:
+              runs: dict[tuple[str, int], Path] | None = None, cpus_per_worker: float | None = None,
+              verbose: bool = False) -> StudyResult:
     """Train what is missing, score what is new, write the table, per-case results and figures.
 
     Args:
@@ -191,6 +199,7 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
         force: retrain and rescore everything.
         workers, cpus_per_worker: Ray Train workers per run and their CPUs.
         runs: finished runs to score instead of training, by (model name, fold).
+        verbose: show Ray's lines on the console (by default they go to ``out/ray.log``).
 
     Returns:
         The study folder, per-case results, the per-model table (Dice by view subset, size errors), what was
@@ -215,7 +224,7 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
     request = {"data": str(Path(data).resolve()), "folds": folds, "samples": samples,
                "models": {n: c.model_dump(mode="json") for n, c in configs.items()}}
     atomic_write_json(out / STUDY_FILE, request)
-    runs, trained = train_folds(configs, data, out, folds, runs, workers, cpus_per_worker)
+    runs, trained = train_folds(configs, data, out, folds, runs, workers, cpus_per_worker, verbose)
     write_runs(out, runs)
     per_case, scored = score_runs({k: v for k, v in runs.items() if k[1] in folds}, data, out, samples, force)
     table = study_table(per_case)

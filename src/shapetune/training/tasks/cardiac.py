@@ -77,7 +77,8 @@ class CardiacTask:
                 "val_dice": float(dice.mean()), "val_acc": acc, "val_auc": auc}
 
     def epoch_line(self, m: dict, epochs: int) -> str:
-        val = (f" val dice ED {m['val_dice_ed']:.3f} ES {m['val_dice_es']:.3f} acc {m['val_acc']:.3f} "
-               f"auc {m['val_auc']:.3f}") if "val_dice" in m else ""
-        return (f"[shapetune] epoch {m['epoch'] + 1}/{epochs} loss {m['train_loss']:.4f} bce {m['train_bce']:.4f} "
-                f"kl {m['train_kl']:.2f} ce {m['train_ce']:.3f}{val} {m['samples_per_s']:.1f} samples/s")
+        # Under 80 columns (every term is in history.csv): training loss and KL, validation Dice ED/ES, accuracy, AUC.
+        val = (f" Dice {m['val_dice_ed']:.3f}/{m['val_dice_es']:.3f} acc {m['val_acc']:.3f} auc {m['val_auc']:.3f}"
+               if "val_dice" in m else "")
+        return (f"epoch {m['epoch'] + 1}/{epochs} loss {m['train_loss']:.4f} kl {m['train_kl']:.1f}{val} "
+                f"{m['samples_per_s']:.0f}/s")
