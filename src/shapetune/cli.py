@@ -33,7 +33,7 @@ from shapetune.search_spaces.samplers import SAMPLERS
 from shapetune.search_spaces.schedulers import SCHEDULERS
 from shapetune.serving.export import EXPORT_FORMATS, export_model
 from shapetune.storage import StorageError
-from shapetune.training.console import RAY_LOG, route_ray_output, settle
+from shapetune.training.ray_driver import RAY_LOG, route_ray_output, settle
 
 app = typer.Typer(help="ShapeTune: tune and clinically evaluate generative 3D cardiac shape models.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)

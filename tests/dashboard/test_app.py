@@ -131,6 +131,16 @@ def test_shapes_page_reconstruction_prefixes_means_and_walk(lv2d_app):
     assert labels[:3] == ["diagnosis", "p(HCM)", "Dice ED / ES"]
     bull = [p for p in _plots(at) if any(d["type"] == "scatterpolar" for d in p["data"])]
     assert bull and len(bull[0]["data"]) == 2  # healthy and HCM mean shapes
+    meshes = [[d for d in p["data"] if d["type"] == "mesh3d"] for p in _plots(at)]
+    meshes = [m for m in meshes if m]
+    # subject: input (translucent) + reconstruction per phase; class means: a figure per class, ED and ES; walk:
+    # start and step, ED and ES
+    assert [len(m) for m in meshes] == [4, 2, 2, 4]
+    rec = [d for d in meshes[0] if "intensity" in d]
+    assert len(rec) == 2 and all(len(_array(d["intensity"])) == len(_array(d["x"])) > 100 for d in rec)
+    wall = _array(meshes[1][0]["intensity"])
+    assert 0 < np.median(wall) < 30  # mm
+    assert {b.label for b in at.get("download_button")} == {"Download"} and len(at.get("download_button")) == 3
     start = _texts(at)
     walk = [s for s in at.slider if s.label.startswith("Step along")][0]
     walk.set_value(walk.max).run()
@@ -189,6 +199,13 @@ def test_fetal_study_page(app_for, fetal_study):
     assert titles == ["axial", "sagittal", "coronal"]  # all three planes acquired in the 3-view subset
     kinds = [d["type"] for d in plots[2]["data"]]
     assert kinds.count("heatmap") == 6 and kinds.count("contour") == 3  # truth + uncertainty, prediction contour
+    meshes = [p for p in plots if any(d["type"] == "mesh3d" for d in p["data"])]
+    # 3D: the prediction coloured by its distance to the truth (translucent behind it), and by the uncertainty
+    assert [len(p["data"]) for p in meshes] == [2, 1]
+    dist, unc = _array(meshes[0]["data"][1]["intensity"]), _array(meshes[1]["data"][0]["intensity"])
+    # (a 2-epoch model's skull is a rough blob, so its distances to the true shell are large: only their presence)
+    assert np.isfinite(dist).all() and unc.max() > 0 and len(dist) == len(unc)
+    assert len(_array(meshes[0]["data"][0]["x"])) > 100  # the truth, translucent
     at.radio[0].set_value("1v").run()
     titles = [a["text"] for a in _plots(at)[1]["layout"]["annotations"]]
     assert titles == ["axial", "sagittal (not acquired)", "coronal (not acquired)"]

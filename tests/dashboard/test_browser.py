@@ -119,8 +119,34 @@ def test_selecting_a_latent_point_opens_the_subject(dash_storage):
             settle(page, "Shapes")  # the selection reruns the page, which switches to Shapes
             text = page.get_by_test_id("stMain").inner_text()
             shown = page.get_by_role("combobox", name="Subject").input_value()
+            scenes = _show_3d(page)
         finally:
             browser.close()
     assert n_points >= 8 + 10  # Imperial test + ACDC subjects (misclassified ones drawn twice: the ring)
     assert "Input vs reconstruction" in text and "p(HCM)" in text
     assert shown == subject  # the Shapes page opened on the subject that was clicked
+    # The 3D tab: two WebGL scenes (ED, ES) drawn with the reconstruction in colour over the translucent input.
+    assert scenes["webgl"] >= 2 and scenes["colours"] > 200, scenes
+
+
+# Per WebGL canvas of the first 3D chart: whether it holds a WebGL context, and its size.
+WEBGL = """() => [...document.querySelectorAll('[data-testid=stPlotlyChart] .gl-container canvas')]
+  .filter(c => c.offsetParent !== null && c.width > 0)
+  .map(c => !!(c.getContext('webgl2') || c.getContext('webgl')))"""
+
+
+def _show_3d(page) -> dict:
+    """Open the first "3D surfaces" tab, wait for its WebGL scenes, screenshot the chart; the number of live WebGL
+    canvases and of distinct colours in the chart's screenshot."""
+    import io
+
+    from PIL import Image
+
+    page.get_by_role("tab", name="3D surfaces").first.click()
+    page.wait_for_function(f"() => ({WEBGL})().length >= 2", timeout=60_000, polling=200)
+    page.wait_for_timeout(1500)  # plotly draws the scenes after creating their canvases
+    chart = page.locator("[data-testid=stPlotlyChart]:has(.gl-container)").first
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    png = chart.screenshot(path=str(ARTIFACTS / "shapes_3d.png"))
+    colours = len(Image.open(io.BytesIO(png)).convert("RGB").getcolors(maxcolors=1 << 20) or [])
+    return {"webgl": sum(page.evaluate(WEBGL)), "colours": colours}

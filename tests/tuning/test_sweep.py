@@ -19,7 +19,7 @@ from shapetune.tuning.search import TUNE_TRIAL_ATTR, tune_trial_ids
 from shapetune.tuning.sweep import SUMMARY_FILE, SweepSettings, run_sweep
 
 from ..conftest import write_space
-from ..training.test_console import RAY_LINES
+from ..training.test_ray_driver import RAY_LINES
 
 def study_of(exp: Path, name: str) -> optuna.Study:
     """The sweep's study, read without creating tables: a poll must not race the driver creating them."""

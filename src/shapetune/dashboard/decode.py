@@ -12,6 +12,7 @@ import torch
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.template import MYOCARDIUM
 from shapetune.evaluation import navigation
+from shapetune.evaluation.meshes import Mesh, surface_mesh, with_distance_to, with_wall_thickness
 
 
 @dataclass
@@ -81,3 +82,19 @@ def latent_walk(model, levels: list[np.ndarray], labels: np.ndarray, subject: in
     path, probs = navigation.walk(model, torch.tensor(top[subject]), steps, 1.5 * gap / steps)
     return navigation.decode_path(model, path, [z[subject] for z in levels[:-1]]), probs
 
+
+
+def phase_meshes(vol: np.ndarray, spacing: float, reference: np.ndarray | None = None) -> list[Mesh]:
+    """ED and ES surface meshes of a ``[2, D, H, W]`` myocardium, wall thickness (mm) at every vertex; with a
+    ``reference`` shape, also the signed distance (mm) to its surface.
+
+    Raises:
+        MeshError: a phase with no surface (an empty decoded shape).
+    """
+    out = []
+    for p in range(vol.shape[0]):
+        m = with_wall_thickness(surface_mesh(vol[p], spacing), vol[p], spacing)
+        if reference is not None:
+            with_distance_to(m, reference[p], spacing)
+        out.append(m)
+    return out

@@ -133,3 +133,46 @@ def thickness_bullseye(means: dict[int, dict]) -> go.Figure:
     fig.update_polars(radialaxis=dict(range=[0, 1], showticklabels=False), angularaxis=dict(direction="clockwise"))
     fig.update_layout(height=380, showlegend=False, margin=dict(l=30, r=30, t=60, b=20))
     return fig
+
+
+MESH_COLOURS = {"wall_thickness_mm": ("Magma", "wall (mm)"), "distance_mm": ("RdBu_r", "distance (mm)"),
+                "uncertainty": ("Viridis", "uncertainty")}
+
+
+def mesh_figure(panels: list[tuple[str, object]], value: str, vmin: float, vmax: float,
+                ghosts: list[object | None] | None = None, height: int = 420) -> go.Figure:
+    """Surface meshes side by side (one 3D scene each), coloured by the per-vertex ``value`` on one shared scale.
+
+    Args:
+        panels: (title, :class:`shapetune.evaluation.meshes.Mesh`) per scene.
+        value: the per-vertex value to colour by (``wall_thickness_mm``, ``distance_mm``, ``uncertainty``).
+        vmin, vmax: the colour scale's range, the same in every scene.
+        ghosts: per scene, a mesh drawn translucent grey behind it (e.g. the input under its reconstruction).
+    """
+    colorscale, label = MESH_COLOURS.get(value, ("Viridis", value))
+    fig = make_subplots(rows=1, cols=len(panels), specs=[[{"type": "scene"}] * len(panels)],
+                        subplot_titles=[t for t, _ in panels], horizontal_spacing=0.01)
+    for j, (title, m) in enumerate(panels):
+        ghost = ghosts[j] if ghosts else None
+        if ghost is not None:
+            fig.add_trace(_mesh3d(ghost, color="lightgrey", opacity=0.25, name="reference", hoverinfo="skip"),
+                          row=1, col=j + 1)
+        fig.add_trace(_mesh3d(m, intensity=m.values[value], colorscale=colorscale, cmin=vmin, cmax=vmax,
+                              showscale=j == len(panels) - 1, colorbar=dict(title=label, len=0.8), name=title,
+                              hovertemplate=f"{label} %{{intensity:.2f}}<extra>{title}</extra>"),
+                      row=1, col=j + 1)
+    camera = dict(eye=dict(x=1.6, y=1.2, z=0.9))
+    for j in range(len(panels)):
+        key = "scene" if j == 0 else f"scene{j + 1}"
+        fig.layout[key].update(aspectmode="data", camera=camera, xaxis_visible=False, yaxis_visible=False,
+                               zaxis_visible=False)
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=40, b=0), showlegend=False)
+    return fig
+
+
+def _mesh3d(m, **kw) -> go.Mesh3d:
+    # The mesh's axis 0 runs apex -> base: shown as the vertical (z) axis. Swapping two axes mirrors the mesh, so
+    # two corners of every triangle swap too (its normal keeps pointing outwards for the lighting).
+    v, f = m.verts, m.faces
+    return go.Mesh3d(x=v[:, 2], y=v[:, 1], z=v[:, 0], i=f[:, 0], j=f[:, 2], k=f[:, 1], flatshading=False,
+                     lighting=dict(ambient=0.5, diffuse=0.7, specular=0.2), **kw)

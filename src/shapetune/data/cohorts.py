@@ -76,11 +76,16 @@ def imperial_plan(seed: int, split: tuple = IMPERIAL_SPLIT) -> pd.DataFrame:
     return pd.DataFrame(recs)
 
 
+def imperial_subject(sid: str, label: int, cfg: SynthConfig):
+    """One planned Imperial-style subject's demographics and geometry: what synth renders, deterministic in
+    ``cfg.seed`` and the subject's number."""
+    return sample_subject(sid, label, _subject_seed(cfg.seed, "imperial", int(sid[3:])), cfg.borderline_fraction)
+
+
 def _imperial_one(args: tuple) -> dict:
     sid, label, split, cfg, out = args
-    index = int(sid[3:])
-    seed = _subject_seed(cfg.seed, "imperial", index)
-    subj = sample_subject(sid, label, seed, cfg.borderline_fraction)
+    subj = imperial_subject(sid, label, cfg)
+    seed = subj.seed
     grid = TemplateGrid.cube(cfg.grid, cfg.spacing)
     rng = np.random.default_rng(seed + 1)
     rot, shift = random_pose(rng, max_deg=2.0, max_shift_mm=1.5)  # registration residual

@@ -33,6 +33,7 @@ from shapetune.experiment.checkpoints import CHECKPOINT_FILE
 from shapetune.experiment.settings import data_dir, load_settings, local_experiment
 from shapetune.experiment.tracking import track_evaluation
 from shapetune.io import atomic_write_parquet, atomic_write_text
+from shapetune.training.ray_driver import ensure_ray
 
 console = Console()
 SPLITS = ("imperial_test", "acdc_test", "acdc_hard")
@@ -252,8 +253,6 @@ def _run_checkpoints(jobs, use_ray: bool, errors: list[dict], nsd_tolerance_mm: 
     results = {}
     if use_ray:
         import ray
-
-        from shapetune.training.ray_train import ensure_ray
 
         ensure_ray()
         gpu = ray.cluster_resources().get("GPU", 0) > 0

@@ -31,7 +31,7 @@ except ImportError as exc:  # the serve extra
 from shapetune.data.errors import DataError
 from shapetune.data.template import TemplateGrid
 from shapetune.serving.export import verify_export
-from shapetune.training.ray_train import ensure_ray
+from shapetune.training.ray_driver import ensure_ray
 from shapetune.serving.predict import Subject, _pair, _prepared, infer, save_reconstruction
 
 api = FastAPI(title="ShapeTune prediction service")

@@ -26,7 +26,7 @@ from typing import Any
 from shapetune import storage
 from shapetune.experiment.checkpoints import save_state
 from shapetune.experiment.ranking import score
-from shapetune.training.console import marked
+from shapetune.training.ray_driver import marked
 from shapetune.training.engine import Engine
 from shapetune.training.faults import inject_fault
 from shapetune.training.tasks import task_of
@@ -119,7 +119,7 @@ class InjectFaults(LoopCallback):
 
 class PrintEpochs(LoopCallback):
     """One console line per epoch (the task's own summary); ``mark`` it when a Ray worker prints it, so the driver
-    shows it (:func:`shapetune.training.console.route_ray_output`)."""
+    shows it (:func:`shapetune.training.ray_driver.route_ray_output`)."""
 
     def __init__(self, mark: bool = False):
         self.mark = mark

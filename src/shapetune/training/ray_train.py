@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from shapetune.models.registry import build_model
 from shapetune.training.engine import Engine, seed_everything, to_channels_last
 from shapetune.training.faults import marker_dir
 from shapetune.training.loop import InjectFaults, LoopCallback, LoopState, PrintEpochs, StampTimes, run_epochs
+from shapetune.training.ray_driver import ensure_ray
 from shapetune.training.tasks import load_task_data, task_of
 
 
@@ -83,20 +83,6 @@ class TrainOutcome:
     best_metrics: dict
     history: pd.DataFrame
     wall_s: float
-
-
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` if set, else start (or reuse) a local Ray instance."""
-    import ray
-
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        if not address:
-            # Ray starts its workers at nice 15 by default, below its own daemons; on a small machine that
-            # made the training workers lose ~10 points of throughput to them (benchmarks/RESULTS.md).
-            os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(address=address or None, num_cpus=None if address else num_cpus, log_to_driver=True,
-                 configure_logging=False)
 
 
 def default_cpus(parallel: int) -> float:

@@ -34,7 +34,7 @@ from shapetune.search_spaces.sampling import base_config
 from shapetune.search_spaces.schedulers import Budget, make_scheduler
 from shapetune.search_spaces.spec import SearchSpace
 from shapetune.terminal import fitted_table
-from shapetune.training.console import RAY_LOG, route_logger, route_ray_output
+from shapetune.training.ray_driver import RAY_LOG, route_logger, route_ray_output
 from shapetune.tuning.tracking import TrackTrials, track_sweep_end
 from shapetune.experiment.tracking import sweep_parent
 

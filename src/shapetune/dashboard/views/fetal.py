@@ -6,12 +6,14 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from shapetune.dashboard import common, studies
+from shapetune.dashboard.figures import mesh_figure
 from shapetune.dashboard import experiments as ex
 from shapetune.data.fetal.folds import VIEW_SUBSETS
 from shapetune.data.fetal.planes import VIEWS
 from shapetune.evaluation.fetal.figures import SLICE_AXES, mid_slice
 from shapetune.evaluation.fetal.study import REFERENCE, SIZE_ERRORS, SUBSET_LABELS, mean_sd
 from shapetune.evaluation.fetal.view_effects import effects_markdown, view_effects
+from shapetune.evaluation.meshes import MESH_FORMATS, MeshError, mesh_bytes, sample, surface_mesh, with_distance_to
 
 
 @st.cache_data(show_spinner="reading the study ...", max_entries=16)
@@ -22,6 +24,22 @@ def _tables(path: str, name: str, stamp: tuple):
 @st.cache_data(show_spinner="loading the case ...", max_entries=32)
 def _case(path: str, name: str, model: str, fold: int, subset: str, subject: str, stamp: tuple):
     return studies.case(studies.Study(name, studies.Path(path)), model, fold, subset, subject)
+
+
+@st.cache_data(show_spinner="meshing ...", max_entries=32)
+def _skull(path: str, name: str, model: str, fold: int, subset: str, subject: str, stamp: tuple):
+    """The predicted skull's mesh (signed distance to the truth and, for a sampling model, the uncertainty at every
+    vertex) and the truth's; None when the prediction is empty."""
+    c = _case(path, name, model, fold, subset, subject, stamp)
+    sp = float(c["spacing"])
+    try:
+        pred = with_distance_to(surface_mesh(c["pred"], sp), c["truth"], sp)
+        truth = surface_mesh(c["truth"], sp)
+    except MeshError:
+        return None
+    if np.any(c["var"]):
+        pred.values["uncertainty"] = sample(pred, c["var"], sp)
+    return pred, truth
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -135,9 +153,13 @@ def render() -> None:
            else "deterministic model: no uncertainty map")
     st.caption(f"{ga}DC {row.dice:.3f} · HD {row.hd:.2f} mm · RVD {row.rvd:+.3f}{size} · {unc}")
     st.plotly_chart(planes_figure(c["planes"], VIEW_SUBSETS[subset]), width="stretch")
-    overlay = st.toggle("Uncertainty overlay", value=True,
-                        help="Voxel-wise variance of samples from the conditional prior")
-    st.plotly_chart(case_figure(c, overlay), width="stretch")
+    flat, solid = st.tabs(["slices", "3D surfaces"])
+    with flat:
+        overlay = st.toggle("Uncertainty overlay", value=True,
+                            help="Voxel-wise variance of samples from the conditional prior")
+        st.plotly_chart(case_figure(c, overlay), width="stretch")
+    with solid:
+        _skull_3d(_skull(str(study.path), study.name, model, int(fold), subset, subject, stamp), subject)
     st.subheader("Uncertainty by view subset")
     fig = go.Figure()
     for m in dict.fromkeys(per_case.model):
@@ -146,6 +168,29 @@ def render() -> None:
     fig.update_layout(boxmode="group", height=300, yaxis_title="mean variance near the skull",
                       margin=dict(l=40, r=20, t=20, b=30))
     st.plotly_chart(fig, width="stretch")
+
+
+def _skull_3d(meshes, subject: str) -> None:
+    """The predicted skull in 3D: distance to the truth (the truth translucent behind it) and the uncertainty."""
+    if meshes is None:
+        st.info("The prediction is empty: no surface to draw.")
+        return
+    pred, truth = meshes
+    span = max(float(np.percentile(np.abs(pred.values["distance_mm"]), 99)), 1e-3)
+    st.caption("Predicted skull: signed distance to the true surface in mm (red outside, blue inside; the truth in "
+               "translucent grey)" + (" and the variance of prior samples at every vertex." if "uncertainty" in
+                                       pred.values else "; a deterministic model has no uncertainty."))
+    cols = st.columns(2 if "uncertainty" in pred.values else 1)
+    cols[0].plotly_chart(mesh_figure([("distance to the truth", pred)], "distance_mm", -span, span, ghosts=[truth],
+                                     height=460), width="stretch")
+    if "uncertainty" in pred.values:
+        top = max(float(np.percentile(pred.values["uncertainty"], 99)), 1e-4)
+        cols[1].plotly_chart(mesh_figure([("uncertainty", pred)], "uncertainty", 0.0, top, height=460),
+                             width="stretch")
+    c1, c2 = st.columns([1, 3])
+    suffix = c1.radio("Format", list(MESH_FORMATS), horizontal=True, key="skull_fmt")
+    c2.download_button("Download the predicted skull for ParaView", mesh_bytes(pred, suffix),
+                       file_name=f"{subject}_predicted{suffix}", mime="application/octet-stream")
 
 
 common.guard(render)

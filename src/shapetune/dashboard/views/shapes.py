@@ -6,14 +6,18 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 from scipy.ndimage import center_of_mass  # noqa: E402
 
 from shapetune.dashboard import common  # noqa: E402
 from shapetune.dashboard import decode  # noqa: E402
 from shapetune.dashboard import experiments as ex  # noqa: E402
-from shapetune.dashboard.figures import mosaic, slices_figure, thickness_bullseye  # noqa: E402
+from shapetune.dashboard.figures import mesh_figure, mosaic, slices_figure, thickness_bullseye  # noqa: E402
+from shapetune.evaluation.meshes import MESH_FORMATS, MeshError, mesh_bytes  # noqa: E402
 from shapetune.evaluation.navigation import latent_levels  # noqa: E402
+
+PHASES = ("ED", "ES")
 
 
 @st.cache_data(show_spinner="decoding ...", max_entries=32)
@@ -32,6 +36,36 @@ def _means(checkpoint: str, _lat, spacing: float, key: tuple):
 @st.cache_data(show_spinner="walking the latent path ...", max_entries=32)
 def _walk(checkpoint: str, _lat, index: int, key: tuple):
     return decode.latent_walk(common.model_of(checkpoint), latent_levels(_lat), _lat.label.to_numpy(), index)
+
+
+@st.cache_data(show_spinner="meshing ...", max_entries=64)
+def _meshes(key: tuple, _vol, spacing: float, _reference=None):
+    """ED/ES meshes of a shape (cached per model, subject and view: ``key``); None when a phase is empty."""
+    try:
+        return decode.phase_meshes(_vol, spacing, _reference)
+    except MeshError:
+        return None
+
+
+def _wall_scale(*groups) -> float:
+    """One wall-thickness colour scale for the meshes shown together: the 99th percentile over all of them."""
+    values = [m.values["wall_thickness_mm"] for g in groups if g for m in g]
+    return max([float(np.percentile(v, 99)) for v in values if len(v)] + [1.0])
+
+
+def _download(panels: list[tuple[str, object]], key: str) -> None:
+    """One download button for a chosen mesh of ``panels`` as .ply or .vtk (per-vertex values included)."""
+    c1, c2, c3 = st.columns([3, 1, 1])
+    names = [n for n, _ in panels]
+    name = c1.selectbox("Mesh for ParaView", names, key=f"{key}_mesh")
+    suffix = c2.radio("Format", list(MESH_FORMATS), horizontal=True, key=f"{key}_fmt")
+    mesh = dict(panels)[name]
+    c3.download_button("Download", mesh_bytes(mesh, suffix), file_name=f"{_slug(name)}{suffix}",
+                       mime="application/octet-stream", key=f"{key}_dl")
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
 def _show(fig) -> None:
@@ -85,7 +119,23 @@ def render() -> None:
     centre = tuple(sl[a].slider(name, 0, s.masks.shape[1 + a] - 1, com[a], key=f"slice_{a}")
                    for a, name in enumerate(("short-axis slice (apex → base)", "long-axis slice 1",
                                              "long-axis slice 2")))
-    _show(slices_figure(s.masks, rec, centre, f"{subject} · {label}"))
+    flat, solid = st.tabs(["slices", "3D surfaces"])
+    with flat:
+        _show(slices_figure(s.masks, rec, centre, f"{subject} · {label}"))
+    with solid:
+        meshes = _meshes((row.checkpoint, ck_stamp, split, subject, "rec"), rec, s.spacing, s.masks)
+        if meshes is None:
+            st.info("The reconstruction is empty in a phase: no surface to draw.")
+        else:
+            span = max(float(np.percentile(np.abs(np.concatenate([m.values["distance_mm"] for m in meshes])), 99)),
+                       s.spacing)
+            st.caption("The reconstruction coloured by its signed distance to the input's surface (red: outside the "
+                       "input, blue: inside); the input in translucent grey.")
+            inputs = _meshes(("input", data, subject), s.masks, s.spacing)
+            st.plotly_chart(mesh_figure([(f"reconstruction {p}", m) for p, m in zip(PHASES, meshes, strict=True)],
+                                        "distance_mm", -span, span, ghosts=inputs), width="stretch")
+            _download([(f"{subject} reconstruction {p}", m) for p, m in zip(PHASES, meshes, strict=True)]
+                      + [(f"{subject} input {p}", m) for p, m in zip(PHASES, inputs or [], strict=False)], "rec")
 
     st.subheader("Reconstruction from each prefix of the hierarchy")
     st.caption("Left to right: more levels read from the input (top first); the others follow the prior means. "
@@ -98,8 +148,27 @@ def render() -> None:
     if len(means) < 2:
         st.info("Both classes are needed for class means (this split has one).")
     else:
-        _show(mosaic([(f"mean {'HCM' if c else 'healthy'}", means[c]["volume"]) for c in sorted(means)], centre))
-        st.plotly_chart(thickness_bullseye(means), width="stretch")
+        flat, solid = st.tabs(["slices and bull's-eye", "3D wall thickness"])
+        with flat:
+            _show(mosaic([(f"mean {'HCM' if c else 'healthy'}", means[c]["volume"]) for c in sorted(means)],
+                         centre))
+            st.plotly_chart(thickness_bullseye(means), width="stretch")
+        with solid:
+            names = {0: "healthy", 1: "HCM"}
+            meshes = {c: _meshes((row.checkpoint, ck_stamp, key, "mean", c), means[c]["volume"], s.spacing)
+                      for c in sorted(means)}
+            top = _wall_scale(*meshes.values())
+            st.caption("Decoded class-mean shapes, wall thickness in mm at every vertex (one colour scale).")
+            panels = []
+            for c, ms in meshes.items():
+                if ms is None:
+                    st.info(f"The mean {names[c]} shape is empty in a phase: no surface to draw.")
+                    continue
+                row_panels = [(f"mean {names[c]} {p}", m) for p, m in zip(PHASES, ms, strict=True)]
+                st.plotly_chart(mesh_figure(row_panels, "wall_thickness_mm", 0.0, top, height=360), width="stretch")
+                panels += row_panels
+            if panels:
+                _download(panels, "means")
 
     st.subheader("Latent path from healthy to HCM")
     if len(set(slat.label)) < 2:
@@ -109,8 +178,21 @@ def render() -> None:
     step = st.slider("Step along the classifier gradient", 0, len(vols) - 1, 0, key="walk_step")
     st.caption(f"p(HCM) at this step: {probs[step]:.3f} (start {probs[0]:.3f}, end {probs[-1]:.3f}); "
                "the subject's lower levels are kept, the overlay compares with the start.")
-    _show(mosaic([("start", vols[0]), (f"step {step}", vols[step])], centre, ref=None))
-    _show(mosaic([(f"step {step} vs start", vols[step])], centre, ref=vols[0]))
+    flat, solid = st.tabs(["slices", "3D wall thickness"])
+    with flat:
+        _show(mosaic([("start", vols[0]), (f"step {step}", vols[step])], centre, ref=None))
+        _show(mosaic([(f"step {step} vs start", vols[step])], centre, ref=vols[0]))
+    with solid:
+        start = _meshes((row.checkpoint, ck_stamp, key, subject, "walk", 0), vols[0], s.spacing)
+        here = _meshes((row.checkpoint, ck_stamp, key, subject, "walk", step), vols[step], s.spacing)
+        if start is None or here is None:
+            st.info("The decoded shape is empty in a phase at this step: no surface to draw.")
+        else:
+            top = _wall_scale(start, here)
+            panels = [(f"start {p}", m) for p, m in zip(PHASES, start, strict=True)]
+            panels += [(f"step {step} {p}", m) for p, m in zip(PHASES, here, strict=True)]
+            st.plotly_chart(mesh_figure(panels, "wall_thickness_mm", 0.0, top, height=340), width="stretch")
+            _download(panels, "walk")
 
 
 common.guard(render)

@@ -31,6 +31,7 @@ from shapetune.evaluation.fetal.figures import dice_by_views, uncertainty_figure
 from shapetune.experiment.checkpoints import CHECKPOINT_FILE, load_state
 from shapetune.io import atomic_write_json, atomic_write_parquet, claim_folder
 from shapetune.models.config import CONDITIONAL_MODELS
+from shapetune.training.ray_driver import RAY_LOG, route_ray_output, settle
 
 console = Console()
 SIZE_ERRORS = ("ofd_err", "bpd_err", "height_err")  # relative errors of the head's length, width, height
@@ -77,7 +78,6 @@ def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, fo
                 cpus_per_worker: float | None = None, verbose: bool = False) -> tuple[dict, list[str]]:
     """Train every (model, fold) without a finished run under ``out/runs`` (or in ``runs``); returns the runs.
     Ray's lines go to ``out/ray.log`` unless ``verbose``."""
-    from shapetune.training.console import RAY_LOG, route_ray_output, settle
     from shapetune.training.ray_train import run_training
 
     have = dict(runs or {})

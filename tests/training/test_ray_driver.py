@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from shapetune.training.console import MARK, LineRouter
+from shapetune.training.ray_driver import MARK, LineRouter
 
 TINY = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
         "optim.batch_size=4", "optim.lr=0.003"]

@@ -1,4 +1,5 @@
-"""What a person sees while Ray runs: ShapeTune's own lines once, Ray's lines in a log file.
+"""The driver's Ray: starting (or joining) it, and what a person sees while it runs: ShapeTune's own lines once,
+Ray's lines in a log file.
 
 Ray forwards every worker's stdout and stderr to the driver, prefixed with the actor's name. Under Ray Train V2 a
 worker's ``print`` reaches the driver twice (Train patches ``print`` into its logger, which writes to stderr, and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,6 +23,20 @@ from typing import Any
 
 RAY_LOG = "ray.log"  # in the run or experiment folder
 MARK = "[shapetune] "  # a worker line that starts with it is for the person at the console
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` if set, else start (or reuse) a local Ray instance."""
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        if not address:
+            # Ray starts its workers at nice 15 by default, below its own daemons; on a small machine that
+            # made the training workers lose ~10 points of throughput to them (benchmarks/RESULTS.md).
+            os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(address=address or None, num_cpus=None if address else num_cpus, log_to_driver=True,
+                 configure_logging=False)
 
 
 def marked(line: str) -> str:
@@ -103,8 +119,6 @@ def route_ray_output(log_path: str | Path | None, echo: Callable[[str], None] = 
         The log file's path (None when Ray prints).
     """
     import ray  # noqa: F401  (before touching the "ray" logger: importing Ray configures it)
-
-    from shapetune.training.ray_train import ensure_ray
 
     global _router
     path = None if log_path is None else Path(log_path).resolve()
