@@ -188,8 +188,8 @@ def train(
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
     cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker (default: the node's CPUs / "
                                                                "workers).")] = None,
-    tracking: Annotated[str | None, typer.Option(help="Log the finished run to MLflow: mlflow=URI (experiment "
-                                                      "shapetune-train).")] = None,
+    tracking: Annotated[str | None, typer.Option(help="Log the finished run: mlflow=URI (experiment shapetune-train) "
+                                                      "or wandb=PROJECT (offline unless WANDB_MODE says).")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
                                                "ray.log in the run folder).")] = False,
 ) -> None:
@@ -213,7 +213,8 @@ def train(
         try:
             run = track_training_run(tracking, Path(outcome.run_dir), cfg.model_dump(mode="json"),
                                      outcome.history.to_dict("records"), outcome.best_metrics)
-            console.print(f"logged to MLflow ({tracking.partition('=')[2]}): run {run}")
+            backend, _, target = tracking.partition("=")
+            console.print(f"logged to {backend} ({target}): run {run}", soft_wrap=True)
         except Exception as exc:  # the run is finished and saved; only its copy in the tracking store is missing
             console.print(f"[yellow]tracking: the run was not logged:[/] {exc}")
     m = outcome.best_metrics
@@ -276,8 +277,9 @@ def tune_cmd(
     time_budget_s: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     evaluate: Annotated[bool, typer.Option(help="Score each finished trial on the test split as soon as it ends "
                                                 "(cached for `shapetune evaluate`).")] = False,
-    tracking: Annotated[str | None, typer.Option(help="Track in MLflow: mlflow=URI (e.g. mlflow=sqlite:///mlflow.db): "
-                                                      "a parent run for the sweep, a nested run per trial.")] = None,
+    tracking: Annotated[str | None, typer.Option(help="Track the sweep: mlflow=URI (e.g. mlflow=sqlite:///mlflow.db) "
+                                                      "or wandb=PROJECT: a parent run for the sweep, a nested run per "
+                                                      "trial.")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
                                                "ray.log in the experiment folder).")] = False,
 ) -> None:
