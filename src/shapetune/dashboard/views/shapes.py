@@ -14,6 +14,7 @@ from shapetune.dashboard import common  # noqa: E402
 from shapetune.dashboard import decode  # noqa: E402
 from shapetune.dashboard import experiments as ex  # noqa: E402
 from shapetune.dashboard.figures import mesh_figure, mosaic, slices_figure, thickness_bullseye  # noqa: E402
+from shapetune.evaluation.fetal.files import slug  # noqa: E402
 from shapetune.evaluation.meshes import MESH_FORMATS, MeshError, mesh_bytes  # noqa: E402
 from shapetune.evaluation.navigation import latent_levels  # noqa: E402
 
@@ -60,12 +61,8 @@ def _download(panels: list[tuple[str, object]], key: str) -> None:
     name = c1.selectbox("Mesh for ParaView", names, key=f"{key}_mesh")
     suffix = c2.radio("Format", list(MESH_FORMATS), horizontal=True, key=f"{key}_fmt")
     mesh = dict(panels)[name]
-    c3.download_button("Download", mesh_bytes(mesh, suffix), file_name=f"{_slug(name)}{suffix}",
+    c3.download_button("Download", mesh_bytes(mesh, suffix), file_name=f"{slug(name)}{suffix}",
                        mime="application/octet-stream", key=f"{key}_dl")
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
 def _show(fig) -> None:
