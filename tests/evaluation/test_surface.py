@@ -95,6 +95,44 @@ def test_symmetry_crop_exactness_and_translation_invariance(p, q, spacing):
     assert shifted.hd == pytest.approx(m.hd) and shifted.dice == m.dice and shifted.assd == pytest.approx(m.assd)
 
 
+def _noisy_blob(shape, rng):
+    """A ball with random voxels flipped near its surface, touching the array's edge now and then."""
+    g = np.indices(shape).astype(float)
+    centre = rng.uniform(0, np.array(shape) - 1)
+    r = rng.uniform(0.2, 0.45) * min(shape)
+    d = np.sqrt(((g - centre.reshape(-1, *([1] * len(shape)))) ** 2).sum(0))
+    return (d <= r + rng.normal(0, 1.0, shape)) & (d <= r + 2)
+
+
+# Every nearest-border strategy gives the same directed distances: the EDT of the crop, offset probing with the
+# k-d tree for the rest, and the k-d tree alone (RING_VOXELS 0). Exact spacings give identical floats; spacings
+# without an exact binary form may differ in the last bit, so those compare at 1e-12 mm.
+@pytest.mark.parametrize(("shape", "spacing", "exact"), [
+    ((40, 36, 30), (1.0, 1.0, 1.0), True),
+    ((48, 40, 8), (1.5, 1.5, 10.0), True),
+    ((30, 30, 30), (0.7, 1.3, 2.9), False),
+    ((60, 50), (0.5, 2.0), True),
+])
+def test_nearest_border_strategies_agree(monkeypatch, shape, spacing, exact):
+    from shapetune.evaluation import surface
+
+    rngs = [np.random.default_rng(i) for i in range(6)]
+    pairs = [(_noisy_blob(shape, r), _noisy_blob(shape, r)) for r in rngs]
+    results = {}
+    for name, edt_per_point, ring in (("edt", 10**9, 5), ("ring+kd", 0, 5), ("wide ring", 0, 12), ("kd", 0, 0)):
+        monkeypatch.setattr(surface, "EDT_VOXELS_PER_POINT", edt_per_point)
+        monkeypatch.setattr(surface, "RING_VOXELS", ring)
+        results[name] = [surface.surface_distances(a, b, spacing) for a, b in pairs]
+    for name, got in results.items():
+        for (a, b), (ea, eb) in zip(got, results["edt"], strict=True):
+            if exact:
+                assert np.array_equal(a, ea) and np.array_equal(b, eb), name
+            else:
+                np.testing.assert_allclose(a, ea, rtol=0, atol=1e-12, err_msg=name)
+                np.testing.assert_allclose(b, eb, rtol=0, atol=1e-12, err_msg=name)
+    assert any(d.max() > 5 * min(spacing) for a, b in results["edt"] for d in (a, b))  # some beyond the ring
+
+
 def test_batch_matches_pairs_and_threads():
     rng = np.random.default_rng(0)
     preds = np.stack([ball((16, 16, 16), rng.uniform(5, 11, 3), rng.uniform(2, 5)) for _ in range(6)])

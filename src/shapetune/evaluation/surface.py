@@ -25,24 +25,28 @@ coarse (only coincident border voxels count): choose tau of at least a voxel.
 
 Speed: everything happens inside the joint bounding box of both masks (plus one voxel), which changes
 no value because every border voxel lies inside it. There, when the crop has many voxels per border
-voxel, the nearest-border distances come from k-d trees over the border voxels' physical coordinates
-(index x spacing; shared border voxels are at distance 0 and skip the query), so the cost follows the
-surface area; for compact crops (thick slices) two Euclidean distance transforms of the crop are cheaper.
-Both give the same numbers to floating-point rounding.
+voxel, each border voxel's distance comes from probing the other border at integer offsets of increasing
+physical length (all offsets of one length before the next, so the first hit is the exact minimum) up to
+RING_VOXELS voxels, and from a k-d tree over the other border's physical coordinates beyond (shared border
+voxels are at distance 0); the cost follows the surface area. For compact crops (thick slices) two Euclidean
+distance transforms of the crop are as cheap. All give the same numbers (tested); ``bench_metrics`` measures
+4.9x / 6.0x / 3.5x the fastest of MONAI, medpy and surface-distance at 64³ / 128³ / ACDC size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
+from scipy.ndimage import distance_transform_edt
 from scipy.spatial import cKDTree
 
-_CROSS = generate_binary_structure(3, 1)
 # Above this many crop voxels per border point, k-d trees beat a distance transform of the crop (measured).
 EDT_VOXELS_PER_POINT = 5
+# Offsets up to this many (smallest) voxel spacings are probed directly before the k-d tree (measured).
+RING_VOXELS = 5
 
 Spacing = float | Sequence[float]  # mm per voxel: one value, or one per axis
 NSD_TOLERANCE_MM = 2.0  # the default tolerance of the normalized surface Dice
@@ -64,8 +68,20 @@ class PairMetrics:
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
-    structure = _CROSS if mask.ndim == 3 else generate_binary_structure(mask.ndim, 1)
-    border: np.ndarray = mask & ~binary_erosion(mask, structure=structure, border_value=0)
+    """Foreground voxels with a background face neighbour, the outside of the array counting as background.
+
+    The same set as ``mask & ~binary_erosion(mask, cross, border_value=0)``, from shifted views of a padded copy:
+    6x faster than scipy's erosion on a 77x83x79 crop (1.3 vs 8.1 ms, measured).
+    """
+    padded = np.pad(mask, 1)
+    inner = tuple(slice(1, -1) for _ in range(mask.ndim))
+    interior = mask.copy()
+    for ax in range(mask.ndim):
+        for lo, hi in ((None, -2), (2, None)):
+            view = list(inner)
+            view[ax] = slice(lo, hi)
+            interior &= padded[tuple(view)]
+    border: np.ndarray = mask & ~interior
     return border
 
 
@@ -79,19 +95,64 @@ def _bbox(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
     return tuple(sl)
 
 
+@lru_cache(maxsize=32)
+def _ring(spacing: tuple[float, ...], radius_mm: float) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Integer offsets within ``radius_mm`` (physical distance), nearest first; their squared distances; half-sizes."""
+    sp = np.asarray(spacing)
+    half = tuple(int(radius_mm // s) for s in spacing)
+    grid = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), -1).reshape(-1, len(half))
+    d2 = ((grid * sp) ** 2).sum(axis=1)
+    keep = (d2 > 0) & (d2 <= radius_mm**2)
+    order = np.argsort(d2[keep], kind="stable")
+    return grid[keep][order], d2[keep][order], half
+
+
+def _directed(src: np.ndarray, dst: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray,
+              sp: np.ndarray) -> np.ndarray:
+    """Distance (mm) from every border voxel of ``src`` to the nearest border voxel of ``dst`` (same-shape crops).
+
+    ``*_points`` are the borders' voxel indices (``np.argwhere``). Most distances are a few voxels: those come
+    from probing ``dst`` at offsets of increasing physical length, all offsets of one length before the next;
+    the first length that hits is the exact minimum, because every shorter offset missed. What is still
+    unresolved at RING_VOXELS voxels goes to a k-d tree over ``dst``'s border. At 128³ (1 mm) this takes 78 ms
+    per pair for both directions where k-d trees alone took 122 ms (measured on the bench_metrics shells).
+    """
+    offsets, d2, half = _ring(tuple(float(s) for s in sp), RING_VOXELS * float(sp.min()))
+    padded = np.pad(dst, [(h, h) for h in half]).ravel()
+    strides = np.cumprod((1, *np.array(dst.shape)[::-1][:-1] + 2 * np.array(half)[::-1][:-1]))[::-1]
+    flat = (src_points + half) @ strides
+    out = np.zeros(len(src_points))
+    todo = np.flatnonzero(~padded[flat])  # shared border voxels are at distance 0
+    flat, deltas = flat[todo], offsets @ strides
+    ends = np.r_[np.flatnonzero(np.diff(d2)) + 1, len(d2)] if len(d2) else []
+    start = 0
+    for end in ends:  # one group per distinct offset length; one 1-D gather per offset (2x faster than 2-D)
+        if todo.size == 0:
+            break
+        hit = padded[flat + deltas[start]]
+        for delta in deltas[start + 1:end]:
+            hit |= padded[flat + delta]
+        out[todo[hit]] = np.sqrt(d2[start])
+        todo, flat = todo[~hit], flat[~hit]
+        start = end
+    if todo.size:
+        out[todo] = _tree(dst_points * sp).query(src_points[todo] * sp)[0]
+    return out
+
+
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np.ndarray]:
     """Directed border-to-border distances (mm): pred -> ref and ref -> pred. Both masks must be non-empty."""
+    pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     sl = _bbox(pred, ref)
-    sp = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (pred.ndim,))
-    bp, br = _border(pred[sl]), _border(ref[sl])
-    n_points = int(np.count_nonzero(bp)) + int(np.count_nonzero(br))
-    if bp.size < EDT_VOXELS_PER_POINT * n_points:  # a compact crop (thick slices): one pass over its voxels is cheaper
+    return _crop_distances(pred[sl], ref[sl], np.broadcast_to(np.asarray(spacing, dtype=np.float64), (pred.ndim,)))
+
+
+def _crop_distances(pred: np.ndarray, ref: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    bp, br = _border(pred), _border(ref)
+    pp, pr = np.argwhere(bp), np.argwhere(br)
+    if bp.size < EDT_VOXELS_PER_POINT * (len(pp) + len(pr)):  # a compact crop (thick slices): one pass is cheaper
         return distance_transform_edt(~br, sampling=sp)[bp], distance_transform_edt(~bp, sampling=sp)[br]
-    # Border voxels shared by both masks are at distance 0; only the others need a nearest-neighbour query.
-    d_pr, d_rp = np.zeros(int(bp.sum())), np.zeros(int(br.sum()))
-    d_pr[(~br)[bp]] = _tree(np.argwhere(br) * sp).query(np.argwhere(bp & ~br) * sp)[0]
-    d_rp[(~bp)[br]] = _tree(np.argwhere(bp) * sp).query(np.argwhere(br & ~bp) * sp)[0]
-    return d_pr, d_rp
+    return _directed(bp, br, pp, pr, sp), _directed(br, bp, pr, pp, sp)
 
 
 def _tree(points: np.ndarray) -> cKDTree:
@@ -117,14 +178,16 @@ def pair_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Spacing = 1.0,
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     if pred.shape != ref.shape:
         raise ValueError(f"mask shapes differ: prediction {pred.shape} vs reference {ref.shape}")
-    vp, vr = int(pred.sum()), int(ref.sum())
+    vp, vr = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))
     rvd = (vp - vr) / vr if vr else (0.0 if vp == 0 else float("nan"))
     if vp == 0 and vr == 0:
         return PairMetrics(1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
     if vp == 0 or vr == 0:
         return PairMetrics(0.0, float("inf"), float("inf"), float("inf"), rvd, 0.0)
-    dice = 2.0 * int(np.count_nonzero(pred & ref)) / (vp + vr)
-    a, b = surface_distances(pred, ref, spacing)
+    sl = _bbox(pred, ref)  # every foreground voxel lies in the joint box: work there
+    pc, rc = pred[sl], ref[sl]
+    dice = 2.0 * int(np.count_nonzero(pc & rc)) / (vp + vr)
+    a, b = _crop_distances(pc, rc, np.broadcast_to(np.asarray(spacing, dtype=np.float64), (pred.ndim,)))
     hd = float(max(a.max(), b.max()))
     hd95 = float(max(np.percentile(a, 95), np.percentile(b, 95)))
     assd = float(np.concatenate([a, b]).mean())
