@@ -1,4 +1,4 @@
-"""The package's layers (README, "Architecture"): a module imports only its own layer and the layers below it,
+"""The package's layers (docs/architecture.md): a module imports only its own layer and the layers below it,
 whether the import is at the top of the file or inside a function; no two modules import each other, even through
 others; an import of the package's own modules sits inside a function only when it keeps a heavy package (torch,
 Ray, Optuna, Streamlit, matplotlib, ...) out of a module that does not load it already; and the record readers
@@ -43,7 +43,7 @@ def layer(name: str) -> int:
         for n in names:
             if (name == n or name.startswith(n + ".")) and len(n) > best[0]:
                 best = (len(n), i)
-    assert best[0] > 0, f"{name} is in no layer: add it to LAYERS and to the README's architecture section"
+    assert best[0] > 0, f"{name} is in no layer: add it to LAYERS and to docs/architecture.md"
     return best[1]
 
 

@@ -49,7 +49,7 @@ def test_ray_up_job_submit_ray_down(tiny_prepared, ray_local, tmp_path):
     storage.upload(tiny_prepared, storage.join(bucket, "data", "tiny"))
     space = write_space(tmp_path / "space.yaml", epochs=2)
     # Ray 2.60 clusters require token authentication; on this machine the client finds the head's token in
-    # ~/.ray/auth_token (on a remote cluster: copy it from the head, README "Run on a cluster").
+    # ~/.ray/auth_token (on a remote cluster: copy it from the head, docs/cluster.md).
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token"}
     ray.shutdown()  # `ray down` would stop it anyway
     try:

@@ -1,5 +1,5 @@
 """Drive a running dashboard in headless Chromium (Playwright on the system browser): visit every page, record
-what is visible, save full-page screenshots. Used by the browser test and for the README's screenshots:
+what is visible, save full-page screenshots. Used by the browser test and for the screenshots in the README and docs/:
 
     python -m shapetune.dashboard.screenshots EXPERIMENTS... --out docs/screenshots
 """

@@ -77,7 +77,8 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
         splits: ``imperial_test`` (the sweep's own test split), ``acdc_test`` (the ACDC-layout folder ``acdc``),
             ``acdc_hard`` (a second, harder external set, added whenever ``acdc_hard`` is given).
         trials: ``best`` (the checkpoint ``shapetune export`` would choose), ``all``, or trial ids joined by commas.
-        acdc, acdc_hard: raw ACDC-layout folders or prepared datasets for the external splits.
+        acdc: a raw ACDC-layout folder or a prepared dataset for the external split ``acdc_test``.
+        acdc_hard: the same for the second external split, ``acdc_hard``.
         extra: more candidates as ``NAME=CHECKPOINT_OR_RUN_DIR``.
         baselines: names in :data:`~shapetune.evaluation.baselines.BASELINES`, fitted on the training split.
         force: score again what the cache already holds.

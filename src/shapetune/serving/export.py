@@ -118,7 +118,10 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
     Args:
         exp_dir: the experiment folder or its URI (mirrored locally; nothing in it is unpickled or changed).
         out: a new or empty folder, or a previous export (replaced only with ``force``); or a URI.
-        objective, pareto_index, trial_id, min_val_acc: how to choose the trial (see :func:`choose`).
+        objective: the metric the best checkpoint maximises (see :func:`choose`).
+        pareto_index: for a multi-objective sweep, which Pareto-optimal trial (see :func:`choose`).
+        trial_id: export this trial instead of choosing one.
+        min_val_acc: the validation-accuracy floor a checkpoint must reach to be chosen.
         force: replace a previous ShapeTune export at ``out``.
         fmt: a format of :data:`EXPORT_FORMATS`: ``shapetune`` (what ``shapetune predict`` reads) or
             ``monai-bundle`` (the same model, verified, in MONAI's bundle layout; ``serving.bundle``).
