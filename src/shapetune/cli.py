@@ -20,11 +20,14 @@ from shapetune.config import ConfigError, load_config
 from shapetune.dashboard.experiments import DashboardError
 from shapetune.dashboard.optuna_server import serve_optuna
 from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
+from shapetune.data.dataset import dataset_phases
 from shapetune.data.errors import DataError
 from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
 from shapetune.data.fetal.prepare import prepare_fetal
 from shapetune.data.prepare import prepare
+from shapetune.data.table_prepare import prepare_table
 from shapetune.data.template import TemplateGrid
+from shapetune.data.tubes_synth import TubesConfig, synth_tubes
 from shapetune.errors import ShapeTuneError
 from shapetune.experiment.tracking import check_tracking, track_training_run
 from shapetune.evaluation.fetal.study import SUBSET_LABELS, mean_sd, run_study
@@ -47,6 +50,14 @@ class Cohort(str, Enum):
     imperial = "imperial"
     acdc = "acdc"
     fetal = "fetal"
+    tubes = "tubes"
+
+
+class Format(str, Enum):
+    imperial = "imperial"
+    acdc = "acdc"
+    fetal = "fetal"
+    table = "table"
 
 
 def _version(value: bool) -> None:
@@ -75,7 +86,8 @@ def data_synth(
     spacing: Annotated[float, typer.Option(help="Imperial: template spacing in mm.")] = 2.0,
     borderline_fraction: Annotated[float, typer.Option(help="Fraction of HCM cases that are borderline "
                                                             "(13-16 mm).")] = 0.15,
-    n_per_group: Annotated[int, typer.Option(help="ACDC: patients per group (NOR, HCM).")] = 20,
+    n_per_group: Annotated[int, typer.Option(help="ACDC: patients per group (NOR, HCM); tubes: subjects per group "
+                                                  "(CN, AD).")] = 20,
     slice_mm: Annotated[float | None, typer.Option(help="ACDC: one slice thickness in mm for every patient "
                                                         "(default: drawn from 5, 6.5, 8, 10).")] = None,
     max_tilt_deg: Annotated[float, typer.Option(help="ACDC: largest tilt of the short-axis stack off the long "
@@ -84,19 +96,23 @@ def data_synth(
                                                "14 test).")] = 72,
     workers: Annotated[int, typer.Option(help="Parallel processes (0 = all cores).")] = 0,
 ) -> None:
-    """Generate a synthetic cohort: Imperial-style 3D template masks, an ACDC-layout test set, or fetal skulls
-    with their 2D standard planes (--grid 64 for CPU, 96 as in the reference study; spacing follows the grid)."""
+    """Generate a synthetic cohort: Imperial-style 3D template masks, an ACDC-layout test set, fetal skulls with
+    their 2D standard planes (--grid 64 for CPU, 96 as in the reference study; spacing follows the grid), or
+    hippocampus-like tubes with a local atrophy (a manifest table; `data prepare OUT/manifest.csv --format table
+    --structure-label 17 --positive AD`)."""
     try:
         cfg = SynthConfig(seed=seed, grid=grid, spacing=spacing, borderline_fraction=borderline_fraction)
         t0 = time.perf_counter()
         if cohort is Cohort.fetal:
             gt = synth_fetal(out, FetalConfig(seed=seed, n_subjects=subjects, grid=grid), workers=workers or None)
+        elif cohort is Cohort.tubes:
+            gt = synth_tubes(out, TubesConfig(seed=seed, n_per_group=n_per_group), workers=workers or None)
         elif cohort is Cohort.imperial:
             gt = synth_imperial(out, cfg, workers=workers or None)
         else:
             gt = synth_acdc(out, cfg, n_per_group=n_per_group, workers=workers or None, slice_mm=slice_mm,
                             max_tilt_deg=max_tilt_deg)
-    except ValueError as exc:
+    except (DataError, ValueError) as exc:
         _fail(exc)
     dt = time.perf_counter() - t0
     console.print(f"[green]wrote {len(gt)} {cohort.value} subjects to {out}[/] in {dt:.1f} s "
@@ -105,8 +121,9 @@ def data_synth(
 
 @data_app.command("prepare")
 def data_prepare(
-    src: Annotated[Path, typer.Argument(help="Source folder (ACDC layout or Imperial-style layout).")],
-    format: Annotated[Cohort, typer.Option("--format", help="Layout of SRC.")],
+    src: Annotated[Path, typer.Argument(help="Source folder (ACDC layout or Imperial-style layout), or the manifest "
+                                             "table (CSV or Parquet) with --format table.")],
+    format: Annotated[Format, typer.Option("--format", help="Layout of SRC.")],
     out: Annotated[Path, typer.Option(help="Prepared dataset folder.")],
     groups: Annotated[str, typer.Option(help="Comma-separated diagnosis groups to keep (NOR, MINF, DCM, HCM, "
                                              "RV).")] = "NOR,HCM",
@@ -116,18 +133,32 @@ def data_prepare(
                                                               "instead of stopping.")] = False,
     in_plane: Annotated[str, typer.Option(help="In-plane alignment: 'rv' (septum from the RV) or 'keep' (input "
                                                "already aligned).")] = "rv",
+    structure_label: Annotated[int, typer.Option(help="Table: the label value of the structure to model.")] = 1,
+    align: Annotated[str, typer.Option(help="Table: 'principal' (centroid + principal axes), 'centroid' (shift "
+                                            "only) or 'none' (data already registered).")] = "principal",
+    phases: Annotated[str | None, typer.Option(help="Table: the phase columns, one or two, comma-separated "
+                                                    "(default: ed,es or mask).")] = None,
+    positive: Annotated[str | None, typer.Option(help="Table: the group that is label 1 (with a 'group' "
+                                                      "column).")] = None,
+    split: Annotated[str, typer.Option(help="Table without a 'split' column: train,val,test percentages of the "
+                                            "split drawn per class.")] = "70,15,15",
+    seed: Annotated[int, typer.Option(help="Table: the seed of that split.")] = 0,
     workers: Annotated[int, typer.Option(help="Parallel processes (0 = all cores).")] = 0,
 ) -> None:
     """Align, resample and check every subject onto the template grid; compute clinical indices."""
     try:
         t0 = time.perf_counter()
-        if format is Cohort.fetal:  # fetal skulls keep their field of view: spacing follows the grid
+        if format is Format.fetal:  # fetal skulls keep their field of view: spacing follows the grid
             n = prepare_fetal(src, out, grid, workers=workers or None)
             console.print(f"[green]prepared {n} fetal subjects into {out}[/] in {time.perf_counter() - t0:.1f} s")
             return
         tg = TemplateGrid.cube(grid, spacing)
-        rep = prepare(src, format.value, out, tg, tuple(g.strip() for g in groups.split(",") if g.strip()),
-                      skip_bad=skip_bad, in_plane=in_plane, workers=workers or None)
+        if format is Format.table:
+            rep = prepare_table(src, out, tg, structure_label, align, _phase_list(phases), positive,
+                                _fractions(split), seed, skip_bad=skip_bad, workers=workers or None)
+        else:
+            rep = prepare(src, format.value, out, tg, tuple(g.strip() for g in groups.split(",") if g.strip()),
+                          skip_bad=skip_bad, in_plane=in_plane, workers=workers or None)
     except (DataError, ValueError) as exc:
         _fail(exc)
     dt = time.perf_counter() - t0
@@ -151,6 +182,20 @@ def data_prepare(
         for s in rep.skipped:
             t.add_row(s["subject"], s["file"], s["problem"])
         console.print(t)
+
+
+def _phase_list(phases: str | None) -> tuple[str, ...] | None:
+    return tuple(p.strip() for p in phases.split(",") if p.strip()) if phases else None
+
+
+def _fractions(split: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in split.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise DataError("--split", f"expected three percentages train,val,test (e.g. 70,15,15), got {split!r}")
+    return parts[0], parts[1], parts[2]
 
 
 @data_app.command("show")
@@ -198,13 +243,14 @@ def train(
     from shapetune.training.ray_train import run_training
 
     try:
-        cfg = load_config(_config_path(config), list(ctx.args))
+        data_dir = storage.local_copy(data)
+        cfg = load_config(_config_path(config), _fit_overrides(data_dir, list(ctx.args)))
         if tracking:
             check_tracking(tracking)
         if not storage.is_uri(out):  # a run folder is continued by train, never someone else's folder
             claim_folder(out, "train", legacy=lambda p: (p / "summary.json").is_file())
         ray_log = route_ray_output(None if verbose else _ray_log_path(out))
-        outcome = run_training(cfg, storage.local_copy(data), out, workers=workers, gpus_per_worker=gpus_per_worker,
+        outcome = run_training(cfg, data_dir, out, workers=workers, gpus_per_worker=gpus_per_worker,
                                cpus_per_worker=cpus_per_worker)
         settle()
     except (ShapeTuneError, storage.StorageError, ValueError) as exc:  # ValueError: a malformed --tracking
@@ -218,7 +264,7 @@ def train(
         except Exception as exc:  # the run is finished and saved; only its copy in the tracking store is missing
             console.print(f"[yellow]tracking: the run was not logged:[/] {exc}")
     m = outcome.best_metrics
-    keys = task_spec(cfg.model.name).val_keys
+    keys = [k for k in task_spec(cfg.model.name).val_keys if k in m]  # a one-phase cohort has no ED/ES Dice
     t = Table(title=f"best checkpoint by {cfg.checkpoint.metric} ({cfg.checkpoint.mode})")
     for c in ("epoch", *keys):
         t.add_column(c, justify="right")
@@ -228,6 +274,15 @@ def train(
                   f"(history.csv, summary.json, learning_curves.png); wall {outcome.wall_s:.0f} s", soft_wrap=True)
     if ray_log:
         console.print(f"Ray's log: {ray_log}", soft_wrap=True)
+
+
+def _fit_overrides(data: str | Path, overrides: list[str]) -> list[str]:
+    """``overrides`` plus ``model.in_channels=P`` when the dataset declares P phases (a manifest-table cohort) and
+    the overrides do not set it: a one-phase cohort trains with one input channel without being told."""
+    phases = None if storage.is_uri(str(data)) else dataset_phases(data)
+    if phases is None or any(o.split("=", 1)[0].strip() == "model.in_channels" for o in overrides):
+        return overrides
+    return [*overrides, f"model.in_channels={len(phases)}"]
 
 
 def _ray_log_path(out: str) -> Path:
@@ -306,7 +361,7 @@ def tune_cmd(
             cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
             scheduler=scheduler.value if scheduler else None, sampler=sampler.value if sampler else None, seed=seed,
             grace_period=grace_period,
-            overrides=list(ctx.args), max_failures=max_failures, time_budget_s=time_budget_s,
+            overrides=_fit_overrides(data, list(ctx.args)), max_failures=max_failures, time_budget_s=time_budget_s,
             evaluate=evaluate, tracking=tracking)
         run_sweep(settings, callbacks=on_complete_callbacks(settings), verbose=verbose)
     except (ShapeTuneError, ValueError, storage.StorageError) as exc:  # ValueError: the settings' own checks
@@ -378,17 +433,23 @@ def predict_cmd(
         df = predict(export_dir, input, out, es, split, force=force)
     except (ShapeTuneError, storage.StorageError) as exc:
         _fail(exc)
+    prob = "p_hcm" if "p_hcm" in df else "p_positive"  # a table cohort's model: the probability of its label 1
+    dices = [c for c in df.columns if c.startswith("dice_")]
     t = Table(title=f"{len(df)} subject(s)")
-    for c in ("subject", "p(HCM)", "predicted", "label", "Dice ED", "Dice ES"):
+    for c in ("subject", "p(HCM)" if prob == "p_hcm" else "p(label 1)", "predicted", "label",
+              *(f"Dice {c[5:].upper()}" for c in dices)):
         t.add_column(c)
     for _, r in df.head(20).iterrows():
-        lab = {0: "healthy", 1: "HCM"}.get(r.label, "-") if r.label == r.label else "-"
-        t.add_row(r.subject, f"{r.p_hcm:.3f}", r.predicted, lab, f"{r.dice_ed:.3f}", f"{r.dice_es:.3f}")
+        lab = str(int(r.label)) if r.label == r.label and r.label is not None else "-"
+        if prob == "p_hcm" and lab != "-":
+            lab = {"0": "healthy", "1": "HCM"}[lab]
+        t.add_row(r.subject, f"{r[prob]:.3f}", r.predicted, lab, *(f"{r[c]:.3f}" for c in dices))
     console.print(t)
     if df.label.notna().any():
         known = df[df.label.notna()]
-        console.print(f"accuracy {((known.p_hcm > 0.5) == known.label.astype(bool)).mean():.3f} on "
-                      f"{len(known)} labelled; mean Dice ED {df.dice_ed.mean():.3f} ES {df.dice_es.mean():.3f}")
+        console.print(f"accuracy {((known[prob] > 0.5) == known.label.astype(bool)).mean():.3f} on "
+                      f"{len(known)} labelled; mean " + ", ".join(f"Dice {c[5:].upper()} {df[c].mean():.3f}"
+                                                                  for c in dices))
     console.print(f"written to {out}")
 
 
@@ -433,9 +494,11 @@ def evaluate_cmd(
 def _print_eval(res) -> None:
     """The evaluation summary in five columns, to read in an 80-column terminal (every metric is in report.md)."""
     s = res.summary
+    phases = [p for p in dict.fromkeys(s.phase) if isinstance(p, str) and p] or ["ED", "ES"]
+    names = "/".join(phases)
     t = Table(title="evaluation: means over subjects, HD in mm, accuracy (95 % CI)", box=box.SIMPLE_HEAD,
               padding=(0, 1), pad_edge=False)
-    for c, just in (("model", "left"), ("split", "left"), ("Dice ED/ES", "right"), ("HD ED/ES", "right"),
+    for c, just in (("model", "left"), ("split", "left"), (f"Dice {names}", "right"), (f"HD {names}", "right"),
                     ("accuracy", "right")):
         t.add_column(c, justify=just, overflow="fold")
     for (model, split), g in s.groupby(["model", "split"], sort=False):
@@ -443,9 +506,8 @@ def _print_eval(res) -> None:
             r = g[(g.metric == metric) & (g.phase == phase)]
             return "-" if r.empty or r["mean"].isna().all() else format(r["mean"].iloc[0], fmt)
         acc = g[g.metric == "accuracy"].iloc[0]
-        t.add_row(model, split, f"{val('dice', 'ED')}/{val('dice', 'ES')}",
-                  f"{val('hd', 'ED', '.1f')}/{val('hd', 'ES', '.1f')}",
-                  f"{acc['mean']:.3f} ({acc.lo:.2f}-{acc.hi:.2f})")
+        t.add_row(model, split, "/".join(val("dice", p) for p in phases),
+                  "/".join(val("hd", p, ".1f") for p in phases), f"{acc['mean']:.3f} ({acc.lo:.2f}-{acc.hi:.2f})")
     console.print(t)
     console.print(f"evaluated {res.evaluated} candidate x split pair(s), {res.cached} from cache; "
                   f"report (RVD, HD95, paired tests): {res.out_dir / 'report.md'}")

@@ -51,7 +51,7 @@ CONFIGS = Path(__file__).parents[2] / "src" / "shapetune" / "configs"
     (["seed=-1"], "seed: Input should be greater than or equal to 0"),
     (["fault_injection={epoch: 30}"], "fault_injection.epoch: epoch 30 is never reached: the run has optim.epochs=30"),
     (["fault_injection.rank=-1"], "fault_injection.rank: Input should be greater than or equal to 0"),
-    (["model.in_channels=1"], "in_channels must be 2 for model 'lvae'"),
+    (["model.in_channels=3"], "in_channels must be 1 or 2 for model 'lvae'"),
     (["optim.batch_size=1"], "optim.batch_size: batch normalisation needs optim.batch_size >= 2"),
 ])
 def test_values_that_cannot_work_are_refused_with_the_field(overrides, message):

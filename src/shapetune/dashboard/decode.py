@@ -19,19 +19,24 @@ from shapetune.evaluation.meshes import Mesh, surface_mesh, with_distance_to, wi
 class SubjectVolumes:
     subject: str
     label: int
-    masks: np.ndarray  # [2, D, H, W] binary myocardium, ED and ES
+    masks: np.ndarray  # [P, D, H, W] binary: the myocardium at ED and ES, or a table cohort's structure per phase
     spacing: float
+    phases: tuple[str, ...] = ("ed", "es")
+    cardiac: bool = True  # the LV template frame: wall thickness and the cardiac slice names apply
+    class_names: tuple[str, str] = ("healthy", "HCM")
 
 
 def load_subject(data: str, subject: str) -> SubjectVolumes:
-    """One subject's ED/ES myocardium masks from a prepared dataset."""
+    """One subject's masks (one per phase) from a prepared dataset."""
     ds = PreparedDataset(data)
     rows = ds.manifest[ds.manifest.subject == subject]
     if rows.empty:
         raise KeyError(f"{data}: no subject {subject!r}")
     r = rows.iloc[0]
     masks = (np.asarray(ds.masks[int(r["index"])]) == MYOCARDIUM).astype(np.uint8)
-    return SubjectVolumes(subject, int(r["label"]), masks, ds.grid.spacing)
+    names = ds.class_names
+    return SubjectVolumes(subject, int(r["label"]), masks, ds.grid.spacing, ds.phases, ds.is_cardiac,
+                          (names[0], names[1]))
 
 
 @torch.no_grad()
@@ -65,12 +70,16 @@ def boundary_grid(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return torch.sigmoid(model.classify(z).float()).numpy().reshape(len(y), len(x))
 
 
-def class_means(model, levels: list[np.ndarray], labels: np.ndarray, spacing: float) -> dict[int, dict]:
-    """Per class: the decoded mean shape and its wall-thickness map (thickness mm, apex->base, angle deg)."""
+def class_means(model, levels: list[np.ndarray], labels: np.ndarray, spacing: float,
+                wall_thickness: bool = True) -> dict[int, dict]:
+    """Per class: the decoded mean shape and (the LV) its wall-thickness map (thickness mm, apex->base, angle
+    deg)."""
     out = {}
     for c, vol in navigation.class_mean_shapes(model, levels, labels).items():
-        t, zeta, alpha = navigation.thickness_map(vol[0], spacing)
-        out[c] = {"volume": vol, "thickness": t, "zeta": zeta, "alpha": alpha}
+        out[c] = {"volume": vol}
+        if wall_thickness:
+            t, zeta, alpha = navigation.thickness_map(vol[0], spacing)
+            out[c].update(thickness=t, zeta=zeta, alpha=alpha)
     return out
 
 
@@ -84,16 +93,19 @@ def latent_walk(model, levels: list[np.ndarray], labels: np.ndarray, subject: in
 
 
 
-def phase_meshes(vol: np.ndarray, spacing: float, reference: np.ndarray | None = None) -> list[Mesh]:
-    """ED and ES surface meshes of a ``[2, D, H, W]`` myocardium, wall thickness (mm) at every vertex; with a
-    ``reference`` shape, also the signed distance (mm) to its surface.
+def phase_meshes(vol: np.ndarray, spacing: float, reference: np.ndarray | None = None,
+                 wall_thickness: bool = True) -> list[Mesh]:
+    """One surface mesh per phase of a ``[P, D, H, W]`` shape, with (the LV myocardium) the wall thickness (mm) at
+    every vertex; with a ``reference`` shape, also the signed distance (mm) to its surface.
 
     Raises:
         MeshError: a phase with no surface (an empty decoded shape).
     """
     out = []
     for p in range(vol.shape[0]):
-        m = with_wall_thickness(surface_mesh(vol[p], spacing), vol[p], spacing)
+        m = surface_mesh(vol[p], spacing)
+        if wall_thickness:
+            m = with_wall_thickness(m, vol[p], spacing)
         if reference is not None:
             with_distance_to(m, reference[p], spacing)
         out.append(m)

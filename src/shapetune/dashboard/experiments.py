@@ -16,6 +16,8 @@ import pandas as pd
 
 from shapetune import storage
 from shapetune.dashboard.studies import is_study
+from shapetune.data.dataset import PreparedDataset
+from shapetune.data.errors import DataError
 from shapetune.errors import ShapeTuneError
 from shapetune.evaluation.candidates import EvaluationError, checkpoint_dir
 from shapetune.experiment.checkpoints import load_state
@@ -179,12 +181,13 @@ def candidate_info(exp: Experiment, ev: Evaluation) -> pd.DataFrame:
 
 
 def test_metrics(exp: Experiment, ev: Evaluation | None) -> pd.DataFrame:
-    """Per trial id: test-split Dice (ED/ES) and accuracy per evaluated split (wide, for the Runs table)."""
+    """Per trial id: test-split Dice per phase (ED/ES) and accuracy per evaluated split (wide, for the Runs
+    table)."""
     if ev is None:
         return pd.DataFrame(columns=["trial_id"])
     info = candidate_info(exp, ev).dropna(subset=["trial_id"])
     s = ev.summary.merge(info[["model", "trial_id"]], on="model")
-    keep = s[((s.metric == "dice") & s.phase.isin(["ED", "ES"])) | (s.metric == "accuracy")].copy()
+    keep = s[((s.metric == "dice") & (s.phase != "")) | (s.metric == "accuracy")].copy()
     short = {"imperial_test": "test", "acdc_test": "acdc", "acdc_hard": "hard"}
     keep["col"] = keep.split.map(short).fillna(keep.split) + "_" + keep.metric.str.replace("accuracy", "acc") \
         + keep.phase.str.lower().radd("_").where(keep.phase != "", "")
@@ -213,6 +216,14 @@ def learning_curve(exp: Experiment, trial_id: str | None, checkpoint: str | None
             df = pd.DataFrame(hist)
             return df.assign(epoch=df.epoch + 1)
     return pd.DataFrame()
+
+
+def class_names(exp: Experiment) -> dict[int, str]:
+    """Label -> class name of the experiment's dataset (healthy/HCM, or a table cohort's groups)."""
+    try:
+        return PreparedDataset(storage.local_copy(exp.settings.data, refresh=False)).class_names
+    except (DataError, OSError, storage.StorageError):
+        return {0: "healthy", 1: "HCM"}
 
 
 def split_data(exp: Experiment, ev: Evaluation, split: str) -> str:

@@ -34,30 +34,35 @@ def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str
     return fig
 
 
-def latent_scatter(df: pd.DataFrame, x: str, y: str, title: str, boundary: tuple | None = None) -> go.Figure:
+def latent_scatter(df: pd.DataFrame, x: str, y: str, title: str, boundary: tuple | None = None,
+                   class_names: dict[int, str] | None = None) -> go.Figure:
     """Subjects in a 2D latent view: colour = diagnosis, symbol = split, misclassified ringed in black;
-    ``boundary`` = (xs, ys, p) draws the classifier's p(HCM) and its 0.5 contour."""
+    ``boundary`` = (xs, ys, p) draws the classifier's p(positive class) and its 0.5 contour; ``class_names``
+    label -> name (default healthy / HCM)."""
+    names = class_names or CLASS_NAMES
+    colours = {names[k]: CLASS_COLOURS[v] for k, v in CLASS_NAMES.items() if k in names}
+    p_label = f"p({names.get(1, 'HCM')})"
     fig = go.Figure()
     if boundary is not None:
         xs, ys, p = boundary
         fig.add_trace(go.Contour(x=xs, y=ys, z=p, colorscale="RdBu_r", opacity=0.35, zmin=0, zmax=1,
                                  contours=dict(start=0, end=1, size=0.1), showscale=True, line_width=0,
-                                 colorbar=dict(title="p(HCM)", len=0.6), hoverinfo="skip", name="p(HCM)"))
+                                 colorbar=dict(title=p_label, len=0.6), hoverinfo="skip", name=p_label))
         fig.add_trace(go.Contour(x=xs, y=ys, z=p, contours=dict(start=0.5, end=0.5, size=1, coloring="lines"),
                                  line=dict(color="black", width=2, dash="dash"), showscale=False, hoverinfo="skip",
                                  name="decision boundary (p = 0.5)", showlegend=True))
     for split, g_split in df.groupby("split", sort=False):
         for label, g in g_split.groupby("label", sort=True):
-            name = CLASS_NAMES.get(int(label), str(label))
+            name = names.get(int(label), str(label))
             wrong = g.correct == 0
             fig.add_trace(go.Scatter(
                 x=g[x], y=g[y], mode="markers", name=f"{name} · {split.replace('_', ' ')}",
-                marker=dict(color=CLASS_COLOURS.get(name, "grey"), symbol=SPLIT_SYMBOLS.get(split, "square"),
+                marker=dict(color=colours.get(name, "grey"), symbol=SPLIT_SYMBOLS.get(split, "square"),
                             size=np.where(wrong, 13, 8), line=dict(color="black", width=np.where(wrong, 2.5, 0.5))),
                 customdata=np.stack([g.subject, g.split, g.prob_hcm.round(3), np.where(wrong, "misclassified", "")],
                                     axis=1),
-                hovertemplate="%{customdata[0]} (%{customdata[1]})<br>p(HCM) %{customdata[2]}<br>%{customdata[3]}"
-                              "<extra></extra>"))
+                hovertemplate="%{customdata[0]} (%{customdata[1]})<br>" + p_label
+                              + " %{customdata[2]}<br>%{customdata[3]}<extra></extra>"))
     fig.update_layout(title=title, height=560, legend=dict(orientation="h", y=-0.15), xaxis_title=x, yaxis_title=y,
                       margin=dict(l=40, r=20, t=50, b=40), clickmode="event+select")
     return fig
@@ -77,13 +82,15 @@ def plane(vol: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.take(vol, index, axis=axis).T[::-1]
 
 
-def slices_figure(ref: np.ndarray, rec: np.ndarray, centre: tuple[int, int, int], title: str = ""):
-    """Input vs reconstruction, ED and ES, in three orthogonal planes with the error overlay (matplotlib)."""
+def slices_figure(ref: np.ndarray, rec: np.ndarray, centre: tuple[int, int, int], title: str = "",
+                  phases: list[str] | tuple[str, ...] = ("ED", "ES")):
+    """Input vs reconstruction, one row per phase, in three orthogonal planes with the error overlay (matplotlib)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(2, 3, figsize=(8, 5.4))
-    for r, phase in enumerate(("ED", "ES")):
+    fig, axes = plt.subplots(len(phases), 3, figsize=(8, 2.7 * len(phases) + 0.3 * (len(phases) == 1)),
+                             squeeze=False)
+    for r, phase in enumerate(phases):
         for a, name in enumerate(PLANES):
             ax = axes[r, a]
             ax.imshow(_overlay(plane(ref[r], a, centre[a]), plane(rec[r], a, centre[a])), interpolation="nearest")

@@ -50,6 +50,17 @@ def dataset_task(path: str | Path) -> str:
     return cohort_task(json.loads(meta.read_text()).get("cohort"))
 
 
+def dataset_phases(path: str | Path) -> tuple[str, ...] | None:
+    """The phases a prepared dataset declares (a manifest-table cohort: one or two); None for the cohorts whose
+    layout fixes them (cardiac: ED and ES; fetal skulls), or where ``path`` is not a prepared dataset."""
+    meta = Path(path) / "dataset.json"
+    try:
+        phases = json.loads(meta.read_text()).get("phases")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return tuple(phases) if isinstance(phases, list) and phases else None
+
+
 class PreparedDataset:
     """A prepared dataset on disk; masks are memory-mapped, so opening it is cheap."""
 
@@ -104,6 +115,25 @@ class PreparedDataset:
                 raise DataError(self.path / name, f"cannot read ({exc}); {RERUN}") from exc
             if arr.shape[0] != rows:
                 raise DataError(self.path / name, f"{arr.shape[0]} volumes but {rows} manifest rows; {RERUN}")
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phase of each channel of ``masks``: the table's columns, or ``ed``, ``es`` for the cardiac cohorts."""
+        return tuple(self.meta.get("phases") or ("ed", "es"))
+
+    @property
+    def is_cardiac(self) -> bool:
+        """Whether the masks are the LV myocardium in its template frame (wall thickness, ED/ES): every cohort but
+        a manifest-table one (a user's own anatomy)."""
+        return self.meta.get("cohort") != "table"
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """Label -> class name: healthy/HCM for the cardiac cohorts, the table's groups for a manifest-table one."""
+        if self.is_cardiac or "group" not in self.manifest:
+            return {0: "healthy", 1: "HCM"}
+        m = self.manifest
+        return {lab: "/".join(sorted(set(m.loc[m["label"] == lab, "group"].astype(str)))) or str(lab) for lab in (0, 1)}
 
     @cached_property
     def manifest(self) -> pd.DataFrame:

@@ -39,8 +39,8 @@ def check_voxel_sizes(img, path: str | Path, ndim: int) -> None:
                               "(must be finite and positive, in mm)")
 
 
-def check_label_values(data: np.ndarray, path: str | Path, allowed: set[int]) -> set[int]:
-    """Label values of ``data`` as stored (before any cast): finite integers from ``allowed`` or 0."""
+def check_label_values(data: np.ndarray, path: str | Path, allowed: set[int] | None) -> set[int]:
+    """Label values of ``data`` as stored (before any cast): finite integers from ``allowed`` (any when None) or 0."""
     if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
             or data.dtype == np.bool_):
         raise DataError(path, f"label map has data type {data.dtype}; expected integers")
@@ -53,15 +53,19 @@ def check_label_values(data: np.ndarray, path: str | Path, allowed: set[int]) ->
     values = np.unique(data)
     # Compare as Python ints: a cast first (e.g. int32 65538 -> int16 2) would turn stray values into labels.
     found = {int(v) for v in values.tolist()}
-    unexpected = sorted(found - allowed - {0})
-    if unexpected:
+    unexpected = [] if allowed is None else sorted(found - allowed - {0})
+    if unexpected and allowed is not None:
         shown = ", ".join(map(str, unexpected[:8])) + (", ..." if len(unexpected) > 8 else "")
         raise DataError(path, f"unexpected label value(s) [{shown}]; expected a subset of {sorted(allowed | {0})}")
     return found
 
 
-def load_label_map(path: str | Path, allowed: set[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read a 3D integer label map and its affine; raise DataError naming the file on any problem."""
+def load_label_map(path: str | Path, allowed: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D integer label map and its affine; raise DataError naming the file on any problem.
+
+    ``allowed``: the label values it may hold besides 0; None accepts any integer labels (a user's own cohort,
+    whose structure label is chosen afterwards).
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(path, "file not found")
@@ -76,7 +80,8 @@ def load_label_map(path: str | Path, allowed: set[int]) -> tuple[np.ndarray, np.
         raise DataError(path, f"expected a 3D label map, got a {data.ndim}D image of shape {data.shape}")
     check_voxel_sizes(img, path, 3)
     check_label_values(data, path, allowed)
-    data = data.astype(np.int16)  # safe now: every value is 0 or a known label
+    # safe now: every value is 0 or a known label (any labels: int32 holds every integer a label map uses)
+    data = data.astype(np.int16 if allowed is not None else np.int32)
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise DataError(path, "invalid (singular or non-finite) affine in the NIfTI header")

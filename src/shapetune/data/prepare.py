@@ -84,7 +84,7 @@ def _fingerprint(src: Path, scan: SourceScan, settings: dict) -> tuple[str, dict
     return h.hexdigest(), hashes
 
 
-def _up_to_date(out: Path, fingerprint: str) -> PrepareReport | None:
+def up_to_date(out: Path, fingerprint: str) -> PrepareReport | None:
     """The report of a complete, consistent dataset at ``out`` prepared from these very inputs, else None."""
     if not (out / "dataset.json").exists():
         return None
@@ -128,7 +128,7 @@ def prepare(src: str | Path, fmt: str, out: str | Path,
     settings = {"format": fmt, "grid": grid.to_dict(), "groups": sorted(g.upper() for g in groups),
                 "in_plane": in_plane, "skip_bad": skip_bad, "preprocess_version": PREPROCESS_VERSION}
     fingerprint, hashes = _fingerprint(src, scan, settings)
-    if (done := _up_to_date(out, fingerprint)) is not None:
+    if (done := up_to_date(out, fingerprint)) is not None:
         done.notes = notes
         return done
     subjects = scan.subjects

@@ -95,6 +95,19 @@ def index_plot(ds: PreparedDataset, path: Path) -> Path:
     return path
 
 
+def _print_problems(ds: PreparedDataset, console: Console) -> None:
+    """The subjects cut by the grid border and those skipped at preparation, each named."""
+    clipped = ds.manifest.get("fov_clipped")
+    if clipped is not None and clipped.any():
+        console.print(f"[yellow]{int(clipped.sum())} subject(s) touch the template border (fov_clipped): "
+                      f"{', '.join(ds.manifest.subject[clipped].head(10))}; a larger --grid or --spacing holds "
+                      "them[/]")
+    if ds.meta.get("skipped"):
+        console.print(f"[yellow]{len(ds.meta['skipped'])} subject(s) were skipped at preparation:[/]")
+        for s in ds.meta["skipped"]:
+            console.print(f"  {s['subject']}: {s['file']}: {s['problem']}")
+
+
 def show_cardiac(ds: PreparedDataset, fig_dir: Path, console: Console) -> list[Path]:
     """Counts per split and class, clinical indices per class, clipped and skipped subjects; the mosaic and index
     figures."""
@@ -109,18 +122,66 @@ def show_cardiac(ds: PreparedDataset, fig_dir: Path, console: Console) -> list[P
     for r in summ.itertuples(index=False):
         t.add_row(*map(str, r))
     console.print(t)
-    clipped = ds.manifest.get("fov_clipped")
-    if clipped is not None and clipped.any():
-        console.print(f"[yellow]{int(clipped.sum())} subject(s) touch the template border (fov_clipped): "
-                      f"{', '.join(ds.manifest.subject[clipped].head(10))}[/]")
-    if ds.meta.get("skipped"):
-        console.print(f"[yellow]{len(ds.meta['skipped'])} subject(s) were skipped at preparation:[/]")
-        for s in ds.meta["skipped"]:
-            console.print(f"  {s['subject']}: {s['file']}: {s['problem']}")
+    _print_problems(ds, console)
     return [mosaic(ds, fig_dir / "mosaic.png"), index_plot(ds, fig_dir / "indices.png")]
 
 
+def table_mosaic(ds: PreparedDataset, path: Path, per_class: int = 4, seed: int = 0) -> Path:
+    """PNG of the three central slices of each phase for a few subjects of each class."""
+    rng = np.random.default_rng(seed)
+    m, names, phases = ds.manifest, ds.class_names, ds.meta["phases"]
+    picks = []
+    for lab in names:
+        idx = m.index[m["label"] == lab].to_numpy()
+        picks += [(lab, int(i)) for i in rng.choice(idx, size=min(per_class, len(idx)), replace=False)]
+    fig, axes = plt.subplots(len(picks), 3 * len(phases), figsize=(2.0 * 3 * len(phases), 2.0 * len(picks)),
+                             squeeze=False)
+    for r, (lab, i) in enumerate(picks):
+        row = m.loc[i]
+        for p, phase in enumerate(phases):
+            vol = np.asarray(ds.masks[int(row["index"])][p])
+            c = [n // 2 for n in vol.shape]
+            for a, img in enumerate((vol[c[0]], vol[:, c[1]], vol[:, :, c[2]])):
+                ax = axes[r, 3 * p + a]
+                ax.imshow(img.T, origin="lower", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+                ax.set_xticks([]), ax.set_yticks([])
+                ax.set_title(f"{phase} axis {a}", fontsize=8)
+        axes[r, 0].set_ylabel(f"{row['subject']}\n{names[lab]}", fontsize=7)
+    fig.suptitle("Aligned masks: central slice across each template axis", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def show_table(ds: PreparedDataset, fig_dir: Path, console: Console) -> list[Path]:
+    """A manifest-table cohort: counts per split and class, the structure's volume per class and phase, the
+    alignment, clipped and skipped subjects; a mosaic of aligned masks."""
+    grid, m, names = ds.grid, ds.manifest, ds.class_names
+    console.print(f"[bold]{ds.path}[/]: {len(ds)} subjects, table cohort, phases {', '.join(ds.meta['phases'])}, "
+                  f"structure label {ds.meta.get('structure_label')}, alignment "
+                  f"{ds.meta.get('orientation', {}).get('alignment')}, grid {'x'.join(map(str, grid.shape))} at "
+                  f"{grid.spacing} mm")
+    console.print(count_table(pd.crosstab(m["split"], m["label"].map(names), margins=True, margins_name="total"),
+                              "Subjects per split and class"))
+    t = Table(title="Structure volume per class (ml): mean ± sd [IQR]")
+    t.add_column("phase")
+    for name in names.values():
+        t.add_column(name)
+    for phase in ds.meta["phases"]:
+        cells = []
+        for lab in names:
+            v = m.loc[m["label"] == lab, f"volume_ml_{phase}"].dropna()
+            cells.append(f"{v.mean():.2f} ± {v.std():.2f}  [{v.quantile(.25):.2f}–{v.quantile(.75):.2f}]"
+                         if len(v) else "–")
+        t.add_row(phase, *cells)
+    console.print(t)
+    _print_problems(ds, console)
+    return [table_mosaic(ds, fig_dir / "mosaic.png")]
+
+
 SHOWS = {"cardiac": show_cardiac, "fetal": show_fetal}  # task (shapetune.catalog.TASK_SPECS) -> its summary
+COHORT_SHOWS = {"table": show_table}  # a cohort whose summary differs from its task's (checked first)
 
 
 def show(path: str | Path, figures: str | Path | None = None, console: Console | None = None) -> list[Path]:
@@ -141,7 +202,8 @@ def show(path: str | Path, figures: str | Path | None = None, console: Console |
     ds = PreparedDataset(path)
     fig_dir = Path(figures) if figures else ds.path / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    paths = SHOWS[cohort_task(ds.meta.get("cohort"))](ds, fig_dir, console)
+    summary = COHORT_SHOWS.get(ds.meta.get("cohort")) or SHOWS[cohort_task(ds.meta.get("cohort"))]
+    paths = summary(ds, fig_dir, console)
     for p in paths:
         console.print(f"wrote {p}")
     return paths

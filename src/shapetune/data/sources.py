@@ -288,8 +288,9 @@ class TableRow:
     weight_kg: float
 
 
-def _number(value: str, name: str, line: int, path: Path, minimum: float, inclusive: bool) -> float:
-    """A finite number above ``minimum`` (at or above when ``inclusive``); an empty cell is missing (NaN)."""
+def number_cell(value: str, name: str, line: int | str, path: Path, minimum: float, inclusive: bool) -> float:
+    """A finite number above ``minimum`` (at or above when ``inclusive``); an empty cell is missing (NaN).
+    ``line``: the line number, or where the cell is in words ("row 3")."""
     if value == "":
         return math.nan
     try:
@@ -299,7 +300,8 @@ def _number(value: str, name: str, line: int, path: Path, minimum: float, inclus
     ok = math.isfinite(x) and (x >= minimum if inclusive else x > minimum)
     if not ok:
         bound = f">= {minimum:g}" if inclusive else "positive"
-        raise DataError(path, f"line {line}: {name} must be a {bound} number or empty, got {value!r}")
+        at = f"line {line}" if isinstance(line, int) else line
+        raise DataError(path, f"{at}: {name} must be a {bound} number or empty, got {value!r}")
     return x
 
 
@@ -319,9 +321,9 @@ def _parse_row(path: Path, line: int, rec: dict[str, str]) -> TableRow:
     sex = rec.get("sex", "").upper() or None
     if sex is not None and sex not in ("M", "F"):
         raise DataError(path, f"line {line}: subject {sid}: sex must be M, F or empty, got {rec['sex']!r}")
-    return TableRow(line, sid, group, split, _number(rec.get("age", ""), "age", line, path, 0.0, True), sex,
-                    _number(rec.get("height_cm", ""), "height_cm", line, path, 0.0, False),
-                    _number(rec.get("weight_kg", ""), "weight_kg", line, path, 0.0, False))
+    return TableRow(line, sid, group, split, number_cell(rec.get("age", ""), "age", line, path, 0.0, True), sex,
+                    number_cell(rec.get("height_cm", ""), "height_cm", line, path, 0.0, False),
+                    number_cell(rec.get("weight_kg", ""), "weight_kg", line, path, 0.0, False))
 
 
 def parse_subjects_table(path: str | Path, skip_bad: bool = False) -> tuple[list[TableRow], list[dict]]:

@@ -10,12 +10,19 @@ from shapetune.evaluation.stats import classification_report, mean_ci
 RECON_METRICS = ("dice", "hd", "hd95", "assd", "rvd", "abs_rvd", "nsd")
 
 
+def phases_of(per_subject: pd.DataFrame) -> list[str]:
+    """The phases (lower case) whose Dice columns ``dice_<phase>`` the per-subject rows hold: ``ed``, ``es`` for the
+    cardiac cohorts, a manifest-table cohort's own (e.g. ``mask``)."""
+    return [c[len("dice_"):] for c in per_subject.columns if c.startswith("dice_")]
+
+
 def summarize(per_subject: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Long table: model, split, metric, phase, mean, sd, lo, hi (reconstruction) and value, lo, hi (diagnosis)."""
     rows = []
+    phases = phases_of(per_subject)
     for (model, split), g in per_subject.groupby(["model", "split"], sort=False):
         for metric in RECON_METRICS:
-            for phase in ("ed", "es"):
+            for phase in phases:
                 col = f"{metric}_{phase}"
                 if col in g and g[col].notna().any():
                     v = g[col].to_numpy(float)

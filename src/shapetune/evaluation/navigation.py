@@ -91,9 +91,10 @@ def class_mean_shapes(model, levels: list[np.ndarray], labels: np.ndarray) -> di
 
 
 def navigation_figure(model, levels: list[np.ndarray], labels: np.ndarray, subject: int, spacing: float,
-                      path_png, means_png) -> None:
+                      path_png, means_png, wall_thickness: bool = True) -> None:
     """Two PNGs: the decoded walk of one subject (mid short-axis slice, ED) and the class-mean shapes with
-    their wall-thickness maps (thickness over the unrolled wall: angle around the LV vs apex->base)."""
+    their wall-thickness maps (thickness over the unrolled wall: angle around the LV vs apex->base); without
+    ``wall_thickness`` (anatomy other than the LV) the class means alone, first phase, central slice."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,6 +113,13 @@ def navigation_figure(model, levels: list[np.ndarray], labels: np.ndarray, subje
     fig.suptitle("walk along the classifier gradient (ED, mid short-axis slice)", fontsize=8)
     fig.tight_layout(), fig.savefig(path_png, dpi=110), plt.close(fig)
     means = class_mean_shapes(model, levels, labels)
+    if not wall_thickness:
+        fig, ax = plt.subplots(1, len(means), figsize=(2.4 * len(means), 2.6), squeeze=False)
+        for j, (c, v) in enumerate(means.items()):
+            ax[0, j].imshow(v[0, k].T, origin="lower", cmap="gray"), ax[0, j].set_axis_off()
+            ax[0, j].set_title(f"mean of class {c}", fontsize=8)
+        fig.tight_layout(), fig.savefig(means_png, dpi=110), plt.close(fig)
+        return
     fig, ax = plt.subplots(1, 2 * len(means), figsize=(4.2 * len(means), 2.8))
     vmax = 1.0
     maps = {c: thickness_map(v[0], spacing) for c, v in means.items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shapetune.evaluation.aggregate import phases_of
 from shapetune.evaluation.stats import mcnemar, wilcoxon_paired
 from shapetune.io import atomic_write_text
 
@@ -26,17 +27,28 @@ def _cell(summary: pd.DataFrame, model: str, split: str, metric: str, phase: str
     return f"{r['mean']:.3f} ± {r.sd:.3f}{inf}"
 
 
+def summary_phases(summary: pd.DataFrame) -> list[str]:
+    """The phases (as the summary names them: ``ED``, ``ES``, or a table cohort's, upper case) it reports."""
+    return [p for p in dict.fromkeys(summary.phase) if isinstance(p, str) and p]
+
+
 def seed_table(summary: pd.DataFrame, models: list[str]) -> str:
-    """Rows = models; DC/HD/RVD at ED and ES on the Imperial-style test split; accuracy on both splits."""
+    """Rows = models; DC/HD/RVD per phase on the internal test split; accuracy on every split."""
     splits = set(summary.split)
-    head = ["model", "DC ED", "DC ES", "HD ED (mm)", "HD ES (mm)", "RVD ED", "RVD ES", "acc Imperial test [95 % CI]",
-            "acc ACDC [95 % CI]"] + (["acc ACDC hard [95 % CI]"] if "acdc_hard" in splits else [])
+    phases = summary_phases(summary)
+    internal = "Imperial test" if phases == ["ED", "ES"] else "test"
+    head = (["model"] + [f"{met} {ph}{unit}" for met, unit in (("DC", ""), ("HD", " (mm)"), ("RVD", ""))
+                         for ph in phases]
+            + [f"acc {internal} [95 % CI]"] + (["acc ACDC [95 % CI]"] if "acdc_test" in splits or phases == ["ED", "ES"]
+                                                else [])
+            + (["acc ACDC hard [95 % CI]"] if "acdc_hard" in splits else []))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in models:
         s = "imperial_test"
-        cells = [m] + [_cell(summary, m, s, met, ph) for met in ("dice", "hd", "rvd") for ph in ("ED", "ES")]
+        cells = [m] + [_cell(summary, m, s, met, ph) for met in ("dice", "hd", "rvd") for ph in phases]
         cells.append(_cell(summary, m, s, "accuracy", ci=True) if s in splits else "–")
-        cells.append(_cell(summary, m, "acdc_test", "accuracy", ci=True) if "acdc_test" in splits else "–")
+        if "acdc_test" in splits or phases == ["ED", "ES"]:
+            cells.append(_cell(summary, m, "acdc_test", "accuracy", ci=True) if "acdc_test" in splits else "–")
         if "acdc_hard" in splits:
             cells.append(_cell(summary, m, "acdc_hard", "accuracy", ci=True))
         lines.append("| " + " | ".join(cells) + " |")
@@ -44,13 +56,14 @@ def seed_table(summary: pd.DataFrame, models: list[str]) -> str:
 
 
 def split_table(summary: pd.DataFrame, models: list[str], split: str) -> str:
-    head = ["model", "DC ED", "DC ES", "NSD ED", "NSD ES", "HD95 ED (mm)", "HD95 ES (mm)", "ASSD ED (mm)",
-            "ASSD ES (mm)", "abs RVD ED", "abs RVD ES", "accuracy", "balanced acc.", "sensitivity", "specificity",
-            "AUC"]
+    phases = summary_phases(summary)
+    head = (["model"] + [f"{met} {ph}{unit}" for met, unit in (("DC", ""), ("NSD", ""), ("HD95", " (mm)"),
+                                                                ("ASSD", " (mm)"), ("abs RVD", "")) for ph in phases]
+            + ["accuracy", "balanced acc.", "sensitivity", "specificity", "AUC"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in models:
         cells = [m] + [_cell(summary, m, split, met, ph) for met in ("dice", "nsd", "hd95", "assd", "abs_rvd")
-                       for ph in ("ED", "ES")]
+                       for ph in phases]
         cells += [_cell(summary, m, split, met, ci=True) for met in
                   ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auc")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -59,8 +72,9 @@ def split_table(summary: pd.DataFrame, models: list[str], split: str) -> str:
 
 def paired_table(per_subject: pd.DataFrame, reference: str, models: list[str]) -> str:
     """The reference model against each other: McNemar on correctness, Wilcoxon on per-subject Dice."""
-    head = ["split", "other model", "McNemar p (accuracy)", "Wilcoxon p (DC ED)", "median ΔDC ED",
-            "Wilcoxon p (DC ES)", "median ΔDC ES"]
+    phases = phases_of(per_subject)
+    head = ["split", "other model", "McNemar p (accuracy)"]
+    head += [x for ph in phases for x in (f"Wilcoxon p (DC {ph.upper()})", f"median ΔDC {ph.upper()}")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for split, g in per_subject.groupby("split", sort=False):
         ref = g[g.model == reference].set_index("subject")
@@ -72,7 +86,7 @@ def paired_table(per_subject: pd.DataFrame, reference: str, models: list[str]) -
                 continue
             mc = mcnemar(ref.correct.to_numpy(bool), other.correct.to_numpy(bool))
             cells = [split, m, f"{mc['p_value']:.3g}"]
-            for ph in ("ed", "es"):
+            for ph in phases:
                 col = f"dice_{ph}"
                 if col in ref and col in other and other[col].notna().any():
                     w = wilcoxon_paired(ref[col].to_numpy(), other[col].to_numpy())
@@ -93,16 +107,18 @@ def figures(per_subject: pd.DataFrame, latents: pd.DataFrame, models: list[str],
     fig_dir.mkdir(parents=True, exist_ok=True)
     names = []
     splits = list(dict.fromkeys(per_subject.split))
+    phases = phases_of(per_subject)
+    first = f"dice_{phases[0]}" if phases else None
     recon_models = [m for m in models
-                    if "dice_ed" in per_subject and per_subject[per_subject.model == m].dice_ed.notna().any()]
+                    if first in per_subject and per_subject.loc[per_subject.model == m, first].notna().any()]
     if recon_models:
         fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 3.6), squeeze=False)
         for ax, split in zip(axes[0], splits, strict=True):
             data, labels = [], []
             for m in recon_models:
                 g = per_subject[(per_subject.model == m) & (per_subject.split == split)]
-                data += [g.dice_ed.dropna(), g.dice_es.dropna()]
-                labels += [f"{m[:18]}\nED", "ES"]
+                data += [g[f"dice_{ph}"].dropna() for ph in phases]
+                labels += [f"{m[:18]}\n{phases[0].upper()}", *(ph.upper() for ph in phases[1:])]
             ax.boxplot(data, tick_labels=labels, showfliers=False)
             ax.set_title(f"Dice, {split}"), ax.tick_params(axis="x", labelsize=6), ax.set_ylim(0, 1)
         fig.tight_layout(), fig.savefig(fig_dir / "dice.png", dpi=110), plt.close(fig)

@@ -10,9 +10,6 @@ import pandas as pd
 from shapetune.evaluation.splits import EvalSplit
 from shapetune.evaluation.surface import NSD_TOLERANCE_MM, batch_metrics
 
-PHASES = ("ed", "es")
-
-
 def subject_rows(model: str, split: EvalSplit, prob: np.ndarray, recon: np.ndarray | None,
                  workers: int = 1, nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> pd.DataFrame:
     """One row per subject: label, probability, prediction and every reconstruction metric per phase (the NSD at
@@ -21,7 +18,7 @@ def subject_rows(model: str, split: EvalSplit, prob: np.ndarray, recon: np.ndarr
                        "prob_hcm": prob.astype(float), "pred": (prob > 0.5).astype(int)})
     df["correct"] = (df.pred == df.label).astype(int)
     if recon is not None:
-        for c, phase in enumerate(PHASES):
+        for c, phase in enumerate(split.phases):
             ms = batch_metrics(recon[:, c].astype(bool), split.masks[:, c].astype(bool), split.spacing, workers,
                                nsd_tolerance_mm)
             metrics = pd.DataFrame([m.as_dict(f"_{phase}") for m in ms])

@@ -117,6 +117,15 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     cands = candidates(exp_dir, trials, extra)
     data_ds = PreparedDataset(settings.data)
     grid = data_ds.grid
+    if data_ds.meta.get("cohort") == "table":  # a user's own cohort: no ACDC split unless given, no clinical indices
+        dropped = [s for s in splits if s != "imperial_test" and external[EXTERNAL[s]] is None]
+        splits = tuple(s for s in splits if s not in dropped)
+        if dropped:
+            console.print(f"note: split(s) {', '.join(dropped)} left out: they are the cardiac cohorts' external sets "
+                          "and no folder was given for them")
+        if "clinical" in baselines:
+            baselines = tuple(b for b in baselines if b != "clinical")
+            console.print("note: the clinical baseline is left out: a manifest-table cohort has no clinical indices")
     loaded: dict[str, EvalSplit] = {}
     sources: dict[str, dict] = {}  # where each split's masks live, for the dashboard
     for s in splits:
@@ -213,7 +222,7 @@ def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig
     fig_dir.mkdir(parents=True, exist_ok=True)
     start = int(np.flatnonzero(labels == 0)[0]) if (labels == 0).any() else 0
     navigation_figure(model, levels, labels, start, split.spacing, fig_dir / "navigation.png",
-                      fig_dir / "mean_shapes.png")
+                      fig_dir / "mean_shapes.png", wall_thickness=split.phases == ("ed", "es"))
     return ["navigation.png", "mean_shapes.png"]
 
 

@@ -19,7 +19,8 @@ CLINICAL_FEATURES = ("edvi_ml_m2", "esvi_ml_m2", "ef_pct", "lvmi_g_m2", "mwt_mm"
 
 @dataclass
 class EvalSplit:
-    """Subjects of one split: binary myocardium masks ``[N, 2, D, H, W]``, labels and clinical indices."""
+    """Subjects of one split: binary masks ``[N, P (phases), D, H, W]``, labels and clinical indices (none for a
+    manifest-table cohort)."""
 
     name: str
     masks: np.ndarray
@@ -28,6 +29,7 @@ class EvalSplit:
     clinical: pd.DataFrame
     spacing: float
     fingerprint: str
+    phases: tuple[str, ...] = ("ed", "es")
 
 
 def split_fingerprint(ds: PreparedDataset, split: str | None) -> str:
@@ -43,15 +45,17 @@ def load_split(path: str | Path, split: str | None, name: str, grid: TemplateGri
         raise DataError(ds.path / "dataset.json", f"prepared at {ds.grid.shape}/{ds.grid.spacing} mm, the model "
                                                   f"expects {grid.shape}/{grid.spacing} mm")
     m = (ds.manifest if split is None else ds.split(split)).sort_values("index")
-    m = m[m["group"].isin(["NOR", "HCM"])] if "group" in m else m
+    table = ds.meta.get("cohort") == "table"  # a user's own cohort: its labels as given, no clinical indices
+    m = m[m["group"].isin(["NOR", "HCM"])] if "group" in m and not table else m
     if m.empty:
         raise DataError(ds.path / "manifest.parquet", f"no NOR/HCM subjects in split {split!r}")
     masks = (np.asarray(ds.masks[m["index"].to_numpy()]) == MYOCARDIUM).astype(np.uint8)
     missing = [c for c in CLINICAL_FEATURES if c not in m]
-    if missing:
+    if missing and not table:
         raise DataError(ds.path / "manifest.parquet", f"clinical index columns missing: {missing}")
-    return EvalSplit(name, masks, m["label"].to_numpy().astype(int), m["subject"].tolist(),
-                     m[list(CLINICAL_FEATURES)].reset_index(drop=True), ds.grid.spacing, split_fingerprint(ds, split))
+    clinical = m[[c for c in CLINICAL_FEATURES if c in m]].reset_index(drop=True)
+    return EvalSplit(name, masks, m["label"].to_numpy().astype(int), m["subject"].tolist(), clinical,
+                     ds.grid.spacing, split_fingerprint(ds, split), ds.phases)
 
 
 def load_train(path: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

@@ -79,9 +79,9 @@ class ModelConfig(BaseModel):
             raise ValueError(f"bottleneck must be one of 2, 3, 4, 6, 8, 12, at most grid/4, and grid/bottleneck a "
                              f"power of two (e.g. 4 or 8 at 64, 6 or 12 at 96), got {self.bottleneck} at grid "
                              f"{self.grid}")
-        if self.name not in CONDITIONAL_MODELS and self.in_channels != 2:
-            raise ValueError(f"in_channels must be 2 for model '{self.name}': a prepared cardiac dataset holds two "
-                             f"masks (ED, ES) per subject, got {self.in_channels}")
+        if self.name not in CONDITIONAL_MODELS and self.in_channels not in (1, 2):
+            raise ValueError(f"in_channels must be 1 or 2 for model '{self.name}' (the phases of the prepared "
+                             f"dataset: 2 for ED and ES, 1 for a one-phase cohort), got {self.in_channels}")
         n = len(self.latent_dims)
         if self.depth is not None:
             if self.depth < 1 or self.depth > 5:

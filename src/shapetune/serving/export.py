@@ -175,23 +175,40 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
         save_file({k: v.contiguous() for k, v in state["model"].items()}, str(tmp / WEIGHTS),
                   metadata={"format": "shapetune", "model": cfg.model.name})
         (tmp / CONFIG).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-        template = {"grid": ds.grid.to_dict(), "orientation": ORIENTATION,
-                    "labels": {"background": 0, "myocardium": 1, "cavity": 2},
-                    "channels": ["ED myocardium", "ES myocardium"],
-                    "preprocessing": {"in_plane": ds.meta.get("settings", {}).get("in_plane", "rv"),
-                                      "method": "LV frame from the ED cavity (long axis, apex by skew, septum from "
-                                                "the RV), shape-based resampling of signed distances"},
-                    "source_dataset": ds.meta.get("cohort")}
+        template = template_of(ds)
         (tmp / TEMPLATE).write_text(json.dumps(template, indent=2))
         metrics = {"trial_id": choice.trial_id, "selection": choice.reason, "epoch": int(state["epoch"]),
                    "validation": {k: float(v) for k, v in state["metrics"].items() if k.startswith("val_")},
                    "experiment": str(exp_dir), "checkpoint": str(choice.checkpoint), "data": settings.data,
                    "shapetune_version": __version__, "format": EXPORT_FORMAT}
         (tmp / METRICS).write_text(json.dumps(metrics, indent=2))
-        (tmp / CARD).write_text(model_card(cfg, metrics, ds.grid, len(ds.split("train")), len(ds.split("val"))))
+        card = model_card if ds.is_cardiac else table_model_card
+        (tmp / CARD).write_text(card(cfg, metrics, ds.grid, len(ds.split("train")), len(ds.split("val")), template))
         files = sorted(p.name for p in tmp.iterdir())
         (tmp / CHECKSUMS).write_text("".join(f"{sha256_file(tmp / f)}  {f}\n" for f in files))
     return out
+
+
+def template_of(ds: PreparedDataset) -> dict:
+    """What ``template.json`` records: the grid and how an input reaches it (the LV frame, or a table cohort's
+    alignment, structure label and phases), so ``predict`` prepares raw inputs the way the training data was."""
+    if ds.is_cardiac:
+        return {"grid": ds.grid.to_dict(), "orientation": ORIENTATION,
+                "labels": {"background": 0, "myocardium": 1, "cavity": 2},
+                "channels": ["ED myocardium", "ES myocardium"],
+                "preprocessing": {"in_plane": ds.meta.get("settings", {}).get("in_plane", "rv"),
+                                  "method": "LV frame from the ED cavity (long axis, apex by skew, septum from "
+                                            "the RV), shape-based resampling of signed distances"},
+                "source_dataset": ds.meta.get("cohort")}
+    orientation = ds.meta.get("orientation", {})
+    return {"grid": ds.grid.to_dict(), "cohort": "table", "phases": list(ds.phases),
+            "channels": [f"{p} structure" for p in ds.phases],
+            "structure_label": int(ds.meta.get("structure_label", 1)),
+            "alignment": {"mode": orientation.get("alignment", "principal"),
+                          "cohort_centre_mm": orientation.get("cohort_centre_mm"),
+                          "method": "shapetune.data.align: the first phase's centroid and principal axes "
+                                    "(or as the mode says), linear resampling of the binary mask"},
+            "class_names": {str(k): v for k, v in ds.class_names.items()}, "source_dataset": "table"}
 
 
 def _legacy_export(folder: Path) -> bool:
@@ -203,7 +220,45 @@ def _legacy_export(folder: Path) -> bool:
     return files_in(folder) == listed | {CHECKSUMS}
 
 
-def model_card(cfg, metrics: dict, grid: TemplateGrid, n_train: int, n_val: int) -> str:
+def table_model_card(cfg, metrics: dict, grid: TemplateGrid, n_train: int, n_val: int, template: dict) -> str:
+    """The card of a model trained on a manifest-table cohort (a user's own anatomy)."""
+    v = metrics["validation"]
+    lat = " -> ".join(map(str, cfg.model.latent_dims))
+    names = template["class_names"]
+    phases = ", ".join(template["phases"])
+    return f"""# ShapeTune model card
+
+## Model
+- Architecture: `{cfg.model.name}`, latent sizes (bottom -> top) {lat}, width {cfg.model.width},
+  bottleneck {cfg.model.bottleneck}^3, {cfg.model.norm} normalisation.
+- Input: binary masks of the structure labelled {template['structure_label']} in the source label maps, one per
+  phase ({phases}), on a {grid.shape[0]}x{grid.shape[1]}x{grid.shape[2]} template grid of {grid.spacing} mm,
+  aligned by `{template['alignment']['mode']}` (see `template.json` and `shapetune.data.align`).
+- Outputs: per-voxel reconstruction logits per phase, latent posterior means per level, and the probability
+  of class `{names['1']}` (label 1, against `{names['0']}`) from the classifier on the top latent.
+- Training: KL weight lambda={cfg.loss.lambda_kl:.3g}, classifier weight gamma={cfg.loss.gamma_cls:.3g},
+  lr={cfg.optim.lr:.3g}, batch size {cfg.optim.batch_size}, {cfg.optim.epochs} epochs (checkpoint of epoch
+  {metrics['epoch'] + 1}), seed {cfg.seed}. Selected as: {metrics['selection']} (trial {metrics['trial_id']}).
+
+## Data
+{n_train} training and {n_val} validation subjects from `{metrics['data']}` (a manifest-table cohort).
+
+## Validation metrics
+| Dice (mean over phases) | accuracy | AUC |
+|---|---|---|
+| {v.get('val_dice', float('nan')):.3f} | {v.get('val_acc', float('nan')):.3f} | {v.get('val_auc', float('nan')):.3f} |
+
+## Intended use
+Research on shape modelling of this structure: reconstruction, latent-space analysis, the {names['0']} vs
+{names['1']} separation. Not a medical device; not for diagnosis.
+
+## Limits
+- Inputs must be label maps holding label {template['structure_label']}, segmented as the training data was.
+- Only the two classes seen in training; evaluate on a new site before use.
+"""
+
+
+def model_card(cfg, metrics: dict, grid: TemplateGrid, n_train: int, n_val: int, template: dict | None = None) -> str:
     v = metrics["validation"]
     lat = " -> ".join(map(str, cfg.model.latent_dims))
     return f"""# ShapeTune model card

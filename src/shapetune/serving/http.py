@@ -30,7 +30,7 @@ except ImportError as exc:  # the serve extra
 
 from shapetune.data.errors import DataError
 from shapetune.data.template import TemplateGrid
-from shapetune.serving.export import verify_export
+from shapetune.serving.export import ExportError, verify_export
 from shapetune.training.ray_driver import ensure_ray
 from shapetune.serving.predict import Subject, _pair, _prepared, infer, save_reconstruction
 
@@ -175,6 +175,9 @@ def run_service(export_dir: str | Path, host: str = "127.0.0.1", port: int = 800
         DataError: ``data`` is not a prepared dataset on the export's grid.
     """
     _, _, template, _ = verify_export(export_dir)
+    if template.get("cohort") == "table":  # its inputs are its own phases, aligned as template.json says
+        raise ExportError(f"{export_dir}: a model of a manifest-table cohort; the HTTP service takes the cardiac "
+                          "models' ED/ES uploads: predict with `shapetune predict` instead")
     if data is not None:
         g = template["grid"]
         _prepared(Path(data), TemplateGrid(tuple(g["shape"]), float(g["spacing"])), None)

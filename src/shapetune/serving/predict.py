@@ -1,8 +1,10 @@
 """Run an exported model without Ray: preprocessing, HCM probability, latents per level, reconstructions.
 
 Inputs: an ACDC patient folder (``patientNNN/Info.cfg``) or a folder of them, a pair of ED/ES NIfTI label
-maps, or a prepared dataset. Raw inputs get their reconstructions resampled back onto their own image grid
-(NIfTI, the source's myocardium label); every input gets a row in ``predictions.csv``/``.parquet``.
+maps, or a prepared dataset. A model trained on a manifest-table cohort takes a prepared dataset or its own
+phases' NIfTI label maps (the first, then ``es`` for a second phase), aligned as ``template.json`` records.
+Raw inputs get their reconstructions resampled back onto their own image grid (NIfTI, the source's structure
+label); every input gets a row in ``predictions.csv``/``.parquet``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch
 from rich.progress import track
 
 from shapetune import storage
+from shapetune.data.align import frame, resample
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
-from shapetune.data.nifti import save_nifti
+from shapetune.data.nifti import load_label_map, save_nifti
 from shapetune.data.preprocess import align_subject, template_to_subject
 from shapetune.data.sources import ACDC_GROUPS, RawSubject, read_acdc
 from shapetune.data.template import MYOCARDIUM, TemplateGrid
@@ -30,10 +33,53 @@ from shapetune.training.engine import dice_per_channel
 @dataclass
 class Subject:
     subject: str
-    masks: np.ndarray  # [2, D, H, W] binary myocardium on the template grid
+    masks: np.ndarray  # [P, D, H, W] binary: the myocardium at ED and ES, or a table cohort's structure per phase
     label: int | None = None
-    aligned: object | None = None  # preprocess.Aligned for raw inputs
-    myo_label: int = 2
+    aligned: object | None = None  # preprocess.Aligned (cardiac) or TableFrame (table cohort) for raw inputs
+    myo_label: int = 2  # the label the reconstruction is written with (the source's myocardium or structure)
+
+
+@dataclass
+class TableFrame:
+    """Where a raw table-cohort input's template grid lies in its own scanner space."""
+
+    centre: np.ndarray
+    axes: np.ndarray
+    affine: np.ndarray
+    shape: tuple[int, ...]
+
+
+def _table_files(files: list[Path], grid: TemplateGrid, template: dict) -> list[Subject]:
+    """One subject from its phases' label maps, aligned as the model's training data was."""
+    phases, label = template["phases"], int(template["structure_label"])
+    if len(files) != len(phases):
+        raise DataError(files[0], f"the model takes {len(phases)} phase(s) ({', '.join(phases)}): give "
+                                  + ("one label map" if len(phases) == 1 else "the first phase's map and --es"))
+    align = template["alignment"]
+    centre = axes = None
+    vols = []
+    for f in files:
+        data, affine = load_label_map(f, None)
+        mask = data == label
+        if not mask.any():
+            raise DataError(f, f"no voxel of structure label {label} (the model's; see template.json)")
+        if centre is None:
+            centre, axes = frame(mask, affine, align["mode"], align.get("cohort_centre_mm"))
+            ref_affine, ref_shape = affine, data.shape
+        vols.append(resample(mask, affine, centre, axes, grid.coords()).astype(np.uint8))
+    name = files[0].name.split(".")[0]
+    return [Subject(name, np.stack(vols), None, TableFrame(centre, axes, ref_affine, ref_shape), label)]
+
+
+def _table_to_subject(prob: np.ndarray, fr: TableFrame, grid: TemplateGrid) -> np.ndarray:
+    """Template-grid probabilities resampled onto the subject's own image grid (the inverse of the alignment)."""
+    from scipy.ndimage import map_coordinates
+
+    idx = np.indices(fr.shape).reshape(3, -1).astype(np.float64)
+    world = fr.affine[:3, :3] @ idx + fr.affine[:3, 3:4]
+    local = fr.axes.T @ (world - fr.centre[:, None])  # template mm
+    vox = (local - grid.affine()[:3, 3:4]) / grid.spacing
+    return map_coordinates(prob.astype(np.float32), vox, order=1, mode="constant", cval=0.0).reshape(fr.shape)
 
 
 def _acdc(path: Path, grid: TemplateGrid, in_plane: str) -> list[Subject]:
@@ -70,15 +116,27 @@ def _prepared(path: Path, grid: TemplateGrid, split: str | None) -> list[Subject
 
 
 def load_inputs(inp: Path, grid: TemplateGrid, es: Path | None = None, split: str | None = None,
-                in_plane: str = "rv", labels: dict | None = None) -> list[Subject]:
-    """Subjects from any supported input, on the model's template grid."""
+                in_plane: str = "rv", labels: dict | None = None, template: dict | None = None) -> list[Subject]:
+    """Subjects from any supported input, on the model's template grid (``template``: the export's
+    ``template.json``, which says whether the model is a table cohort's)."""
     labels = labels or {"rv": 1, "myo": 2, "cav": 3}
     if not inp.exists():
         raise DataError(inp, "input not found")
+    table = (template or {}).get("cohort") == "table"
+    if (inp / "dataset.json").exists():
+        subjects = _prepared(inp, grid, split)
+        expected = len(template["phases"]) if table else 2
+        if subjects and subjects[0].masks.shape[0] != expected:
+            raise DataError(inp / "dataset.json", f"holds {subjects[0].masks.shape[0]} phase(s) per subject; the "
+                                                  f"model takes {expected}")
+        return subjects
+    if table:
+        if inp.is_dir():
+            raise DataError(inp, "this model was trained on a manifest-table cohort: give a prepared dataset "
+                                 "(`data prepare TABLE --format table` at the model's grid) or its label map(s)")
+        return _table_files([inp] + ([es] if es is not None else []), grid, template)
     if es is not None:
         return _pair(inp, es, grid, in_plane, labels)
-    if (inp / "dataset.json").exists():
-        return _prepared(inp, grid, split)
     return _acdc(inp, grid, in_plane)
 
 
@@ -110,28 +168,34 @@ def predict(export_dir: str | Path, inp: str | Path, out: str | Path, es: str | 
     model, cfg, template, _ = verify_export(export_dir)
     grid = TemplateGrid(tuple(template["grid"]["shape"]), float(template["grid"]["spacing"]))
     subjects = load_inputs(Path(inp), grid, Path(es) if es else None, split,
-                           (template.get("preprocessing") or {}).get("in_plane", "rv"))
+                           (template.get("preprocessing") or {}).get("in_plane", "rv"), template=template)
     with staged_folder(out, "predict", force) as tmp:
-        return _predict_into(tmp, out, model, grid, subjects, batch_size, write_nifti)
+        return _predict_into(tmp, out, model, grid, subjects, batch_size, write_nifti, template)
 
 
 @torch.no_grad()
-def infer(model, subjects: list[Subject], device: torch.device | None = None) -> tuple[list[dict], np.ndarray]:
+def infer(model, subjects: list[Subject], device: torch.device | None = None, template: dict | None = None
+          ) -> tuple[list[dict], np.ndarray]:
     """One forward pass over ``subjects`` (a batch), on ``device`` (the model's; CPU by default).
 
     Returns:
-        A row per subject (subject, p(HCM), predicted class, label, Dice ED/ES of the reconstruction, latent
-        means ``z<level>_<k>``, top level last) and the reconstruction probabilities ``[N, 2, D, H, W]``.
+        A row per subject (subject, p(HCM), predicted class, label, Dice per phase of the reconstruction, latent
+        means ``z<level>_<k>``, top level last) and the reconstruction probabilities ``[N, P, D, H, W]``. For a
+        table cohort's model (``template``): ``p_positive`` and the classes' names.
     """
     x = torch.from_numpy(np.stack([s.masks for s in subjects])).float().to(device or "cpu")
     o = model(x)
     latents = [z.cpu() for z in model.latents(x)]
     prob = torch.sigmoid(o.cls_logit.float()).cpu().numpy()
     dice = dice_per_channel((o.logits > 0).float(), x).cpu().numpy()
+    table = (template or {}).get("cohort") == "table"
+    phases = template["phases"] if table else ["ed", "es"]
+    names = template["class_names"] if table else {"0": "healthy", "1": "HCM"}
     rows = []
     for i, s in enumerate(subjects):
-        row = {"subject": s.subject, "p_hcm": float(prob[i]), "predicted": "HCM" if prob[i] > 0.5 else "healthy",
-               "label": s.label, "dice_ed": float(dice[i, 0]), "dice_es": float(dice[i, 1])}
+        row = {"subject": s.subject, "p_positive" if table else "p_hcm": float(prob[i]),
+               "predicted": names["1"] if prob[i] > 0.5 else names["0"], "label": s.label,
+               **{f"dice_{p}": float(dice[i, c]) for c, p in enumerate(phases)}}
         for lvl, z in enumerate(latents):
             for k, v in enumerate(z[i].tolist()):
                 row[f"z{lvl}_{k}"] = v
@@ -142,21 +206,26 @@ def infer(model, subjects: list[Subject], device: torch.device | None = None) ->
 def save_reconstruction(path: Path, prob: np.ndarray, subject: Subject, grid: TemplateGrid) -> None:
     """One phase's reconstruction probabilities ``[D, H, W]`` resampled onto the subject's own image grid and
     written as a NIfTI label map with the source's myocardium label."""
+    if isinstance(subject.aligned, TableFrame):
+        p = _table_to_subject(prob, subject.aligned, grid)
+        save_nifti(path, ((p > 0.5) * subject.myo_label).astype(np.int16), subject.aligned.affine)
+        return
     p = template_to_subject(prob, subject.aligned, grid)
     save_nifti(path, ((p > 0.5) * subject.myo_label).astype(np.uint8), subject.aligned.affine)
 
 
 def _predict_into(tmp: Path, out: Path, model, grid: TemplateGrid, subjects: list[Subject], batch_size: int,
-                  write_nifti: bool) -> pd.DataFrame:
+                  write_nifti: bool, template: dict | None = None) -> pd.DataFrame:
     rows = []
+    phases = [p.upper() for p in (template or {}).get("phases", ["ED", "ES"])]
     for s0 in track(range(0, len(subjects), batch_size), description="predicting", disable=len(subjects) <= batch_size):
         batch = subjects[s0:s0 + batch_size]
-        batch_rows, recon = infer(model, batch)
+        batch_rows, recon = infer(model, batch, template=template)
         for i, (s, row) in enumerate(zip(batch, batch_rows, strict=True)):
             if write_nifti and s.aligned is not None:
                 sub = tmp / s.subject
                 sub.mkdir(exist_ok=True)
-                for c, phase in enumerate(("ED", "ES")):
+                for c, phase in enumerate(phases):
                     save_reconstruction(sub / f"recon_{phase}.nii.gz", recon[i, c], s, grid)
                 row["recon_dir"] = str(out / s.subject)
             rows.append(row)

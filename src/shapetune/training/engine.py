@@ -118,7 +118,8 @@ class Engine:
 
     @torch.inference_mode()
     def predict(self, x_np: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-        """Per-subject hard Dice ``[N, 2]`` against the input and HCM probability ``[N]`` (this rank's rows)."""
+        """Per-subject hard Dice ``[N, P]`` against the input and the positive-class probability ``[N]`` (this
+        rank's rows)."""
         model = self.eval_model().eval()
         dices, probs = [], []
         for s in range(0, len(x_np), batch_size):
@@ -128,7 +129,7 @@ class Engine:
             dices.append(dice_per_channel((out.logits.float() > 0).float(), x).cpu())
             probs.append(torch.sigmoid(out.cls_logit.float()).cpu())
         if not dices:
-            return np.zeros((0, 2)), np.zeros(0)
+            return np.zeros((0, x_np.shape[1] if x_np.ndim > 1 else 2)), np.zeros(0)
         return torch.cat(dices).numpy(), torch.cat(probs).numpy()
 
     def validate(self, data) -> dict[str, float]:

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from shapetune.dashboard import common
+from shapetune.dashboard import experiments as ex
 from shapetune.dashboard.decode import boundary_grid
 from shapetune.dashboard.figures import latent_scatter
 from shapetune.evaluation.navigation import latent_levels
@@ -45,7 +46,9 @@ def render() -> None:
         boundary = (xs, ys, boundary_grid(common.model_of(row.checkpoint), xs, ys))
     wrong = df[df.correct == 0]
     title = f"{label}: {PROJECTIONS[proj]} · {len(df)} subjects · {len(wrong)} misclassified"
-    event = st.plotly_chart(latent_scatter(df, x, y, title, boundary), width="stretch",
+    exp = next((e for e in exps if e.name == row.experiment), None)
+    names = ex.class_names(exp) if exp is not None else None
+    event = st.plotly_chart(latent_scatter(df, x, y, title, boundary, names), width="stretch",
                             on_select="rerun", selection_mode="points", key="latent_scatter")
     st.caption("Colour: diagnosis · circle: Imperial test, diamond: ACDC · black ring: misclassified"
                + (" · dashed: the classifier's decision boundary (p = 0.5)" if boundary is not None else "")

@@ -18,7 +18,7 @@ from shapetune.evaluation.fetal.files import slug  # noqa: E402
 from shapetune.evaluation.meshes import MESH_FORMATS, MeshError, mesh_bytes  # noqa: E402
 from shapetune.evaluation.navigation import latent_levels  # noqa: E402
 
-PHASES = ("ED", "ES")
+CARDIAC_SLICES = ("short-axis slice (apex → base)", "long-axis slice 1", "long-axis slice 2")
 
 
 @st.cache_data(show_spinner="decoding ...", max_entries=32)
@@ -30,8 +30,9 @@ def _subject(checkpoint: str, data: str, subject: str, _stamp: int):
 
 
 @st.cache_data(show_spinner="decoding the class means ...", max_entries=16)
-def _means(checkpoint: str, _lat, spacing: float, key: tuple):
-    return decode.class_means(common.model_of(checkpoint), latent_levels(_lat), _lat.label.to_numpy(), spacing)
+def _means(checkpoint: str, _lat, spacing: float, key: tuple, wall_thickness: bool = True):
+    return decode.class_means(common.model_of(checkpoint), latent_levels(_lat), _lat.label.to_numpy(), spacing,
+                              wall_thickness)
 
 
 @st.cache_data(show_spinner="walking the latent path ...", max_entries=32)
@@ -40,10 +41,10 @@ def _walk(checkpoint: str, _lat, index: int, key: tuple):
 
 
 @st.cache_data(show_spinner="meshing ...", max_entries=64)
-def _meshes(key: tuple, _vol, spacing: float, _reference=None):
-    """ED/ES meshes of a shape (cached per model, subject and view: ``key``); None when a phase is empty."""
+def _meshes(key: tuple, _vol, spacing: float, _reference=None, wall_thickness: bool = True):
+    """One mesh per phase of a shape (cached per model, subject and view: ``key``); None when a phase is empty."""
     try:
-        return decode.phase_meshes(_vol, spacing, _reference)
+        return decode.phase_meshes(_vol, spacing, _reference, wall_thickness)
     except MeshError:
         return None
 
@@ -100,27 +101,30 @@ def render() -> None:
     ck_stamp = (Path(row.checkpoint) / "checkpoint.pt").stat().st_mtime_ns
     s, rec, prob, prefixes = _subject(row.checkpoint, data, subject, ck_stamp)
     scores = subj[(subj.model == label) & (subj.split == split) & (subj.subject == subject)]
+    phases = [p.upper() for p in s.phases]
+    healthy, positive = s.class_names
     m = st.columns(4)
-    m[0].metric("diagnosis", "HCM" if s.label else "healthy")
-    m[1].metric("p(HCM)", f"{prob:.3f}", delta="correct" if (prob > 0.5) == bool(s.label) else "misclassified",
+    m[0].metric("diagnosis", positive if s.label else healthy)
+    m[1].metric(f"p({positive})", f"{prob:.3f}",
+                delta="correct" if (prob > 0.5) == bool(s.label) else "misclassified",
                 delta_color="normal" if (prob > 0.5) == bool(s.label) else "inverse")
-    if not scores.empty and "dice_ed" in scores:
+    if not scores.empty and all(f"dice_{p}" in scores for p in s.phases):
         r = scores.iloc[0]
-        m[2].metric("Dice ED / ES", f"{r.dice_ed:.3f} / {r.dice_es:.3f}")
-        m[3].metric("HD ED / ES (mm)", f"{r.hd_ed:.1f} / {r.hd_es:.1f}")
+        m[2].metric(f"Dice {' / '.join(phases)}", " / ".join(f"{r[f'dice_{p}']:.3f}" for p in s.phases))
+        m[3].metric(f"HD {' / '.join(phases)} (mm)", " / ".join(f"{r[f'hd_{p}']:.1f}" for p in s.phases))
 
     com = ([int(round(c)) for c in center_of_mass(s.masks[0])] if s.masks[0].any()
            else [d // 2 for d in s.masks.shape[1:]])
     st.subheader("Input vs reconstruction")
     sl = st.columns(3)
+    slice_names = CARDIAC_SLICES if s.cardiac else ("slice across axis 0", "axis 1", "axis 2")
     centre = tuple(sl[a].slider(name, 0, s.masks.shape[1 + a] - 1, com[a], key=f"slice_{a}")
-                   for a, name in enumerate(("short-axis slice (apex → base)", "long-axis slice 1",
-                                             "long-axis slice 2")))
+                   for a, name in enumerate(slice_names))
     flat, solid = st.tabs(["slices", "3D surfaces"])
     with flat:
-        _show(slices_figure(s.masks, rec, centre, f"{subject} · {label}"))
+        _show(slices_figure(s.masks, rec, centre, f"{subject} · {label}", phases))
     with solid:
-        meshes = _meshes((row.checkpoint, ck_stamp, split, subject, "rec"), rec, s.spacing, s.masks)
+        meshes = _meshes((row.checkpoint, ck_stamp, split, subject, "rec"), rec, s.spacing, s.masks, s.cardiac)
         if meshes is None:
             st.info("The reconstruction is empty in a phase: no surface to draw.")
         else:
@@ -128,11 +132,11 @@ def render() -> None:
                        s.spacing)
             st.caption("The reconstruction coloured by its signed distance to the input's surface (red: outside the "
                        "input, blue: inside); the input in translucent grey.")
-            inputs = _meshes(("input", data, subject), s.masks, s.spacing)
-            st.plotly_chart(mesh_figure([(f"reconstruction {p}", m) for p, m in zip(PHASES, meshes, strict=True)],
+            inputs = _meshes(("input", data, subject), s.masks, s.spacing, None, s.cardiac)
+            st.plotly_chart(mesh_figure([(f"reconstruction {p}", m) for p, m in zip(phases, meshes, strict=True)],
                                         "distance_mm", -span, span, ghosts=inputs), width="stretch")
-            _download([(f"{subject} reconstruction {p}", m) for p, m in zip(PHASES, meshes, strict=True)]
-                      + [(f"{subject} input {p}", m) for p, m in zip(PHASES, inputs or [], strict=False)], "rec")
+            _download([(f"{subject} reconstruction {p}", m) for p, m in zip(phases, meshes, strict=True)]
+                      + [(f"{subject} input {p}", m) for p, m in zip(phases, inputs or [], strict=False)], "rec")
 
     st.subheader("Reconstruction from each prefix of the hierarchy")
     st.caption("Left to right: more levels read from the input (top first); the others follow the prior means. "
@@ -140,6 +144,10 @@ def render() -> None:
     _show(mosaic([(f"reads {name}", v) for name, v in prefixes], centre, ref=s.masks))
 
     key = (label, split, len(slat))
+    names = {0: healthy, 1: positive}
+    if not s.cardiac:
+        _generic_means_and_walk(row, ck_stamp, slat, s, key, subjects.index(subject), centre, phases, names)
+        return
     st.subheader("Class-mean shapes and wall thickness")
     means = _means(row.checkpoint, slat, s.spacing, key)
     if len(means) < 2:
@@ -151,7 +159,6 @@ def render() -> None:
                          centre))
             st.plotly_chart(thickness_bullseye(means), width="stretch")
         with solid:
-            names = {0: "healthy", 1: "HCM"}
             meshes = {c: _meshes((row.checkpoint, ck_stamp, key, "mean", c), means[c]["volume"], s.spacing)
                       for c in sorted(means)}
             top = _wall_scale(*meshes.values())
@@ -161,7 +168,7 @@ def render() -> None:
                 if ms is None:
                     st.info(f"The mean {names[c]} shape is empty in a phase: no surface to draw.")
                     continue
-                row_panels = [(f"mean {names[c]} {p}", m) for p, m in zip(PHASES, ms, strict=True)]
+                row_panels = [(f"mean {names[c]} {p}", m) for p, m in zip(phases, ms, strict=True)]
                 st.plotly_chart(mesh_figure(row_panels, "wall_thickness_mm", 0.0, top, height=360), width="stretch")
                 panels += row_panels
             if panels:
@@ -186,10 +193,49 @@ def render() -> None:
             st.info("The decoded shape is empty in a phase at this step: no surface to draw.")
         else:
             top = _wall_scale(start, here)
-            panels = [(f"start {p}", m) for p, m in zip(PHASES, start, strict=True)]
-            panels += [(f"step {step} {p}", m) for p, m in zip(PHASES, here, strict=True)]
+            panels = [(f"start {p}", m) for p, m in zip(phases, start, strict=True)]
+            panels += [(f"step {step} {p}", m) for p, m in zip(phases, here, strict=True)]
             st.plotly_chart(mesh_figure(panels, "wall_thickness_mm", 0.0, top, height=340), width="stretch")
             _download(panels, "walk")
+
+
+def _generic_means_and_walk(row, ck_stamp: int, slat, s, key: tuple, index: int, centre: tuple, phases: list[str],
+                            names: dict[int, str]) -> None:
+    """Anatomy other than the LV: the class means coloured by their distance to each other, and the walk coloured
+    by its distance to the start (no wall thickness: that is the myocardium's)."""
+    st.subheader("Class-mean shapes")
+    means = _means(row.checkpoint, slat, s.spacing, key, False)
+    if len(means) < 2:
+        st.info("Both classes are needed for class means (this split has one).")
+    else:
+        flat, solid = st.tabs(["slices", "3D surfaces"])
+        with flat:
+            _show(mosaic([(f"mean {names[c]}", means[c]["volume"]) for c in sorted(means)], centre))
+        with solid:
+            st.caption(f"The mean {names[1]} shape coloured by its signed distance (mm) to the mean {names[0]} "
+                       f"surface (blue: inside it, where {names[1]} has lost volume); the mean {names[0]} in grey.")
+            ms = _meshes((row.checkpoint, ck_stamp, key, "mean", 1), means[1]["volume"], s.spacing,
+                         means[0]["volume"], False)
+            ref = _meshes((row.checkpoint, ck_stamp, key, "mean", 0), means[0]["volume"], s.spacing, None, False)
+            if ms is None or ref is None:
+                st.info("A mean shape is empty in a phase: no surface to draw.")
+            else:
+                span = max(float(np.percentile(np.abs(np.concatenate([m.values["distance_mm"] for m in ms])), 99)),
+                           s.spacing)
+                panels = [(f"mean {names[1]} {p}", m) for p, m in zip(phases, ms, strict=True)]
+                st.plotly_chart(mesh_figure(panels, "distance_mm", -span, span, ghosts=ref, height=360),
+                                width="stretch")
+                _download(panels + [(f"mean {names[0]} {p}", m) for p, m in zip(phases, ref, strict=True)], "means")
+    st.subheader(f"Latent path from {names[0]} to {names[1]}")
+    if len(set(slat.label)) < 2:
+        st.info("The walk is scaled by the gap between the class means, so it needs both classes in the split.")
+        return
+    vols, probs = _walk(row.checkpoint, slat, index, key)
+    step = st.slider("Step along the classifier gradient", 0, len(vols) - 1, 0, key="walk_step")
+    st.caption(f"p({names[1]}) at this step: {probs[step]:.3f} (start {probs[0]:.3f}, end {probs[-1]:.3f}); the "
+               "subject's lower levels are kept, the overlay compares with the start.")
+    _show(mosaic([("start", vols[0]), (f"step {step}", vols[step])], centre, ref=None))
+    _show(mosaic([(f"step {step} vs start", vols[step])], centre, ref=vols[0]))
 
 
 common.guard(render)
