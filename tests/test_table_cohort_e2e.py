@@ -17,11 +17,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _st(*args: str, cwd) -> subprocess.CompletedProcess:
+def _st(*args: str, cwd, rc: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "100"}
     res = subprocess.run([sys.executable, "-m", "shapetune.cli", *args], cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=900)
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.returncode == rc, res.stdout + res.stderr
     return res
 
 
@@ -67,6 +67,8 @@ def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypat
         if page == "latents":
             names = {d.get("name", "") for p in at.get("plotly_chart") for d in json.loads(p.proto.spec)["data"]}
             assert any(n.startswith("AD") for n in names) and not any("HCM" in n for n in names)
+        if page == "compare":
+            assert not [i.value for i in at.info if "reconstructs" in i.value]  # the per-subject plots, per phase
         if page == "shapes":
             text = " ".join(str(m.value) for m in [*at.markdown, *at.caption, *at.subheader, *at.metric])
             assert "Class-mean shapes" in text and "wall thickness" not in text.lower()
@@ -76,6 +78,15 @@ def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypat
     template = json.loads((tmp_path / "model" / "template.json").read_text())
     assert template["cohort"] == "table" and template["phases"] == ["mask"] and template["structure_label"] == 17
     assert "structure labelled 17" in (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    res = _st("export", "t", "--storage-path", "exp", "--out", "bundle", "--format", "monai-bundle", cwd=tmp_path,
+              rc=2)
+    assert "exports as --format shapetune only" in " ".join((res.stdout + res.stderr).split())
+    # A dataset prepared another way (here: another alignment) is refused, not predicted in the wrong frame.
+    _st("data", "prepare", "raw/manifest.csv", "--format", "table", "--out", "prep_c", "--grid", "16",
+        "--spacing", "5", "--structure-label", "17", "--positive", "AD", "--align", "centroid", cwd=tmp_path)
+    res = _st("predict", "model", "prep_c", "--out", "pred_c", cwd=tmp_path, rc=2)
+    said = " ".join((res.stdout + res.stderr).split())  # the console wraps long lines
+    assert "prepared unlike the model's training data: alignment centroid (model: principal)" in said
     res = _st("predict", "model", "raw/masks/sub-0003.nii.gz", "--out", "pred", cwd=tmp_path)
     pred = pd.read_parquet(tmp_path / "pred" / "predictions.parquet")
     assert {"p_positive", "dice_mask"} <= set(pred.columns) and pred.predicted.iloc[0] in ("AD", "CN")

@@ -39,7 +39,7 @@ def small_table(tmp_path):
     """Four subjects of one-voxel-label blobs, and a writer for a table over them."""
     for i in range(4):
         vol = np.zeros((12, 12, 12), np.int16)
-        vol[3:8, 4:7, 4:6 + i % 2] = 5
+        vol[3:8, 4:7, 3:5 + i] = 5  # each subject its own content
         _nifti(tmp_path / f"s{i}.nii.gz", vol)
 
     def write(rows: list[dict], name="t.csv"):
@@ -56,6 +56,10 @@ def small_table(tmp_path):
 
 def _rows(**extra):
     return [{"subject": f"s{i}", "mask": f"s{i}.nii.gz", "group": "AD" if i % 2 else "CN", **extra} for i in range(4)]
+
+
+def _split_rows():
+    return [{**r, "split": ["train", "train", "val", "test"][i]} for i, r in enumerate(_rows())]
 
 
 @pytest.mark.parametrize(("rows", "kwargs", "problem"), [
@@ -103,6 +107,55 @@ def test_parquet_tables_read_like_csv_and_carry_extra_columns(small_table):
            [(s.subject, s.label, s.group, s.paths, s.extra, s.demographics) for s in b.subjects]
     assert a.subjects[1].label == 1 and a.subjects[0].extra == {"site": "A"} and a.phases == ("mask",)
     assert b.subjects[0].where == "row 1" and a.subjects[0].where == "line 2"
+
+
+def test_the_drawn_split_follows_the_subjects_not_the_row_order():
+    ids = [f"sub-{i:03d}" for i in range(60)]
+    labels = [i % 3 == 0 for i in range(60)]
+    base = dict(zip(ids, stratified_split(labels, (70, 15, 15), 0, ids), strict=True))
+    order = np.random.default_rng(0).permutation(60)
+    shuffled = stratified_split([labels[i] for i in order], (70, 15, 15), 0, [ids[i] for i in order])
+    assert dict(zip([ids[i] for i in order], shuffled, strict=True)) == base
+    more = stratified_split([*labels, False], (70, 15, 15), 0, [*ids, "sub-new"])  # one subject added
+    moved = sum(base[s] != m for s, m in zip(ids, more, strict=False))
+    assert moved <= 2, moved  # only where a cut moves past a subject
+
+
+def test_the_same_scan_for_two_subjects_is_refused(small_table, tmp_path):
+    _, write = small_table
+    rows = _split_rows()
+    rows[3]["mask"] = "s1.nii.gz"
+    with pytest.raises(DataError, match="line 5: the mask label map of subject s3 .* same file content as subject "
+                                        "s1's"):
+        prepare_table(write(rows), tmp_path / "p", TemplateGrid.cube(16, 1.0), 5, positive="AD", workers=1,
+                      quiet=True)
+
+
+def test_line_numbers_count_blank_lines_and_quoted_line_breaks(small_table):
+    folder, _ = small_table
+    table = folder / "odd.csv"
+    table.write_text('subject,mask,label,note\n\ns0,s0.nii.gz,0,"two\nlines"\n\ns1,s1.nii.gz,7,x\n')
+    with pytest.raises(DataError, match="line 6: label must be 0 or 1, got '7'"):
+        scan_table(table)
+
+
+def test_parquet_whole_floats_read_as_integers(small_table):
+    folder, _ = small_table
+    pd.DataFrame({"subject": ["s0", "s1"], "mask": ["s0.nii.gz", "s1.nii.gz"], "label": [0.0, 1.0],
+                  "age": [70.0, None]}).to_parquet(folder / "f.parquet")
+    scan = scan_table(folder / "f.parquet")
+    assert [s.label for s in scan.subjects] == [0, 1] and np.isnan(scan.subjects[1].demographics["age"])
+
+
+def test_label_values_out_of_range_are_refused(small_table, tmp_path):
+    folder, write = small_table
+    vol = np.zeros((12, 12, 12), np.int32)
+    vol[2:6, 2:6, 2:6] = -5
+    vol[6:9, 6:9, 6:9] = 5
+    _nifti(folder / "s0.nii.gz", vol.astype(np.int16))
+    with pytest.raises(DataError, match="label values must lie within 0"):
+        prepare_table(write(_split_rows()), tmp_path / "p", TemplateGrid.cube(16, 1.0), 5, positive="AD", workers=1,
+                      quiet=True)
 
 
 def test_the_stratified_split_keeps_each_class_in_proportion_and_follows_the_seed():
@@ -208,7 +261,14 @@ def test_a_wrong_structure_label_names_the_file_and_the_labels_present(tubes, tm
 
 def test_two_phase_tables(small_table, tmp_path):
     folder, write = small_table
-    rows = [{"subject": f"s{i}", "ed": f"s{i}.nii.gz", "es": f"s{(i + 1) % 4}.nii.gz", "label": i % 2,
+    for i in range(4):  # each subject its own ES map: the ED one shifted by a voxel and i more in the last axis
+        vol = np.zeros((12, 12, 12), np.int16)
+        vol[4:9, 4:7, 3 + i:6 + i] = 5
+        _nifti(folder / f"es{i}.nii.gz", vol)
+        vol = np.zeros((12, 12, 12), np.int16)
+        vol[3:8, 4:7, 2 + i:6 + i] = 5
+        _nifti(folder / f"ed{i}.nii.gz", vol)
+    rows = [{"subject": f"s{i}", "ed": f"ed{i}.nii.gz", "es": f"es{i}.nii.gz", "label": i % 2,
              "split": ["train", "train", "val", "test"][i]} for i in range(4)]
     out = tmp_path / "two"
     prepare_table(write(rows), out, TemplateGrid.cube(16, 1.0), 5, workers=1, quiet=True)

@@ -71,8 +71,10 @@ def frame(mask: np.ndarray, affine: np.ndarray, mode: str, cohort_centre: np.nda
             raise ValueError("alignment 'none' needs the cohort's centre")
         return np.asarray(cohort_centre, dtype=np.float64), np.eye(3)
     pts = world_points(mask, affine)
-    if mode == "centroid" or len(pts) < 4:
+    if mode == "centroid":
         return pts.mean(axis=0), np.eye(3)
+    if len(pts) < 4:
+        raise ValueError(f"the structure has {len(pts)} voxel(s): too few for principal axes (at least 4)")
     return principal_frame(pts)
 
 

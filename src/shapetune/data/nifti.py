@@ -51,6 +51,9 @@ def check_label_values(data: np.ndarray, path: str | Path, allowed: set[int] | N
         if not np.all(data == np.round(data)):
             raise DataError(path, "label map has non-integer values (is this an image rather than a segmentation?)")
     values = np.unique(data)
+    if allowed is None and len(values) and (values[0] < 0 or values[-1] > np.iinfo(np.int32).max):
+        raise DataError(path, f"label values must lie within 0..{np.iinfo(np.int32).max}, got "
+                              f"{values[0]!r}..{values[-1]!r}")
     # Compare as Python ints: a cast first (e.g. int32 65538 -> int16 2) would turn stray values into labels.
     found = {int(v) for v in values.tolist()}
     unexpected = [] if allowed is None else sorted(found - allowed - {0})

@@ -31,7 +31,8 @@ from shapetune.data.nifti import load_label_map, sha256_file
 from shapetune.data.parallel import default_workers, pmap
 from shapetune.data.prepare import DATASET_CONTENTS, PrepareReport, up_to_date
 from shapetune.data.publish import open_out, publishing
-from shapetune.data.table_source import DEFAULT_FRACTIONS, TableScan, TableSubject, scan_table, stratified_split
+from shapetune.data.table_source import (DEFAULT_FRACTIONS, TableScan, TableSubject, label_groups, scan_table,
+                                         stratified_split)
 from shapetune.data.template import TemplateGrid
 
 TABLE_VERSION = 1  # bump when what this writes changes
@@ -65,7 +66,10 @@ def _prepare_one(args: tuple) -> tuple[str, object]:
         for phase, path in s.paths.items():
             mask, affine = _load(path, structure_label, s.subject)
             if centre is None:  # the first phase fixes the frame for every phase
-                centre, axes = frame(mask, affine, align, cohort_centre)
+                try:
+                    centre, axes = frame(mask, affine, align, cohort_centre)
+                except ValueError as exc:
+                    raise DataError(path, f"subject {s.subject}: {exc}") from exc
             out = resample(mask, affine, centre, axes, coords)
             src_ml = float(mask.sum() * abs(np.linalg.det(affine[:3, :3])) / 1000.0)
             if not out.any():
@@ -87,6 +91,13 @@ def _prepare_one(args: tuple) -> tuple[str, object]:
 
 def _fingerprint(table: Path, scan: TableScan, settings: dict) -> tuple[str, dict[str, dict[str, str]]]:
     hashes = {s.subject: {p: sha256_file(f) for p, f in s.paths.items()} for s in scan.subjects}
+    first: dict[str, str] = {}
+    for s in scan.subjects:  # one scan listed twice would put a subject in two splits
+        for p, h in hashes[s.subject].items():
+            if h in first and first[h] != s.subject:
+                raise DataError(table, f"{s.where}: the {p} label map of subject {s.subject} ({s.paths[p]}) is the "
+                                       f"same file content as subject {first[h]}'s; each subject needs its own scans")
+            first.setdefault(h, s.subject)
     h = hashlib.sha256(json.dumps({"version": TABLE_VERSION, "settings": settings, "table": str(table.resolve()),
                                    "skipped": scan.skipped}, sort_keys=True, default=str).encode())
     h.update(f"{table}:{sha256_file(table)}\n".encode())
@@ -137,7 +148,8 @@ def prepare_table(table: str | Path, out: str | Path,
     drawn = scan.subjects[0].split is None
     if drawn:
         try:
-            splits = stratified_split([s.label for s in scan.subjects], fractions, seed)
+            splits = stratified_split([s.label for s in scan.subjects], fractions, seed,
+                                      [s.subject for s in scan.subjects])
         except ValueError as exc:
             raise DataError(table, str(exc)) from exc
         for s, sp in zip(scan.subjects, splits, strict=True):
@@ -154,7 +166,8 @@ def prepare_table(table: str | Path, out: str | Path,
     with publishing(out, "dataset", notes, "dataset") as pub:
         report = _write(pub.staging, table, out, grid, scan, settings, fingerprint, hashes, structure_label, align,
                         skip_bad, workers, quiet)
-    report.notes = pub.notes
+    report.notes = pub.notes + [f"label {k}: group(s) {', '.join(v)}" for k, v in label_groups(scan.subjects).items()
+                                if len(v) > 1]
     return report
 
 

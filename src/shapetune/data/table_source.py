@@ -17,6 +17,9 @@ stops the read, or with ``skip_bad`` is listed as skipped, never dropped silentl
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +60,46 @@ class TableScan:
     positive: str | None
 
 
-def read_table(path: Path) -> tuple[pd.DataFrame, str]:
-    """The table as strings (empty cells ""), and how its rows are named in messages ("line" or "row").
+def _cell(v) -> str:
+    """A Parquet value as the text a CSV would hold: "" for missing, whole floats without ".0" (pandas stores a
+    nullable integer column as floats)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Rows as strings with the line each starts on (blank lines and quoted line breaks counted)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            while header is not None and not any(c.strip() for c in header):
+                header = next(reader, None)
+            if header is None:
+                raise DataError(path, "empty file: expected a header line and one row per subject")
+            header = [c.strip() for c in header]
+            dup = sorted({c for c in header if header.count(c) > 1})
+            if dup:
+                raise DataError(path, f"line {reader.line_num}: duplicate column(s) {', '.join(dup)}")
+            rows, wheres, end = [], [], reader.line_num
+            for cells in reader:
+                start, end = end + 1, reader.line_num
+                if not any(c.strip() for c in cells):
+                    continue  # a blank line holds no subject
+                if len(cells) != len(header):
+                    raise DataError(path, f"line {start}: {len(cells)} field(s), the header has {len(header)}")
+                rows.append([c.strip() for c in cells])
+                wheres.append(f"line {start}")
+        except csv.Error as exc:
+            raise DataError(path, f"line {reader.line_num}: malformed CSV ({exc})") from exc
+    return pd.DataFrame(rows, columns=header, dtype=object), wheres
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The table as strings (empty cells ""), and where each row is, for messages ("line 7" or "row 3").
 
     Raises:
         DataError: not found, an unknown suffix, unreadable, empty, or duplicate column names.
@@ -68,33 +109,25 @@ def read_table(path: Path) -> tuple[pd.DataFrame, str]:
     suffix = "".join(path.suffixes[-1:]).lower()
     try:
         if suffix == ".csv":
-            with open(path, encoding="utf-8", newline="") as f:
-                header = f.readline().rstrip("\r\n").split(",")
-            dup = sorted({c.strip() for c in header if [h.strip() for h in header].count(c.strip()) > 1})
-            if dup:
-                raise DataError(path, f"line 1: duplicate column(s) {', '.join(dup)}")
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
-            where = "line"
+            df, wheres = _read_csv(path)
         elif suffix in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
-            df = df.astype(object).where(df.notna(), "").astype(str)
-            where = "row"
+            raw = pd.read_parquet(path)
+            df = pd.DataFrame({str(c).strip(): [_cell(v).strip() for v in raw[c].tolist()] for c in raw.columns},
+                              dtype=object)
+            if len(set(df.columns)) != len(raw.columns):
+                raise DataError(path, "duplicate column names once stripped of spaces")
+            wheres = [f"row {i + 1}" for i in range(len(df))]
         else:
             raise DataError(path, f"unknown table format {suffix or '(no suffix)'!r}; expected .csv or .parquet")
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not a UTF-8 text file (byte {exc.start})") from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(path, f"cannot read the table ({type(exc).__name__}: {exc})") from exc
-    df.columns = [str(c).strip() for c in df.columns]
     if df.empty:
         raise DataError(path, "no subjects listed (only a header)")
-    return df.apply(lambda col: col.str.strip()), where
-
-
-def _where(kind: str, i: int) -> str:
-    return f"line {i + 2}" if kind == "line" else f"row {i + 1}"
+    return df, wheres
 
 
 def _phases(df: pd.DataFrame, path: Path, phases: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -113,7 +146,7 @@ def _phases(df: pd.DataFrame, path: Path, phases: tuple[str, ...] | None) -> tup
                           f"with --phases (columns: {', '.join(df.columns)})")
 
 
-def _labels(df: pd.DataFrame, path: Path, kind: str, positive: str | None) -> tuple[list[str], list[int]]:
+def _labels(df: pd.DataFrame, path: Path, wheres: list[str], positive: str | None) -> tuple[list[str], list[int]]:
     """Each row's group and label (1 = the positive class)."""
     if "label" in df.columns:
         if positive is not None:
@@ -121,7 +154,7 @@ def _labels(df: pd.DataFrame, path: Path, kind: str, positive: str | None) -> tu
         labels = []
         for i, v in enumerate(df["label"]):
             if v not in ("0", "1"):
-                raise DataError(path, f"{_where(kind, i)}: label must be 0 or 1, got {v!r}")
+                raise DataError(path, f"{wheres[i]}: label must be 0 or 1, got {v!r}")
             labels.append(int(v))
         groups = list(df["group"]) if "group" in df.columns else [str(x) for x in labels]
         return groups, labels
@@ -135,7 +168,7 @@ def _labels(df: pd.DataFrame, path: Path, kind: str, positive: str | None) -> tu
         raise DataError(path, f"--positive {positive!r} is not a group of the table (groups: {', '.join(present)})")
     for i, g in enumerate(df["group"]):
         if g == "":
-            raise DataError(path, f"{_where(kind, i)}: empty group")
+            raise DataError(path, f"{wheres[i]}: empty group")
     return list(df["group"]), [int(g == positive) for g in df["group"]]
 
 
@@ -171,11 +204,11 @@ def scan_table(path: str | Path, phases: tuple[str, ...] | None = None, positive
         DataError: the table, a column or a row is not usable (with the table and the line or row).
     """
     path = Path(path)
-    df, kind = read_table(path)
+    df, wheres = read_table(path)
     if "subject" not in df.columns:
         raise DataError(path, f"no 'subject' column (columns: {', '.join(df.columns)})")
     ph = _phases(df, path, phases)
-    groups, labels = _labels(df, path, kind, positive)
+    groups, labels = _labels(df, path, wheres, positive)
     clash = [c for c in df.columns
              if c in RESERVED or c.startswith(("src_", "sha256_", "volume_ml_", "source_volume_ml_"))]
     if clash:
@@ -185,7 +218,7 @@ def scan_table(path: str | Path, phases: tuple[str, ...] | None = None, positive
     if has_split:
         empty = [i for i, s in enumerate(df["split"]) if s == ""]
         if empty and len(empty) < len(df):
-            raise DataError(path, f"{_where(kind, empty[0])}: empty split; give every row a split or none "
+            raise DataError(path, f"{wheres[empty[0]]}: empty split; give every row a split or none "
                                   "(then --split draws one)")
         has_split = not empty
     carried = [c for c in df.columns if c not in ("subject", "label", "group", "split", *ph, *DEMOGRAPHICS)]
@@ -194,7 +227,7 @@ def scan_table(path: str | Path, phases: tuple[str, ...] | None = None, positive
     skipped: list[dict] = []
     first: dict[str, str] = {}
     for i, rec in enumerate(df.to_dict("records")):
-        where = _where(kind, i)
+        where = wheres[i]
         sid = rec["subject"]
         if not SAFE_ID.fullmatch(sid) or ".." in sid:
             raise DataError(path, f"{where}: subject id {sid!r} is not a plain name (letters, digits, '.', '_', '-')")
@@ -230,8 +263,12 @@ def scan_table(path: str | Path, phases: tuple[str, ...] | None = None, positive
 
 
 def stratified_split(labels: list[int], fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-                     seed: int = 0) -> list[str]:
-    """A train/val/test split stratified by label: each class shuffled with ``seed`` and cut by ``fractions``.
+                     seed: int = 0, subjects: list[str] | None = None) -> list[str]:
+    """A train/val/test split stratified by label: each class ordered by a hash of (seed, subject id) and cut by
+    ``fractions``.
+
+    Ordering by a hash of the id, not by row position, makes the split independent of the table's row order and
+    stable when subjects are added or skipped: a subject keeps its split unless the cuts move past it.
 
     Raises:
         ValueError: fractions that are not three non-negative numbers with a positive sum, or a split left empty.
@@ -240,11 +277,12 @@ def stratified_split(labels: list[int], fractions: tuple[float, float, float] = 
     if f.shape != (3,) or np.any(f < 0) or not np.all(np.isfinite(f)) or f.sum() <= 0:
         raise ValueError(f"--split takes three non-negative percentages (train,val,test), got {fractions}")
     f = f / f.sum()
-    rng = np.random.default_rng(seed)
+    ids = subjects if subjects is not None else [str(i) for i in range(len(labels))]
+    rank = [hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest() for sid in ids]
     y = np.asarray(labels)
     out = np.empty(len(y), dtype=object)
-    for cls in np.unique(y):  # sorted: the draw does not depend on row order
-        idx = rng.permutation(np.flatnonzero(y == cls))
+    for cls in np.unique(y):
+        idx = np.array(sorted(np.flatnonzero(y == cls), key=lambda i: rank[i]), dtype=int)
         cuts = np.round(np.cumsum(f)[:2] * len(idx)).astype(int)
         for name, part in zip(SPLITS, np.split(idx, cuts), strict=True):
             out[part] = name
@@ -254,3 +292,11 @@ def stratified_split(labels: list[int], fractions: tuple[float, float, float] = 
         raise ValueError(f"--split {','.join(f'{x:g}' for x in fractions)} leaves split(s) {', '.join(empty)} empty "
                          f"with {len(y)} subjects; give larger fractions or a 'split' column")
     return [str(s) for s in out]
+
+
+def label_groups(subjects: list[TableSubject]) -> dict[int, list[str]]:
+    """The groups that make up each label (``--positive AD`` with CN and MCI present: 0 = CN + MCI, 1 = AD)."""
+    out: dict[int, set[str]] = {0: set(), 1: set()}
+    for s in subjects:
+        out[s.label].add(s.group)
+    return {k: sorted(v) for k, v in out.items()}

@@ -196,7 +196,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     (out / "errors.json").write_text(json.dumps(errors, indent=2))
     write_manifest(out, cands, sources, set(per_subject.model))
     result = EvalResult(out, per_subject, summary, latents, errors, len(todo), n_cached, nsd_tolerance_mm)
-    extra_figs = _navigation(cands, latents, loaded, out / "figures")
+    extra_figs = _navigation(cands, latents, loaded, out / "figures", data_ds.is_cardiac)
     write_report(result, [c.name for c in cands], extra_figs)
     try:
         if track_evaluation(exp_dir, out):
@@ -206,7 +206,8 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     return result
 
 
-def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig_dir: Path) -> list[str]:
+def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig_dir: Path,
+                cardiac: bool = True) -> list[str]:
     """Latent walk and class-mean shapes of the first checkpoint candidate (on its first split)."""
     from shapetune.evaluation.navigation import latent_levels, navigation_figure
     from shapetune.training.checkpoints import load_model
@@ -222,7 +223,7 @@ def _navigation(cands: list[Candidate], latents: pd.DataFrame, loaded: dict, fig
     fig_dir.mkdir(parents=True, exist_ok=True)
     start = int(np.flatnonzero(labels == 0)[0]) if (labels == 0).any() else 0
     navigation_figure(model, levels, labels, start, split.spacing, fig_dir / "navigation.png",
-                      fig_dir / "mean_shapes.png", wall_thickness=split.phases == ("ed", "es"))
+                      fig_dir / "mean_shapes.png", wall_thickness=cardiac)
     return ["navigation.png", "mean_shapes.png"]
 
 

@@ -156,6 +156,9 @@ def export_model(exp_dir: str | Path, out: str | Path, objective: str | None = N
             plain = Path(export_model(exp_dir, Path(staging) / "export", objective, pareto_index, trial_id,
                                       min_val_acc=min_val_acc))
             model, cfg, template, metrics = verify_export(plain)
+            if template.get("cohort") == "table":  # the bundle's metadata describes the cardiac models' inputs
+                raise ExportError(f"{exp_dir}: a manifest-table cohort's model exports as --format shapetune only "
+                                  "(the MONAI bundle's metadata describes the cardiac models' ED/ES inputs)")
             return write_bundle(model, cfg, template, metrics, (plain / CARD).read_text(), Path(out), force)
     exp_dir, out = local_experiment(exp_dir), Path(out).absolute()
     if not exp_dir.exists():

@@ -32,7 +32,8 @@ from shapetune.data.errors import DataError
 from shapetune.data.template import TemplateGrid
 from shapetune.serving.export import ExportError, verify_export
 from shapetune.training.ray_driver import ensure_ray
-from shapetune.serving.predict import Subject, _pair, _prepared, infer, save_reconstruction
+from shapetune.serving.predict import (Subject, _check_prepared_like_training, _pair, _prepared, infer,
+                                       save_reconstruction)
 
 api = FastAPI(title="ShapeTune prediction service")
 MAX_BATCH = 16  # requests merged into one forward pass; 16 x 2 x 32^3 floats is 4 MB
@@ -180,6 +181,7 @@ def run_service(export_dir: str | Path, host: str = "127.0.0.1", port: int = 800
                           "models' ED/ES uploads: predict with `shapetune predict` instead")
     if data is not None:
         g = template["grid"]
+        _check_prepared_like_training(Path(data), template)
         _prepared(Path(data), TemplateGrid(tuple(g["shape"]), float(g["spacing"])), None)
     ensure_ray()
     serve.start(http_options={"host": host, "port": port})

@@ -115,6 +115,29 @@ def _prepared(path: Path, grid: TemplateGrid, split: str | None) -> list[Subject
     return [Subject(s, masks[i], int(lab)) for i, (s, lab) in enumerate(zip(m["subject"], m["label"], strict=True))]
 
 
+def _check_prepared_like_training(path: Path, template: dict) -> None:
+    """Refuse a prepared dataset whose masks mean something else than the model's training data: a cardiac
+    dataset for a table cohort's model or the reverse, or a table dataset with other phases, structure label or
+    alignment (the shapes would be in another frame, and the predictions silently wrong)."""
+    ds = PreparedDataset(path)
+    if template.get("cohort") != "table":
+        if not ds.is_cardiac:
+            raise DataError(path / "dataset.json", "a manifest-table cohort; this model takes cardiac ED/ES masks")
+        return
+    if ds.is_cardiac:
+        raise DataError(path / "dataset.json", "a cardiac dataset; this model was trained on a manifest-table cohort")
+    orientation = ds.meta.get("orientation", {})
+    have = {"phases": list(ds.phases), "structure_label": ds.meta.get("structure_label"),
+            "alignment": orientation.get("alignment"), "cohort_centre_mm": orientation.get("cohort_centre_mm")}
+    align = template["alignment"]
+    want = {"phases": template["phases"], "structure_label": template["structure_label"],
+            "alignment": align["mode"], "cohort_centre_mm": align.get("cohort_centre_mm")}
+    differ = [f"{k} {have[k]} (model: {want[k]})" for k in want if have[k] != want[k]]
+    if differ:
+        raise DataError(path / "dataset.json", f"prepared unlike the model's training data: {'; '.join(differ)}; "
+                                               "prepare it with the model's settings (template.json)")
+
+
 def load_inputs(inp: Path, grid: TemplateGrid, es: Path | None = None, split: str | None = None,
                 in_plane: str = "rv", labels: dict | None = None, template: dict | None = None) -> list[Subject]:
     """Subjects from any supported input, on the model's template grid (``template``: the export's
@@ -124,12 +147,8 @@ def load_inputs(inp: Path, grid: TemplateGrid, es: Path | None = None, split: st
         raise DataError(inp, "input not found")
     table = (template or {}).get("cohort") == "table"
     if (inp / "dataset.json").exists():
-        subjects = _prepared(inp, grid, split)
-        expected = len(template["phases"]) if table else 2
-        if subjects and subjects[0].masks.shape[0] != expected:
-            raise DataError(inp / "dataset.json", f"holds {subjects[0].masks.shape[0]} phase(s) per subject; the "
-                                                  f"model takes {expected}")
-        return subjects
+        _check_prepared_like_training(inp, template or {})
+        return _prepared(inp, grid, split)
     if table:
         if inp.is_dir():
             raise DataError(inp, "this model was trained on a manifest-table cohort: give a prepared dataset "
@@ -208,7 +227,8 @@ def save_reconstruction(path: Path, prob: np.ndarray, subject: Subject, grid: Te
     written as a NIfTI label map with the source's myocardium label."""
     if isinstance(subject.aligned, TableFrame):
         p = _table_to_subject(prob, subject.aligned, grid)
-        save_nifti(path, ((p > 0.5) * subject.myo_label).astype(np.int16), subject.aligned.affine)
+        dtype = np.int16 if subject.myo_label <= np.iinfo(np.int16).max else np.int32
+        save_nifti(path, ((p > 0.5) * subject.myo_label).astype(dtype), subject.aligned.affine)
         return
     p = template_to_subject(prob, subject.aligned, grid)
     save_nifti(path, ((p > 0.5) * subject.myo_label).astype(np.uint8), subject.aligned.affine)

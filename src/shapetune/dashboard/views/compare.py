@@ -6,6 +6,7 @@ import streamlit as st
 
 from shapetune.dashboard import common
 from shapetune.dashboard import experiments as ex
+from shapetune.evaluation.aggregate import phases_of
 from shapetune.evaluation.report import paired_table, seed_table, split_table
 
 METRICS = {"dice": "Dice (DC)", "nsd": "surface Dice (NSD)",
@@ -53,13 +54,13 @@ def render() -> None:
     c1, c2 = st.columns(2)
     metric = c1.selectbox("Metric", list(METRICS), format_func=METRICS.get)
     kind = c2.radio("Plot", ["violin", "box"], horizontal=True)
-    cols = [f"{metric}_ed", f"{metric}_es"]
+    cols = [f"{metric}_{ph}" for ph in phases_of(subj)]  # ED, ES; a table cohort's own phases
     have = subj[subj.model.isin(models)]
     if not set(cols) <= set(have.columns) or have[cols].isna().all().all():
         st.info("None of the chosen models reconstructs (baselines without a decoder have no shape metrics).")
     else:
         long = have.melt(id_vars=["model", "split", "subject"], value_vars=cols, var_name="phase", value_name=metric)
-        long["phase"] = long.phase.str[-2:].str.upper()
+        long["phase"] = long.phase.str[len(metric) + 1:].str.upper()
         long["split"] = long.split.map(ex.SPLIT_LABELS).fillna(long.split)
         plot = px.violin if kind == "violin" else px.box
         extra = {"box": True, "points": "outliers"} if kind == "violin" else {"points": "outliers"}
