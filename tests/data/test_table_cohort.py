@@ -276,3 +276,18 @@ def test_two_phase_tables(small_table, tmp_path):
     assert ds.masks.shape == (4, 2, 16, 16, 16) and ds.phases == ("ed", "es")
     assert list(ds.manifest.split) == ["train", "train", "val", "test"]  # the table's own split
     assert {"src_ed", "src_es", "sha256_ed", "sha256_es", "volume_ml_ed", "volume_ml_es"} <= set(ds.manifest.columns)
+
+
+def test_merged_groups_are_named_and_tiny_structures_refused(small_table, tmp_path):
+    folder, write = small_table
+    rows = _split_rows()
+    rows[2]["group"] = "MCI"
+    rep = prepare_table(write(rows), tmp_path / "p", TemplateGrid.cube(16, 1.0), 5, positive="AD", workers=1,
+                        quiet=True)
+    assert "label 0: group(s) CN, MCI" in rep.notes
+    vol = np.zeros((12, 12, 12), np.int16)
+    vol[5, 5, 5:8] = 5  # three voxels: no principal axes
+    _nifti(folder / "s0.nii.gz", vol)
+    with pytest.raises(DataError, match="subject s0: the structure has 3 voxel"):
+        prepare_table(write(rows), tmp_path / "q", TemplateGrid.cube(16, 1.0), 5, positive="AD", workers=1,
+                      quiet=True)
