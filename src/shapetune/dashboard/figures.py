@@ -104,8 +104,10 @@ def slices_figure(ref: np.ndarray, rec: np.ndarray, centre: tuple[int, int, int]
     return fig
 
 
-def mosaic(volumes: list[tuple[str, np.ndarray]], centre: tuple[int, int, int], ref: np.ndarray | None = None):
-    """One column per volume (``[2, D, H, W]``): ED short-axis and long-axis slices; overlay against ``ref``."""
+def mosaic(volumes: list[tuple[str, np.ndarray]], centre: tuple[int, int, int], ref: np.ndarray | None = None,
+           rows: tuple[str, str] = ("ED short axis", "ED long axis")):
+    """One column per volume (``[P, D, H, W]``): the first phase's slices across axes 0 and 1 (the LV: short and
+    long axis, the default ``rows`` labels); overlay against ``ref``."""
     import matplotlib.pyplot as plt
 
     n = len(volumes)
@@ -117,7 +119,7 @@ def mosaic(volumes: list[tuple[str, np.ndarray]], centre: tuple[int, int, int], 
             axes[r, j].imshow(img, cmap="gray", interpolation="nearest")
             axes[r, j].set_xticks([]), axes[r, j].set_yticks([])
         axes[0, j].set_title(title, fontsize=8)
-    axes[0, 0].set_ylabel("ED short axis", fontsize=8), axes[1, 0].set_ylabel("ED long axis", fontsize=8)
+    axes[0, 0].set_ylabel(rows[0], fontsize=8), axes[1, 0].set_ylabel(rows[1], fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -109,8 +109,9 @@ def navigation_figure(model, levels: list[np.ndarray], labels: np.ndarray, subje
     fig, ax = plt.subplots(1, len(vols), figsize=(1.6 * len(vols), 1.9))
     for i, a in enumerate(ax):
         a.imshow(vols[i, 0, k].T, origin="lower", cmap="gray"), a.set_axis_off()
-        a.set_title(f"p(HCM) {probs[i]:.2f}", fontsize=7)
-    fig.suptitle("walk along the classifier gradient (ED, mid short-axis slice)", fontsize=8)
+        a.set_title(f"p({'HCM' if wall_thickness else 'label 1'}) {probs[i]:.2f}", fontsize=7)
+    fig.suptitle("walk along the classifier gradient (" + ("ED, mid short-axis slice" if wall_thickness
+                                                           else "first phase, central slice") + ")", fontsize=8)
     fig.tight_layout(), fig.savefig(path_png, dpi=110), plt.close(fig)
     means = class_mean_shapes(model, levels, labels)
     if not wall_thickness:

@@ -141,12 +141,13 @@ def render() -> None:
     st.subheader("Reconstruction from each prefix of the hierarchy")
     st.caption("Left to right: more levels read from the input (top first); the others follow the prior means. "
                "Overlay against the input: red missed, blue added.")
-    _show(mosaic([(f"reads {name}", v) for name, v in prefixes], centre, ref=s.masks))
+    rows = ("ED short axis", "ED long axis") if s.cardiac else (f"{phases[0]} across axis 0", "across axis 1")
+    _show(mosaic([(f"reads {name}", v) for name, v in prefixes], centre, ref=s.masks, rows=rows))
 
     key = (label, split, len(slat))
     names = {0: healthy, 1: positive}
     if not s.cardiac:
-        _generic_means_and_walk(row, ck_stamp, slat, s, key, subjects.index(subject), centre, phases, names)
+        _generic_means_and_walk(row, ck_stamp, slat, s, key, subjects.index(subject), centre, phases, names, rows)
         return
     st.subheader("Class-mean shapes and wall thickness")
     means = _means(row.checkpoint, slat, s.spacing, key)
@@ -200,7 +201,7 @@ def render() -> None:
 
 
 def _generic_means_and_walk(row, ck_stamp: int, slat, s, key: tuple, index: int, centre: tuple, phases: list[str],
-                            names: dict[int, str]) -> None:
+                            names: dict[int, str], rows: tuple[str, str]) -> None:
     """Anatomy other than the LV: the class means coloured by their distance to each other, and the walk coloured
     by its distance to the start (no wall thickness: that is the myocardium's)."""
     st.subheader("Class-mean shapes")
@@ -210,7 +211,7 @@ def _generic_means_and_walk(row, ck_stamp: int, slat, s, key: tuple, index: int,
     else:
         flat, solid = st.tabs(["slices", "3D surfaces"])
         with flat:
-            _show(mosaic([(f"mean {names[c]}", means[c]["volume"]) for c in sorted(means)], centre))
+            _show(mosaic([(f"mean {names[c]}", means[c]["volume"]) for c in sorted(means)], centre, rows=rows))
         with solid:
             st.caption(f"The mean {names[1]} shape coloured by its signed distance (mm) to the mean {names[0]} "
                        f"surface (blue: inside it, where {names[1]} has lost volume); the mean {names[0]} in grey.")
@@ -234,8 +235,8 @@ def _generic_means_and_walk(row, ck_stamp: int, slat, s, key: tuple, index: int,
     step = st.slider("Step along the classifier gradient", 0, len(vols) - 1, 0, key="walk_step")
     st.caption(f"p({names[1]}) at this step: {probs[step]:.3f} (start {probs[0]:.3f}, end {probs[-1]:.3f}); the "
                "subject's lower levels are kept, the overlay compares with the start.")
-    _show(mosaic([("start", vols[0]), (f"step {step}", vols[step])], centre, ref=None))
-    _show(mosaic([(f"step {step} vs start", vols[step])], centre, ref=vols[0]))
+    _show(mosaic([("start", vols[0]), (f"step {step}", vols[step])], centre, ref=None, rows=rows))
+    _show(mosaic([(f"step {step} vs start", vols[step])], centre, ref=vols[0], rows=rows))
 
 
 common.guard(render)
