@@ -291,3 +291,22 @@ def test_merged_groups_are_named_and_tiny_structures_refused(small_table, tmp_pa
     with pytest.raises(DataError, match="subject s0: the structure has 3 voxel"):
         prepare_table(write(rows), tmp_path / "q", TemplateGrid.cube(16, 1.0), 5, positive="AD", workers=1,
                       quiet=True)
+
+
+@pytest.mark.parametrize(("overrides", "problem"), [
+    (["model.in_channels=2"], "holds 1 phase(s) per subject (mask) but the model takes 2; set model.in_channels=1"),
+    (["model.in_channels=1", "checkpoint.metric=val_dice_ed"], "checkpoint.metric val_dice_ed is an ED/ES Dice"),
+])
+def test_training_on_a_one_phase_cohort_refuses_what_cannot_work(tubes, tmp_path, overrides, problem):
+    from shapetune.config import load_config
+    from shapetune.training.tasks import TASKS
+
+    raw, _ = tubes
+    prepare_table(raw / "manifest.csv", tmp_path / "p", TemplateGrid.cube(16, 5.0), STRUCTURE_LABEL, positive="AD",
+                  workers=1, quiet=True)
+    cfg = load_config(None, ["model.grid=16", "model.bottleneck=4", *overrides])
+    with pytest.raises(DataError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        TASKS["cardiac"].load(str(tmp_path / "p"), cfg)
+    ok = load_config(None, ["model.grid=16", "model.bottleneck=4", "model.in_channels=1"])
+    data = TASKS["cardiac"].load(str(tmp_path / "p"), ok)
+    assert data.train_x.shape[1:] == (1, 16, 16, 16) and data.phases == ("mask",)

@@ -4,6 +4,7 @@ its one or two phases), reconstruction + diagnosis from the latent."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,7 +61,13 @@ class CardiacTask:
     name, val_keys, curves = spec.name, spec.val_keys, spec.curves
 
     def load(self, path: str, cfg: TrainConfig):
-        return load_training_data(path, cfg.model.grid, cfg.model.in_channels)
+        data = load_training_data(path, cfg.model.grid, cfg.model.in_channels)
+        per_phase = {f"val_dice_{p}" for p in CARDIAC_PHASES}
+        if data.phases != CARDIAC_PHASES and cfg.checkpoint.metric in per_phase:  # before any epoch, not after
+            raise DataError(Path(path) / "dataset.json", f"checkpoint.metric {cfg.checkpoint.metric} is an ED/ES "
+                                                         f"Dice; this dataset's phases are {', '.join(data.phases)}: "
+                                                         "rank on val_dice (their mean)")
+        return data
 
     def n_train(self, data) -> int:
         return len(data.train_x)
