@@ -95,3 +95,9 @@ def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypat
     assert rec.shape == src.shape and np.allclose(rec.affine, src.affine)  # back on the subject's own grid
     a, b = np.asarray(src.dataobj) == 17, np.asarray(rec.dataobj) == 17
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.6  # a 16³ model at 5 mm, mapped back to 1 mm voxels
+    # The whole manifest table at once: every subject aligned the same way, labelled from the table's groups.
+    _st("predict", "model", "raw/manifest.csv", "--out", "pred_all", cwd=tmp_path)
+    table = pd.read_parquet(tmp_path / "pred_all" / "predictions.parquet").set_index("subject")
+    assert len(table) == 24 and table.label.notna().all()
+    assert table.loc["sub-0003", "dice_mask"] == pytest.approx(pred.dice_mask.iloc[0])
+    assert (tmp_path / "pred_all" / "sub-0020" / "recon_MASK.nii.gz").exists()

@@ -1,8 +1,9 @@
 """Run an exported model without Ray: preprocessing, HCM probability, latents per level, reconstructions.
 
 Inputs: an ACDC patient folder (``patientNNN/Info.cfg``) or a folder of them, a pair of ED/ES NIfTI label
-maps, or a prepared dataset. A model trained on a manifest-table cohort takes a prepared dataset or its own
-phases' NIfTI label maps (the first, then ``es`` for a second phase), aligned as ``template.json`` records.
+maps, or a prepared dataset. A model trained on a manifest-table cohort takes a manifest table (CSV/Parquet), a
+prepared dataset or its own phases' NIfTI label maps (the first, then ``es`` for a second phase), aligned as
+``template.json`` records.
 Raw inputs get their reconstructions resampled back onto their own image grid (NIfTI, the source's structure
 label); every input gets a row in ``predictions.csv``/``.parquet``.
 """
@@ -24,6 +25,7 @@ from shapetune.data.errors import DataError
 from shapetune.data.nifti import load_label_map, save_nifti
 from shapetune.data.preprocess import align_subject, template_to_subject
 from shapetune.data.sources import ACDC_GROUPS, RawSubject, read_acdc
+from shapetune.data.table_source import scan_table
 from shapetune.data.template import MYOCARDIUM, TemplateGrid
 from shapetune.io import check_output, staged_folder
 from shapetune.serving.export import verify_export
@@ -69,6 +71,24 @@ def _table_files(files: list[Path], grid: TemplateGrid, template: dict) -> list[
         vols.append(resample(mask, affine, centre, axes, grid.coords()).astype(np.uint8))
     name = files[0].name.split(".")[0]
     return [Subject(name, np.stack(vols), None, TableFrame(centre, axes, ref_affine, ref_shape), label)]
+
+
+def _table_manifest(table: Path, grid: TemplateGrid, template: dict) -> list[Subject]:
+    """Every subject of a manifest table (the format of ``data prepare --format table``), aligned as the model's
+    training data was; labels from the table's ``label``, or its ``group`` against the model's class names."""
+    names = template["class_names"]
+    try:
+        scan = scan_table(table, tuple(template["phases"]))
+    except DataError as exc:
+        if "--positive" not in exc.problem:
+            raise
+        scan = scan_table(table, tuple(template["phases"]), positive=names["1"])
+    out = []
+    for s in scan.subjects:
+        subject = _table_files([s.paths[p] for p in template["phases"]], grid, template)[0]
+        subject.subject, subject.label = s.subject, s.label
+        out.append(subject)
+    return out
 
 
 def _table_to_subject(prob: np.ndarray, fr: TableFrame, grid: TemplateGrid) -> np.ndarray:
@@ -151,8 +171,11 @@ def load_inputs(inp: Path, grid: TemplateGrid, es: Path | None = None, split: st
         return _prepared(inp, grid, split)
     if table:
         if inp.is_dir():
-            raise DataError(inp, "this model was trained on a manifest-table cohort: give a prepared dataset "
-                                 "(`data prepare TABLE --format table` at the model's grid) or its label map(s)")
+            raise DataError(inp, "this model was trained on a manifest-table cohort: give a manifest table, a "
+                                 "prepared dataset (`data prepare TABLE --format table` at the model's grid) or "
+                                 "its label map(s)")
+        if inp.suffix.lower() in (".csv", ".parquet", ".pq"):
+            return _table_manifest(inp, grid, template)
         return _table_files([inp] + ([es] if es is not None else []), grid, template)
     if es is not None:
         return _pair(inp, es, grid, in_plane, labels)
