@@ -118,3 +118,12 @@ def test_evaluation_table_reads_in_80_columns(monkeypatch):
     for line in body:
         assert "0.995 (0.98-1.00)" in line and ("0.870/0.904" in line or "-/-" in line)
         assert "6.4/5.8" in line or "-/-" in line
+
+
+@pytest.mark.parametrize(("fmt", "option", "value"), [
+    ("acdc", "--structure-label", "3"), ("imperial", "--positive", "AD"), ("table", "--groups", "NOR"),
+    ("table", "--in-plane", "keep")])
+def test_an_option_of_another_format_is_an_error_not_ignored(tmp_path, fmt, option, value):
+    res = runner.invoke(app, ["data", "prepare", str(tmp_path), "--format", fmt, "--out", str(tmp_path / "o"),
+                              option, value])
+    assert res.exit_code == 2 and f"{option}: not an option of --format {fmt}" in " ".join(res.output.split())

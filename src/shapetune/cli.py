@@ -153,6 +153,13 @@ def data_prepare(
             console.print(f"[green]prepared {n} fetal subjects into {out}[/] in {time.perf_counter() - t0:.1f} s")
             return
         tg = TemplateGrid.cube(grid, spacing)
+        table_only = {"--structure-label": structure_label != 1, "--align": align != "principal",
+                      "--phases": phases is not None, "--positive": positive is not None,
+                      "--split": split != "70,15,15", "--seed": seed != 0}
+        cardiac_only = {"--groups": groups != "NOR,HCM", "--in-plane": in_plane != "rv"}
+        unused = [k for k, v in (cardiac_only if format is Format.table else table_only).items() if v]
+        if unused:  # an option that would be ignored is a mistake to say, not to pass over
+            raise DataError(", ".join(unused), f"not an option of --format {format.value}")
         if format is Format.table:
             rep = prepare_table(src, out, tg, structure_label, align, _phase_list(phases), positive,
                                 _fractions(split), seed, skip_bad=skip_bad, workers=workers or None)
