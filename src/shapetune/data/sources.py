@@ -20,7 +20,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,6 +326,33 @@ def _parse_row(path: Path, line: int, rec: dict[str, str]) -> TableRow:
                     number_cell(rec.get("weight_kg", ""), "weight_kg", line, path, 0.0, False))
 
 
+def csv_header(reader, path: Path, expected: str) -> list[str]:
+    """The first non-blank line of a ``csv.reader``, stripped; an empty file or a duplicate column is refused."""
+    header = next(reader, None)
+    while header is not None and not any(c.strip() for c in header):
+        header = next(reader, None)
+    if header is None:
+        raise DataError(path, f"empty file: expected a header line {expected} and one row per subject")
+    header = [c.strip() for c in header]
+    dup = [c for c, k in Counter(header).items() if k > 1]
+    if dup:
+        raise DataError(path, f"line {reader.line_num}: duplicate column(s) {', '.join(dup)}")
+    return header
+
+
+def csv_records(reader, header: list[str], path: Path) -> Iterator[tuple[int, list[str]]]:
+    """The records after ``header`` (stripped) with the line each starts on, blank lines and quoted line breaks
+    counted; blank lines skipped, a record whose field count differs from the header's refused."""
+    end = reader.line_num
+    for cells in reader:
+        line, end = end + 1, reader.line_num
+        if not any(c.strip() for c in cells):
+            continue  # a blank line holds no subject
+        if len(cells) != len(header):
+            raise DataError(path, f"line {line}: {len(cells)} field(s), the header has {len(header)}")
+        yield line, [c.strip() for c in cells]
+
+
 def parse_subjects_table(path: str | Path, skip_bad: bool = False) -> tuple[list[TableRow], list[dict]]:
     """Read ``subjects.csv``: header ``subject,group[,split,age,sex,height_cm,weight_kg]``, one row per subject.
 
@@ -339,16 +366,7 @@ def parse_subjects_table(path: str | Path, skip_bad: bool = False) -> tuple[list
     text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = next(reader, None)
-        while header is not None and not any(c.strip() for c in header):
-            header = next(reader, None)
-        if header is None:
-            raise DataError(path, "empty file: expected a header line 'subject,group[,split,age,sex,height_cm,"
-                                  "weight_kg]' and one row per subject")
-        header = [c.strip() for c in header]
-        dup = [c for c, k in Counter(header).items() if k > 1]
-        if dup:
-            raise DataError(path, f"line {reader.line_num}: duplicate column(s) {', '.join(dup)}")
+        header = csv_header(reader, path, "'subject,group[,split,age,sex,height_cm,weight_kg]'")
         missing = [c for c in IMPERIAL_COLUMNS if c not in header]
         if missing:
             raise DataError(path, f"missing column(s) {', '.join(missing)}")
@@ -359,14 +377,8 @@ def parse_subjects_table(path: str | Path, skip_bad: bool = False) -> tuple[list
         rows: list[TableRow] = []
         skipped: list[dict] = []
         first: dict[str, int] = {}
-        end = reader.line_num
-        for cells in reader:
-            line, end = end + 1, reader.line_num
-            if not any(c.strip() for c in cells):
-                continue  # a blank line holds no subject
-            if len(cells) != len(header):
-                raise DataError(path, f"line {line}: {len(cells)} field(s), the header has {len(header)}")
-            rec = dict(zip(header, (c.strip() for c in cells), strict=True))
+        for line, cells in csv_records(reader, header, path):
+            rec = dict(zip(header, cells, strict=True))
             if rec["subject"] in first:
                 raise DataError(path, f"line {line}: duplicate subject {rec['subject']!r} (first on line "
                                       f"{first[rec['subject']]})")

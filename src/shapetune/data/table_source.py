@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from shapetune.data.errors import DataError
-from shapetune.data.sources import SAFE_ID, SPLITS, number_cell
+from shapetune.data.sources import SAFE_ID, SPLITS, csv_header, csv_records, number_cell
 
 PHASE_SETS = (("ed", "es"), ("mask",))  # recognised without --phases, in this order
 DEMOGRAPHICS = ("age", "sex", "height_cm", "weight_kg")
@@ -75,24 +75,11 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         try:
-            header = next(reader, None)
-            while header is not None and not any(c.strip() for c in header):
-                header = next(reader, None)
-            if header is None:
-                raise DataError(path, "empty file: expected a header line and one row per subject")
-            header = [c.strip() for c in header]
-            dup = sorted({c for c in header if header.count(c) > 1})
-            if dup:
-                raise DataError(path, f"line {reader.line_num}: duplicate column(s) {', '.join(dup)}")
-            rows, wheres, end = [], [], reader.line_num
-            for cells in reader:
-                start, end = end + 1, reader.line_num
-                if not any(c.strip() for c in cells):
-                    continue  # a blank line holds no subject
-                if len(cells) != len(header):
-                    raise DataError(path, f"line {start}: {len(cells)} field(s), the header has {len(header)}")
-                rows.append([c.strip() for c in cells])
-                wheres.append(f"line {start}")
+            header = csv_header(reader, path, "(subject, the phase columns, label or group, ...)")
+            rows, wheres = [], []
+            for line, cells in csv_records(reader, header, path):
+                rows.append(cells)
+                wheres.append(f"line {line}")
         except csv.Error as exc:
             raise DataError(path, f"line {reader.line_num}: malformed CSV ({exc})") from exc
     return pd.DataFrame(rows, columns=header, dtype=object), wheres
