@@ -100,8 +100,8 @@ def test_cli_study_and_bad_requests(study, fetal_prepared, tiny_prepared, tmp_pa
     runner = CliRunner()
     out = tmp_path / "copy"  # a copy: this run rewrites the table with one model, the session's study stays whole
     shutil.copytree(res.out, out)
-    args = ["study", "--data", str(fetal_prepared), "--out", str(out), "--model", "hcvae", "--folds", "0,1", "--samples", "3",
-            "model.grid=32", "optim.epochs=2", *FETAL_TINY]
+    args = ["study", "--data", str(fetal_prepared), "--out", str(out), "--model", "hcvae", "--folds", "0,1",
+            "--samples", "3", "model.grid=32", "optim.epochs=2", *FETAL_TINY]
     r = runner.invoke(app, [*args, "model.latent_dims=[8,8,4]"])  # the study's own configuration: reused
     assert r.exit_code == 0, r.output
     flat = " ".join(r.output.split())  # rich wraps the table and the last line at the terminal's width
