@@ -5,7 +5,6 @@ shown in the dashboard, exported and predicted on a raw label map."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,38 +12,45 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner, Result
+
+from shapetune.cli import app
 
 pytestmark = pytest.mark.slow
 
 
-def _st(*args: str, cwd, rc: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "100"}
-    res = subprocess.run([sys.executable, "-m", "shapetune.cli", *args], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=900)
-    assert res.returncode == rc, res.stdout + res.stderr
+def _st(*args: str, rc: int = 0) -> Result:
+    """One `shapetune` command in this process (the session's Ray, in the current folder): a fresh interpreter per
+    command cost ~3 s each, a third of this test. The first command runs as its own process (`python -m
+    shapetune.cli`)."""
+    res = CliRunner().invoke(app, list(args), env={"COLUMNS": "100"})
+    assert res.exit_code == rc, res.output
     return res
 
 
-def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypatch):
-    _st("data", "synth", "--cohort", "tubes", "--out", "raw", "--n-per-group", "12", "--workers", "2", cwd=tmp_path)
+def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypatch, ray_local):
+    monkeypatch.chdir(tmp_path)
+    synth = subprocess.run([sys.executable, "-m", "shapetune.cli", "data", "synth", "--cohort", "tubes", "--out", "raw",
+                            "--n-per-group", "12", "--workers", "2"], capture_output=True, text=True, timeout=600)
+    assert synth.returncode == 0, synth.stdout + synth.stderr
     res = _st("data", "prepare", "raw/manifest.csv", "--format", "table", "--out", "prep", "--grid", "16",
-              "--spacing", "5", "--structure-label", "17", "--positive", "AD", "--workers", "2", cwd=tmp_path)
-    assert "prepared 24 subjects" in res.stdout
-    shown = _st("data", "show", "prep", cwd=tmp_path).stdout
+              "--spacing", "5", "--structure-label", "17", "--positive", "AD", "--workers", "2")
+    assert "prepared 24 subjects" in res.output
+    shown = _st("data", "show", "prep").output
     assert "phases mask" in shown and "AD" in shown and "CN" in shown
 
     # One channel without being told (model.in_channels from the dataset); the epoch line has the mean Dice only.
     res = _st("tune", "--space", "lvae_hcm", "--data", "prep", "--trials", "2", "--concurrency", "2", "--name", "t",
               "--storage-path", "exp", "--grace-period", "1", "--seed", "0", "optim.epochs=2", "model.grid=16",
-              "model.bottleneck=4", cwd=tmp_path)
+              "model.bottleneck=4")
     trials = pd.read_parquet(tmp_path / "exp" / "t" / "trials.parquet")
     assert (trials.status == "completed").all() and trials.best_val_dice.notna().all()
     assert trials.val_dice_ed.isna().all()  # no ED/ES here: the cohort's one phase
     assert "model.in_channels=1" in json.loads((tmp_path / "exp" / "t" / "sweep.json").read_text())["overrides"]
 
-    res = _st("evaluate", "t", "--storage-path", "exp", "--no-ray", cwd=tmp_path)
-    assert "acdc_test left out" in res.stdout and "clinical baseline is left out" in res.stdout
-    assert "Dice MASK" in res.stdout
+    res = _st("evaluate", "t", "--storage-path", "exp", "--no-ray")
+    assert "acdc_test left out" in res.output and "clinical baseline is left out" in res.output
+    assert "Dice MASK" in res.output
     ev = tmp_path / "exp" / "t" / "evaluation"
     per_subject = pd.read_parquet(ev / "per_subject.parquet")
     assert {"dice_mask", "hd_mask", "nsd_mask"} <= set(per_subject.columns) and "dice_ed" not in per_subject
@@ -74,20 +80,19 @@ def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypat
             assert "Class-mean shapes" in text and "wall thickness" not in text.lower()
             assert "Dice MASK" in " ".join(m.label for m in at.metric)
 
-    _st("export", "t", "--storage-path", "exp", "--out", "model", cwd=tmp_path)
+    _st("export", "t", "--storage-path", "exp", "--out", "model")
     template = json.loads((tmp_path / "model" / "template.json").read_text())
     assert template["cohort"] == "table" and template["phases"] == ["mask"] and template["structure_label"] == 17
     assert "structure labelled 17" in (tmp_path / "model" / "MODEL_CARD.md").read_text()
-    res = _st("export", "t", "--storage-path", "exp", "--out", "bundle", "--format", "monai-bundle", cwd=tmp_path,
-              rc=2)
-    assert "exports as --format shapetune only" in " ".join((res.stdout + res.stderr).split())
+    res = _st("export", "t", "--storage-path", "exp", "--out", "bundle", "--format", "monai-bundle", rc=2)
+    assert "exports as --format shapetune only" in " ".join(res.output.split())
     # A dataset prepared another way (here: another alignment) is refused, not predicted in the wrong frame.
     _st("data", "prepare", "raw/manifest.csv", "--format", "table", "--out", "prep_c", "--grid", "16",
-        "--spacing", "5", "--structure-label", "17", "--positive", "AD", "--align", "centroid", cwd=tmp_path)
-    res = _st("predict", "model", "prep_c", "--out", "pred_c", cwd=tmp_path, rc=2)
-    said = " ".join((res.stdout + res.stderr).split())  # the console wraps long lines
+        "--spacing", "5", "--structure-label", "17", "--positive", "AD", "--align", "centroid")
+    res = _st("predict", "model", "prep_c", "--out", "pred_c", rc=2)
+    said = " ".join(res.output.split())  # the console wraps long lines
     assert "prepared unlike the model's training data: alignment centroid (model: principal)" in said
-    res = _st("predict", "model", "raw/masks/sub-0003.nii.gz", "--out", "pred", cwd=tmp_path)
+    res = _st("predict", "model", "raw/masks/sub-0003.nii.gz", "--out", "pred")
     pred = pd.read_parquet(tmp_path / "pred" / "predictions.parquet")
     assert {"p_positive", "dice_mask"} <= set(pred.columns) and pred.predicted.iloc[0] in ("AD", "CN")
     src = nib.load(str(tmp_path / "raw" / "masks" / "sub-0003.nii.gz"))
@@ -96,7 +101,7 @@ def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypat
     a, b = np.asarray(src.dataobj) == 17, np.asarray(rec.dataobj) == 17
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.6  # a 16³ model at 5 mm, mapped back to 1 mm voxels
     # The whole manifest table at once: every subject aligned the same way, labelled from the table's groups.
-    _st("predict", "model", "raw/manifest.csv", "--out", "pred_all", cwd=tmp_path)
+    _st("predict", "model", "raw/manifest.csv", "--out", "pred_all")
     table = pd.read_parquet(tmp_path / "pred_all" / "predictions.parquet").set_index("subject")
     assert len(table) == 24 and table.label.notna().all()
     assert table.loc["sub-0003", "dice_mask"] == pytest.approx(pred.dice_mask.iloc[0])
