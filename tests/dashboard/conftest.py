@@ -56,7 +56,7 @@ def dash_storage(tiny_prepared, acdc_raw, ray_local, tmp_path_factory) -> Path:
     pareto.write_text(pareto.read_text().replace("  - {metric: val_dice, mode: max}\n",
                                                  "  - {metric: val_dice, mode: max}\n"
                                                  "  - {metric: val_acc, mode: max}\n"))
-    run_sweep(SweepSettings(name="pareto", space=str(pareto), data=str(tiny_prepared), trials=3, concurrency=2,
+    run_sweep(SweepSettings(name="pareto", space=str(pareto), data=str(tiny_prepared), trials=2, concurrency=2,
                             storage_path=str(storage)))
     settings = json.loads((storage / "lv2d" / "sweep.json").read_text())
     (storage / "starting").mkdir()

@@ -77,7 +77,7 @@ def test_partial_experiments_show_clear_messages(app_for, dash_storage):
 
 def test_runs_page_draws_the_pareto_front_of_a_two_objective_sweep(app_for, dash_storage):
     at = _page(app_for(dash_storage / "pareto").run(), "runs")
-    assert len(at.dataframe[0].value) == 3
+    assert len(at.dataframe[0].value) == 2
     plots = _plots(at)
     titles = [str(p["layout"].get("title", {}).get("text", "")) for p in plots]
     assert "Pareto-front Plot" in titles
