@@ -117,7 +117,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     cands = candidates(exp_dir, trials, extra)
     data_ds = PreparedDataset(settings.data)
     grid = data_ds.grid
-    if data_ds.meta.get("cohort") == "table":  # a user's own cohort: no ACDC split unless given, no clinical indices
+    if not data_ds.is_cardiac:  # a user's own cohort: no ACDC split unless given, no clinical indices
         dropped = [s for s in splits if s != "imperial_test" and external[EXTERNAL[s]] is None]
         splits = tuple(s for s in splits if s not in dropped)
         if dropped:

@@ -45,7 +45,7 @@ def load_split(path: str | Path, split: str | None, name: str, grid: TemplateGri
         raise DataError(ds.path / "dataset.json", f"prepared at {ds.grid.shape}/{ds.grid.spacing} mm, the model "
                                                   f"expects {grid.shape}/{grid.spacing} mm")
     m = (ds.manifest if split is None else ds.split(split)).sort_values("index")
-    table = ds.meta.get("cohort") == "table"  # a user's own cohort: its labels as given, no clinical indices
+    table = not ds.is_cardiac  # a user's own cohort: its labels as given, no clinical indices
     m = m[m["group"].isin(["NOR", "HCM"])] if "group" in m and not table else m
     if m.empty:
         raise DataError(ds.path / "manifest.parquet", f"no NOR/HCM subjects in split {split!r}")
