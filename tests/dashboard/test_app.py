@@ -111,6 +111,7 @@ def test_latent_page_draws_2d_top_latent_with_boundary_and_opens_a_subject(lv2d_
     n = sum(len(_array(d["x"])) for d in scatter)
     assert n == 8 + 10  # 8 Imperial test + 10 ACDC subjects
     assert {s["marker"]["symbol"] for s in scatter} == {"circle", "diamond"}
+    assert {s["name"].split(" · ")[1] for s in scatter} == {"Imperial test", "ACDC"}  # the splits' display names
     assert any("p(HCM)" in s["hovertemplate"] for s in scatter)
     at.radio[0].set_value("tsne").run()
     assert _plots(at)[0]["layout"]["xaxis"]["title"]["text"] == "tsne_x"

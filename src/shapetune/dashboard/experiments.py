@@ -29,6 +29,14 @@ EVAL_DIR = "evaluation"
 SPLIT_LABELS = {"imperial_test": "Imperial test", "acdc_test": "ACDC", "acdc_hard": "ACDC (hard)"}
 
 
+def split_labels(per_subject: pd.DataFrame) -> dict[str, str]:
+    """Display names of the evaluated splits. The internal split keeps its record name ``imperial_test`` in every
+    cohort; a manifest-table cohort (phases other than ED/ES) shows it as ``test``, not as an Imperial one."""
+    if not any(c.startswith("dice_") for c in per_subject.columns) or {"dice_ed", "dice_es"} <= set(per_subject):
+        return dict(SPLIT_LABELS)
+    return SPLIT_LABELS | {"imperial_test": "test"}
+
+
 class DashboardError(ShapeTuneError):
     """A path that is not an experiment (nor a folder of experiments)."""
 

@@ -35,10 +35,10 @@ def parallel_coordinates(trials: pd.DataFrame, params: list[str], objective: str
 
 
 def latent_scatter(df: pd.DataFrame, x: str, y: str, title: str, boundary: tuple | None = None,
-                   class_names: dict[int, str] | None = None) -> go.Figure:
+                   class_names: dict[int, str] | None = None, split_names: dict[str, str] | None = None) -> go.Figure:
     """Subjects in a 2D latent view: colour = diagnosis, symbol = split, misclassified ringed in black;
     ``boundary`` = (xs, ys, p) draws the classifier's p(positive class) and its 0.5 contour; ``class_names``
-    label -> name (default healthy / HCM)."""
+    label -> name (default healthy / HCM); ``split_names`` split -> the name its legend entries show."""
     names = class_names or CLASS_NAMES
     colours = {names[k]: CLASS_COLOURS[v] for k, v in CLASS_NAMES.items() if k in names}
     p_label = f"p({names.get(1, 'HCM')})"
@@ -52,11 +52,12 @@ def latent_scatter(df: pd.DataFrame, x: str, y: str, title: str, boundary: tuple
                                  line=dict(color="black", width=2, dash="dash"), showscale=False, hoverinfo="skip",
                                  name="decision boundary (p = 0.5)", showlegend=True))
     for split, g_split in df.groupby("split", sort=False):
+        shown = (split_names or {}).get(split, split.replace("_", " "))
         for label, g in g_split.groupby("label", sort=True):
             name = names.get(int(label), str(label))
             wrong = g.correct == 0
             fig.add_trace(go.Scatter(
-                x=g[x], y=g[y], mode="markers", name=f"{name} · {split.replace('_', ' ')}",
+                x=g[x], y=g[y], mode="markers", name=f"{name} · {shown}",
                 marker=dict(color=colours.get(name, "grey"), symbol=SPLIT_SYMBOLS.get(split, "square"),
                             size=np.where(wrong, 13, 8), line=dict(color="black", width=np.where(wrong, 2.5, 0.5))),
                 customdata=np.stack([g.subject, g.split, g.prob_hcm.round(3), np.where(wrong, "misclassified", "")],

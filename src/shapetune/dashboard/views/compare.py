@@ -40,7 +40,8 @@ def render() -> None:
         st.info("No ACDC split was evaluated: run `shapetune evaluate ... --acdc RAW_ACDC` to add it.")
     st.subheader("Seed-style table (mean ± sd; accuracy with its 95 % bootstrap CI)")
     st.markdown(seed_table(summ, models))
-    for tab, split in zip(st.tabs([ex.SPLIT_LABELS.get(s, s) for s in splits]), splits, strict=True):
+    names = ex.split_labels(subj)
+    for tab, split in zip(st.tabs([names.get(s, s) for s in splits]), splits, strict=True):
         with tab:
             st.markdown(split_table(summ, models, split))
 
@@ -61,7 +62,7 @@ def render() -> None:
     else:
         long = have.melt(id_vars=["model", "split", "subject"], value_vars=cols, var_name="phase", value_name=metric)
         long["phase"] = long.phase.str[len(metric) + 1:].str.upper()
-        long["split"] = long.split.map(ex.SPLIT_LABELS).fillna(long.split)
+        long["split"] = long.split.map(names).fillna(long.split)
         plot = px.violin if kind == "violin" else px.box
         extra = {"box": True, "points": "outliers"} if kind == "violin" else {"points": "outliers"}
         fig = plot(long.dropna(), x="model", y=metric, color="model", facet_col="phase", facet_row="split",

@@ -91,7 +91,7 @@ def render() -> None:
     mlat = lat[lat.model == label]
     splits = list(dict.fromkeys(mlat.split))
     split = c2.selectbox("Split", splits, index=splits.index(target["split"]) if target.get("split") in splits else 0,
-                         format_func=lambda s: ex.SPLIT_LABELS.get(s, s))
+                         format_func=lambda s: ex.split_labels(subj).get(s, s))
     slat = mlat[mlat.split == split].reset_index(drop=True)
     subjects = slat.subject.tolist()
     subject = c3.selectbox("Subject", subjects,
