@@ -29,7 +29,7 @@ from shapetune.evaluation.splits import EvalSplit, load_split
 from shapetune.evaluation.stats import mean_ci, wilcoxon_paired
 from shapetune.training.checkpoints import load_model
 from shapetune.config import load_config
-from shapetune.data.dataset import PreparedDataset, dataset_phases
+from shapetune.data.dataset import PreparedDataset, cohort_overrides
 from shapetune.training.engine import Engine, dice_per_channel
 from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
@@ -78,9 +78,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ds = PreparedDataset(args.data)
     phases = ds.phases
-    overrides = list(args.overrides)
-    if dataset_phases(args.data) and not any(o.startswith("model.in_channels=") for o in overrides):
-        overrides.append(f"model.in_channels={len(phases)}")  # as `shapetune train` does for a table cohort
+    overrides, _ = cohort_overrides(args.data, list(args.overrides))  # as `shapetune train` does
     splits = {"test": load_split(args.data, "test", "test")}
     if args.acdc:
         splits["acdc"] = load_split(args.acdc, None, "acdc")
@@ -111,7 +109,7 @@ def main() -> None:
             print(rows[-1], flush=True)
 
     def vs(r: dict) -> str:
-        if "vs_pca_ed_p" not in r:
+        if f"vs_pca_{phases[0]}_p" not in r:  # PCA's own rows
             return "-"
         return " / ".join(f"{r[f'vs_pca_{ph}_median']:+.3f} p={r[f'vs_pca_{ph}_p']:.0e}" for ph in phases)
 

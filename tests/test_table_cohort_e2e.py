@@ -46,7 +46,8 @@ def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypat
     trials = pd.read_parquet(tmp_path / "exp" / "t" / "trials.parquet")
     assert (trials.status == "completed").all() and trials.best_val_dice.notna().all()
     assert trials.val_dice_ed.isna().all()  # no ED/ES here: the cohort's one phase
-    assert "model.in_channels=1" in json.loads((tmp_path / "exp" / "t" / "sweep.json").read_text())["overrides"]
+    recorded = json.loads((tmp_path / "exp" / "t" / "sweep.json").read_text())["overrides"]
+    assert "model.in_channels=1" in recorded and "added model.in_channels=1" in res.output  # said and recorded
 
     res = _st("evaluate", "t", "--storage-path", "exp", "--no-ray")
     assert "acdc_test left out" in res.output and "clinical baseline is left out" in res.output
@@ -70,9 +71,13 @@ def test_a_one_phase_table_cohort_from_prepare_to_prediction(tmp_path, monkeypat
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert not [e.value for e in at.error if "could not be drawn" in e.value], page
+        shown = [*(str(m.value) for m in [*at.markdown, *at.caption]), *(t.label for t in at.tabs),
+                 *(str(o) for s in at.selectbox for o in s.options)]
+        assert not [s for s in shown if "Imperial" in s], page  # the internal split shows as "test" here
         if page == "latents":
             names = {d.get("name", "") for p in at.get("plotly_chart") for d in json.loads(p.proto.spec)["data"]}
             assert any(n.startswith("AD") for n in names) and not any("HCM" in n for n in names)
+            assert "AD · test" in names and not any("imperial" in n.lower() for n in names)
         if page == "compare":
             assert not [i.value for i in at.info if "reconstructs" in i.value]  # the per-subject plots, per phase
         if page == "shapes":

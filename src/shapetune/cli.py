@@ -20,7 +20,7 @@ from shapetune.config import ConfigError, load_config
 from shapetune.dashboard.experiments import DashboardError
 from shapetune.dashboard.optuna_server import serve_optuna
 from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
-from shapetune.data.dataset import dataset_phases
+from shapetune.data.dataset import cohort_overrides
 from shapetune.data.errors import DataError
 from shapetune.data.fetal.cohort import FetalConfig, synth_fetal
 from shapetune.data.fetal.prepare import prepare_fetal
@@ -284,12 +284,14 @@ def train(
 
 
 def _fit_overrides(data: str | Path, overrides: list[str]) -> list[str]:
-    """``overrides`` plus ``model.in_channels=P`` when the dataset declares P phases (a manifest-table cohort) and
-    the overrides do not set it: a one-phase cohort trains with one input channel without being told."""
-    phases = None if storage.is_uri(str(data)) else dataset_phases(data)
-    if phases is None or any(o.split("=", 1)[0].strip() == "model.in_channels" for o in overrides):
+    """``overrides`` plus ``model.in_channels=P`` for a manifest-table cohort of P phases unless they set it, said
+    on the console."""
+    if storage.is_uri(str(data)):
         return overrides
-    return [*overrides, f"model.in_channels={len(phases)}"]
+    out, added = cohort_overrides(data, overrides)
+    if added:
+        console.print(f"a manifest-table cohort: added {' '.join(added)} (one input channel per phase)", soft_wrap=True)
+    return out
 
 
 def _ray_log_path(out: str) -> Path:

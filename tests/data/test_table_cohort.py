@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from shapetune.data.align import frame, principal_frame, resample, world_points
-from shapetune.data.dataset import PreparedDataset, dataset_phases
+from shapetune.data.dataset import PreparedDataset, cohort_overrides, dataset_phases
 from shapetune.data.errors import DataError
 from shapetune.data.table_prepare import prepare_table
 from shapetune.data.table_source import scan_table, stratified_split
@@ -310,3 +310,19 @@ def test_training_on_a_one_phase_cohort_refuses_what_cannot_work(tubes, tmp_path
     ok = load_config(None, ["model.grid=16", "model.bottleneck=4", "model.in_channels=1"])
     data = TASKS["cardiac"].load(str(tmp_path / "p"), ok)
     assert data.train_x.shape[1:] == (1, 16, 16, 16) and data.phases == ("mask",)
+
+
+@pytest.mark.parametrize(("given", "added"), [
+    ([], ["model.in_channels=1"]),
+    (["optim.epochs=3", "augment.enabled=false"], ["model.in_channels=1"]),
+    (["model.in_channels=1"], []),  # the user's choice stands (a wrong one is refused when the data load)
+])
+def test_a_table_cohort_trains_one_channel_per_phase_unless_told(tubes, tmp_path, given, added):
+    raw, _ = tubes
+    prepare_table(raw / "manifest.csv", tmp_path / "p", TemplateGrid.cube(16, 5.0), STRUCTURE_LABEL, positive="AD",
+                  workers=1, quiet=True)
+    assert cohort_overrides(tmp_path / "p", given) == ([*given, *added], added)
+
+
+def test_a_cardiac_dataset_gets_its_overrides_unchanged(tiny_prepared):
+    assert cohort_overrides(tiny_prepared, ["optim.epochs=3"]) == (["optim.epochs=3"], [])
