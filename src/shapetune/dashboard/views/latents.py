@@ -47,10 +47,10 @@ def render() -> None:
     wrong = df[df.correct == 0]
     title = f"{label}: {PROJECTIONS[proj]} · {len(df)} subjects · {len(wrong)} misclassified"
     exp = next((e for e in exps if e.name == row.experiment), None)
-    names = ex.class_names(exp) if exp is not None else None
-    event = st.plotly_chart(latent_scatter(df, x, y, title, boundary, names, ex.split_labels(subj)), width="stretch",
+    names, split_names = (ex.class_names(exp) if exp is not None else None), ex.split_labels(subj)
+    event = st.plotly_chart(latent_scatter(df, x, y, title, boundary, names, split_names), width="stretch",
                             on_select="rerun", selection_mode="points", key="latent_scatter")
-    st.caption(f"Colour: diagnosis · circle: {ex.split_labels(subj)['imperial_test']}, diamond: ACDC · "
+    st.caption(f"Colour: diagnosis · circle: {split_names['imperial_test']}, diamond: ACDC · "
                "black ring: misclassified"
                + (" · dashed: the classifier's decision boundary (p = 0.5)" if boundary is not None else "")
                + ". Select a point to open it on the Shapes page.")

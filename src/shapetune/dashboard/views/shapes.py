@@ -89,9 +89,9 @@ def render() -> None:
     row = decoders[decoders.label == label].iloc[0]
     e = next(x for x in exps if x.name == row.experiment)
     mlat = lat[lat.model == label]
-    splits = list(dict.fromkeys(mlat.split))
+    splits, split_names = list(dict.fromkeys(mlat.split)), ex.split_labels(subj)
     split = c2.selectbox("Split", splits, index=splits.index(target["split"]) if target.get("split") in splits else 0,
-                         format_func=lambda s: ex.split_labels(subj).get(s, s))
+                         format_func=lambda s: split_names.get(s, s))
     slat = mlat[mlat.split == split].reset_index(drop=True)
     subjects = slat.subject.tolist()
     subject = c3.selectbox("Subject", subjects,
