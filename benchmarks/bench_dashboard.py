@@ -33,7 +33,8 @@ from _results import RESULTS, publish
 from shapetune.dashboard.common import ENV_VAR
 from shapetune.dashboard.launch import APP
 from shapetune.dashboard.screenshots import CHROMIUM, running_dashboard
-from shapetune.tuning.search import TUNE_TRIAL_ATTR, sqlite_url
+from shapetune.experiment.study_storage import sqlite_url
+from shapetune.tuning.search import TUNE_TRIAL_ATTR
 from shapetune.tuning.sweep import SETTINGS_FILE, SUMMARY_FILE, SweepSettings
 from shapetune.search_spaces import load_space
 from shapetune.search_spaces.sampling import define_by_run

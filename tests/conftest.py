@@ -112,13 +112,14 @@ def fetal_config(name: str, epochs: int = 2, *extra: str):
 
 @pytest.fixture(scope="session")
 def fetal_study(fetal_prepared, ray_local, tmp_path_factory):
-    """A finished fetal-skull study: CVAE and HCVAE x folds 0 and 1 of 3, 2 epochs each (Ray Train), scored.
-    (Two folds: each run is ~25 s, almost all Ray Train start-up; the sweep test covers all three.)"""
+    """A finished fetal-skull study: CVAE and HCVAE x folds 0 and 1 of 3, 2 epochs each, scored. Trained in this
+    process (``workers=0``): through Ray Train each run cost ~25 s, almost all its start-up (91 s for the fixture);
+    the study's Ray path is what the sweep test's cross-validation trains through."""
     from shapetune.evaluation.fetal.study import run_study
 
     out = tmp_path_factory.mktemp("study")
     configs = {"cvae": fetal_config("cvae"), "hcvae": fetal_config("hcvae", 2, "model.latent_dims=[8,8,4]")}
-    return run_study(configs, fetal_prepared, out, folds=[0, 1], samples=3), configs
+    return run_study(configs, fetal_prepared, out, folds=[0, 1], samples=3, workers=0), configs
 
 
 @pytest.fixture(scope="session")

@@ -236,7 +236,9 @@ def train(
     data: Annotated[str, typer.Option(help="Prepared dataset folder (shapetune data prepare), or its URI.")],
     out: Annotated[str, typer.Option(help="Run folder or URI: checkpoints, history.csv, summary.json, "
                                           "learning_curves.png.")],
-    workers: Annotated[int, typer.Option(help="Ray Train workers (DDP).")] = 1,
+    workers: Annotated[int, typer.Option(help="Ray Train workers (DDP); 0 trains in this process without Ray: "
+                                              "no start-up cost, no worker restarts, a local --out.",
+                                         min=0)] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU with gloo).")] = 0.0,
     cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker (default: the node's CPUs / "
                                                                "workers).")] = None,
@@ -245,21 +247,30 @@ def train(
     verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
                                                "ray.log in the run folder).")] = False,
 ) -> None:
-    """Train a model with Ray Train. Extra arguments are dotted overrides, e.g. optim.epochs=5
-    model.latent_dims=[32,8,2] (fetal models: data.fold=K picks the cross-validation fold)."""
+    """Train a model with Ray Train (or, --workers 0, in this process). Extra arguments are dotted overrides, e.g.
+    optim.epochs=5 model.latent_dims=[32,8,2] (fetal models: data.fold=K picks the cross-validation fold)."""
+    from shapetune.training.local import check_run_kind, train_in_process
     from shapetune.training.ray_train import run_training
 
     try:
+        if workers == 0 and storage.is_uri(out):
+            raise ShapeTuneError(f"{out}: --workers 0 trains in this process and writes a local run folder; give a "
+                                 "folder, or train through Ray with --workers 1 or more")
         data_dir = storage.local_copy(data)
         cfg = load_config(_config_path(config), _fit_overrides(data_dir, list(ctx.args)))
         if tracking:
             check_tracking(tracking)
         if not storage.is_uri(out):  # a run folder is continued by train, never someone else's folder
             claim_folder(out, "train", legacy=lambda p: (p / "summary.json").is_file())
-        ray_log = route_ray_output(None if verbose else _ray_log_path(out))
-        outcome = run_training(cfg, data_dir, out, workers=workers, gpus_per_worker=gpus_per_worker,
-                               cpus_per_worker=cpus_per_worker)
-        settle()
+            check_run_kind(out, in_process=workers == 0)
+        ray_log = None
+        if workers == 0:
+            outcome = train_in_process(cfg, data_dir, out, gpus=gpus_per_worker, cpus=cpus_per_worker)
+        else:
+            ray_log = route_ray_output(None if verbose else _ray_log_path(out))
+            outcome = run_training(cfg, data_dir, out, workers=workers, gpus_per_worker=gpus_per_worker,
+                                   cpus_per_worker=cpus_per_worker)
+            settle()
     except (ShapeTuneError, storage.StorageError, ValueError) as exc:  # ValueError: a malformed --tracking
         _fail(exc)
     if tracking:
@@ -533,14 +544,16 @@ def study_cmd(
     folds: Annotated[str | None, typer.Option(help="Comma-separated folds (default: all).")] = None,
     samples: Annotated[int, typer.Option(help="Prior samples per case for the uncertainty maps.")] = 8,
     force: Annotated[bool, typer.Option(help="Re-score every run (training is never repeated).")] = False,
-    workers: Annotated[int, typer.Option(help="Ray Train workers per run (DDP).")] = 1,
+    workers: Annotated[int, typer.Option(help="Ray Train workers per run (DDP); 0 trains each run in this process "
+                                              "without Ray.", min=0)] = 1,
     cpus_per_worker: Annotated[float | None, typer.Option(help="CPUs per worker, its torch threads (default: the "
                                                                "node's CPUs / workers).")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
                                                "ray.log in the study folder).")] = False,
 ) -> None:
-    """Fetal-skull study: train each model on each fold (Ray Train), then DC/HD/RVD by view subset (3, 2, 1
-    views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted overrides for every model."""
+    """Fetal-skull study: train each model on each fold (Ray Train, or --workers 0 in this process), then DC/HD/RVD
+    by view subset (3, 2, 1 views) as mean ± sd over folds, with uncertainty maps. Extra arguments are dotted
+    overrides for every model."""
     try:
         configs = {}
         for item in model:

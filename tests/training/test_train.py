@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from shapetune.cli import app
 from shapetune.data.errors import DataError
 from shapetune.training.checkpoints import load_model
 from shapetune.config import load_config
@@ -40,6 +43,36 @@ def test_two_worker_ddp_run_learns_and_checkpoint_reloads(tiny_prepared, ray_loc
     for k in ("val_dice_ed", "val_dice_es", "val_acc"):
         assert val[k] == pytest.approx(state["metrics"][k], abs=5e-3), k
     assert state["epoch"] == int(h.loc[h.val_dice.idxmax(), "epoch"])  # the best epoch's weights were kept
+    # This folder is a Ray Train run's: continuing it in one process would start again over it.
+    r = CliRunner().invoke(app, ["train", "--config", "lvae", "--data", str(tiny_prepared), "--out",
+                                 str(tmp_path / "run"), "--workers", "0", *TINY, "optim.epochs=3"])
+    assert r.exit_code == 2 and "holds a run trained through Ray Train" in " ".join(r.output.split())
+
+
+def test_train_in_this_process_resumes_and_keeps_to_its_kind_of_run(tiny_prepared, tmp_path):
+    """`shapetune train --workers 0`: no Ray; a second call with more epochs goes on from checkpoint_latest."""
+    out = tmp_path / "run"
+    base = ["train", "--config", "lvae", "--data", str(tiny_prepared), *TINY]
+    args = [*base, "--out", str(out), "--workers", "0", "--cpus-per-worker", "1"]
+    r = CliRunner().invoke(app, [*args, "optim.epochs=2"])
+    assert r.exit_code == 0, r.output
+    assert [ln.split(" loss ")[0] for ln in r.output.splitlines() if " loss " in ln] == ["epoch 1/2", "epoch 2/2"]
+    assert "Ray's log" not in r.output and not (out / "ray.log").exists()
+    assert {"checkpoint_best", "checkpoint_latest", "summary.json", "history.csv"} <= {p.name for p in out.iterdir()}
+    first = pd.read_csv(out / "history.csv")
+    r = CliRunner().invoke(app, [*args, "optim.epochs=3"])
+    assert r.exit_code == 0, r.output
+    assert [ln.split(" loss ")[0] for ln in r.output.splitlines() if " loss " in ln] == ["epoch 3/3"]
+    h = pd.read_csv(out / "history.csv")
+    assert list(h.epoch) == [0, 1, 2] and list(h.resumed_from_epoch) == [-1, -1, 1]
+    pd.testing.assert_frame_equal(h.iloc[:2][first.columns], first)  # the finished epochs, kept as they were
+    model, _, state = load_model(out / "checkpoint_best")  # what export and evaluate read
+    assert state["epoch"] == int(h.loc[h.val_dice.idxmax(), "epoch"])
+    # Through Ray this folder would start again over the in-process run: refused before Ray starts.
+    r = CliRunner().invoke(app, [*base, "--out", str(out), "optim.epochs=4"])
+    assert r.exit_code == 2 and "trained in one process (--workers 0)" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, [*base, "--out", "s3://bucket/run", "--workers", "0"])
+    assert r.exit_code == 2 and "writes a local run folder" in " ".join(r.output.split())
 
 
 def test_two_worker_fetal_run_with_the_size_frame(fetal_prepared, ray_local, tmp_path):

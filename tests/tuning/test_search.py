@@ -6,7 +6,7 @@ import multiprocessing as mp
 
 
 def _open(url: str, barrier, results) -> None:
-    from shapetune.tuning.search import open_storage
+    from shapetune.experiment.study_storage import open_storage
 
     barrier.wait()  # all at once: each finds no schema and starts creating it
     try:

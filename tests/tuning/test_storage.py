@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from shapetune import storage
-from shapetune.tuning.search import publish_sqlite
+from shapetune.experiment.study_storage import publish_sqlite
 
 
 def test_uri_arithmetic_keeps_scheme_and_query():

@@ -86,11 +86,13 @@ def test_evaluate_logs_to_the_sweeps_parent_run(tracked):
 
 
 def test_train_tracking_logs_a_finished_run(tiny_prepared, tmp_path):
+    """A run trained in this process (--workers 0: tracking is the same for either kind of run)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     r = CliRunner().invoke(app, ["train", "--config", "lvae", "--data", str(tiny_prepared), "--out",
-                                 str(tmp_path / "run"), "--tracking", f"mlflow={uri}", "model.grid=16",
-                                 "model.width=4", "model.ladder_hidden=16", "model.latent_dims=[8,4,2]",
-                                 "optim.batch_size=8", f"optim.epochs={EPOCHS}", "augment.enabled=false"])
+                                 str(tmp_path / "run"), "--workers", "0", "--tracking", f"mlflow={uri}",
+                                 "model.grid=16", "model.width=4", "model.ladder_hidden=16",
+                                 "model.latent_dims=[8,4,2]", "optim.batch_size=8", f"optim.epochs={EPOCHS}",
+                                 "augment.enabled=false"])
     assert r.exit_code == 0, r.output
     mlflow.set_tracking_uri(uri)
     (run,) = mlflow.search_runs(experiment_names=["shapetune-train"], output_format="list")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import warnings
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from shapetune import storage
+from shapetune.experiment.study_storage import open_storage
 from shapetune.experiment.table import TUNE_TRIAL_ATTR
 from shapetune.search_spaces.samplers import make_sampler
 from shapetune.search_spaces.sampling import define_by_run
@@ -24,45 +23,6 @@ logger = logging.getLogger(__name__)
 # TPE's `group` option is marked experimental in Optuna 5; it is what handles the conditional hierarchy.
 warnings.filterwarnings("ignore", message=r"Argument ``group`` is an experimental",
                         category=optuna.exceptions.ExperimentalWarning)
-
-
-def sqlite_url(exp_dir: str | Path) -> str:
-    """Default study storage: an SQLite file in the experiment directory."""
-    return f"sqlite:///{Path(exp_dir).resolve() / 'optuna.db'}"
-
-
-def publish_sqlite(db: Path, location: str) -> None:
-    """Copy an SQLite study to ``location`` (a URI or a path) as a consistent snapshot, even while it is written."""
-    import sqlite3
-    import tempfile
-
-
-    with tempfile.TemporaryDirectory() as tmp:
-        snap = Path(tmp) / db.name
-        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
-        dst = sqlite3.connect(snap)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
-        storage.upload(snap, location)
-
-
-def open_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
-    """An RDB storage (SQLite or any SQLAlchemy URL, e.g. PostgreSQL). Opening a new database creates its
-    schema; when another process (a second driver, a watcher) does so at the same moment, one of them hits
-    the other's rows (``UNIQUE constraint failed: alembic_version``): that one retries, and then finds the
-    schema made."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
-    for attempt in range(attempts - 1):
-        try:
-            return optuna.storages.RDBStorage(url, **kwargs)
-        except (IntegrityError, OperationalError):
-            time.sleep(0.2 * (attempt + 1))
-    return optuna.storages.RDBStorage(url, **kwargs)  # the last attempt raises what it meets
 
 
 class ShapeTuneOptunaSearch(OptunaSearch):

@@ -180,7 +180,7 @@ class PublishStudy(Callback):
         self._publish()
 
     def _publish(self) -> None:
-        from shapetune.tuning.search import publish_sqlite
+        from shapetune.experiment.study_storage import publish_sqlite
 
         try:
             publish_sqlite(self.db, self.location)
@@ -211,7 +211,8 @@ def run_sweep(settings: SweepSettings, resume: bool = False, callbacks: Sequence
     from ray import tune
 
     from shapetune.training.ray_train import default_cpus
-    from shapetune.tuning.search import ShapeTuneLimiter, make_searcher, sqlite_url
+    from shapetune.experiment.study_storage import sqlite_url
+    from shapetune.tuning.search import ShapeTuneLimiter, make_searcher
 
     exp, home = settings.exp_dir, settings.exp_location
     if not resume and storage.exists(storage.join(home, SETTINGS_FILE)):
@@ -297,7 +298,7 @@ def grace_period(settings: SweepSettings, space: SearchSpace) -> int:
 
 def write_summary(exp_dir: str | Path, show: bool = True) -> pd.DataFrame:
     """Write ``trials.parquet`` (and, for a URI storage path, publish it and the study) and print the table."""
-    from shapetune.tuning.search import publish_sqlite
+    from shapetune.experiment.study_storage import publish_sqlite
 
     exp = Path(exp_dir).resolve()
     df = trial_table(exp)

@@ -77,7 +77,9 @@ def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, fo
                 runs: dict[tuple[str, int], Path] | None = None, workers: int = 1,
                 cpus_per_worker: float | None = None, verbose: bool = False) -> tuple[dict, list[str]]:
     """Train every (model, fold) without a finished run under ``out/runs`` (or in ``runs``); returns the runs.
-    Ray's lines go to ``out/ray.log`` unless ``verbose``."""
+    ``workers`` Ray Train workers per run (0: in this process, without Ray). Ray's lines go to ``out/ray.log``
+    unless ``verbose``."""
+    from shapetune.training.local import train_in_process
     from shapetune.training.ray_train import run_training
 
     have = dict(runs or {})
@@ -96,11 +98,14 @@ def train_folds(configs: dict[str, TrainConfig], data: str | Path, out: Path, fo
                                      "give the model another name (NAME=CONFIG) or use another --out")
             else:
                 console.print(f"[bold]training {name} on fold {k}[/] -> {run}")
-                if not routed:
-                    route_ray_output(None if verbose else out / RAY_LOG)
-                    routed = True
-                run_training(fold_cfg, str(data), run, workers=workers, cpus_per_worker=cpus_per_worker)
-                settle()
+                if workers == 0:
+                    train_in_process(fold_cfg, data, run, cpus=cpus_per_worker)
+                else:
+                    if not routed:
+                        route_ray_output(None if verbose else out / RAY_LOG)
+                        routed = True
+                    run_training(fold_cfg, str(data), run, workers=workers, cpus_per_worker=cpus_per_worker)
+                    settle()
                 trained.append(f"{name}/fold{k}")
             have[(name, k)] = run
     return have, trained
@@ -197,7 +202,8 @@ def run_study(configs: dict[str, TrainConfig], data: str | Path, out: str | Path
         folds: the folds to run (default: all of the dataset's).
         samples: posterior samples per case for the uncertainty maps.
         force: retrain and rescore everything.
-        workers, cpus_per_worker: Ray Train workers per run and their CPUs.
+        workers, cpus_per_worker: Ray Train workers per run and their CPUs (0 workers: each run in this process,
+            without Ray; the CPUs are then its torch threads).
         runs: finished runs to score instead of training, by (model name, fold).
         verbose: show Ray's lines on the console (by default they go to ``out/ray.log``).
 
