@@ -45,7 +45,7 @@ def dash_storage(tiny_prepared, acdc_raw, ray_local, tmp_path_factory) -> Path:
     (root / "lv2d.yaml").write_text(SPACE_2D)
     run_sweep(SweepSettings(name="lv2d", space=str(root / "lv2d.yaml"), data=str(tiny_prepared), trials=3,
                             concurrency=2, storage_path=str(storage), seed=1))
-    evaluate(storage / "lv2d", trials="all", acdc=acdc_raw, n_boot=200)
+    evaluate(storage / "lv2d", trials="all", acdc=acdc_raw, n_boot=200, use_ray=False)  # Ray's path: test_service
     broken = write_space(root / "broken.yaml", epochs=1)
     broken.write_text(broken.read_text().replace("  augment.enabled: false\n", "  augment.enabled: false\n"
                                                  "  fault_injection.epoch: 0\n  fault_injection.mode: raise\n"
