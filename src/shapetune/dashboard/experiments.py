@@ -19,6 +19,7 @@ from shapetune.dashboard.studies import is_study
 from shapetune.data.dataset import PreparedDataset
 from shapetune.data.errors import DataError
 from shapetune.errors import ShapeTuneError
+from shapetune.evaluation import names
 from shapetune.evaluation.candidates import EvaluationError, checkpoint_dir
 from shapetune.experiment.checkpoints import load_state
 from shapetune.experiment.records import read_record, record_path, records_mtime
@@ -26,15 +27,12 @@ from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSett
 from shapetune.experiment.table import open_study_readonly, read_trial_table
 
 EVAL_DIR = "evaluation"
-SPLIT_LABELS = {"imperial_test": "Imperial test", "acdc_test": "ACDC", "acdc_hard": "ACDC (hard)"}
 
 
 def split_labels(per_subject: pd.DataFrame) -> dict[str, str]:
-    """Display names of the evaluated splits. The internal split keeps its record name ``imperial_test`` in every
-    cohort; a manifest-table cohort (phases other than ED/ES) shows it as ``test``, not as an Imperial one."""
-    if not any(c.startswith("dice_") for c in per_subject.columns) or {"dice_ed", "dice_es"} <= set(per_subject):
-        return dict(SPLIT_LABELS)
-    return SPLIT_LABELS | {"imperial_test": "test"}
+    """Display names of the splits in ``per_subject`` (:func:`shapetune.evaluation.names.split_labels`: the
+    report's rule)."""
+    return names.split_labels(names.phases_of(per_subject))
 
 
 class DashboardError(ShapeTuneError):

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from shapetune.evaluation.names import phases_of
 from shapetune.evaluation.stats import classification_report, mean_ci
 
 RECON_METRICS = ("dice", "hd", "hd95", "assd", "rvd", "abs_rvd", "nsd")
-
-
-def phases_of(per_subject: pd.DataFrame) -> list[str]:
-    """The phases (lower case) whose Dice columns ``dice_<phase>`` the per-subject rows hold: ``ed``, ``es`` for the
-    cardiac cohorts, a manifest-table cohort's own (e.g. ``mask``)."""
-    return [c[len("dice_"):] for c in per_subject.columns if c.startswith("dice_")]
 
 
 def summarize(per_subject: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

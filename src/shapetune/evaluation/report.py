@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shapetune.evaluation.aggregate import phases_of
+from shapetune.evaluation.names import phases_of, split_labels
 from shapetune.evaluation.stats import mcnemar, wilcoxon_paired
 from shapetune.io import atomic_write_text
 
@@ -36,7 +36,7 @@ def seed_table(summary: pd.DataFrame, models: list[str]) -> str:
     """Rows = models; DC/HD/RVD per phase on the internal test split; accuracy on every split."""
     splits = set(summary.split)
     phases = summary_phases(summary)
-    internal = "Imperial test" if phases == ["ED", "ES"] else "test"
+    internal = split_labels(phases)["imperial_test"]
     head = (["model"] + [f"{met} {ph}{unit}" for met, unit in (("DC", ""), ("HD", " (mm)"), ("RVD", ""))
                          for ph in phases]
             + [f"acc {internal} [95 % CI]"] + (["acc ACDC [95 % CI]"] if "acdc_test" in splits or phases == ["ED", "ES"]

@@ -6,7 +6,7 @@ import streamlit as st
 
 from shapetune.dashboard import common
 from shapetune.dashboard import experiments as ex
-from shapetune.evaluation.aggregate import phases_of
+from shapetune.evaluation.names import phases_of
 from shapetune.evaluation.report import paired_table, seed_table, split_table
 
 METRICS = {"dice": "Dice (DC)", "nsd": "surface Dice (NSD)",
