@@ -296,9 +296,7 @@ def train(
 
 def _fit_overrides(data: str | Path, overrides: list[str]) -> list[str]:
     """``overrides`` plus ``model.in_channels=P`` for a manifest-table cohort of P phases unless they set it, said
-    on the console."""
-    if storage.is_uri(str(data)):
-        return overrides
+    on the console (``data`` may be a URI: a sweep reads its data from the bucket)."""
     out, added = cohort_overrides(data, overrides)
     if added:
         console.print(f"a manifest-table cohort: added {' '.join(added)} (one input channel per phase)", soft_wrap=True)

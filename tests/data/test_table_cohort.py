@@ -12,6 +12,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from shapetune.data.align import frame, principal_frame, resample, world_points
+from shapetune import storage
 from shapetune.data.dataset import PreparedDataset, cohort_overrides, dataset_phases
 from shapetune.data.errors import DataError
 from shapetune.data.table_prepare import prepare_table
@@ -322,6 +323,9 @@ def test_a_table_cohort_trains_one_channel_per_phase_unless_told(tubes, tmp_path
     prepare_table(raw / "manifest.csv", tmp_path / "p", TemplateGrid.cube(16, 5.0), STRUCTURE_LABEL, positive="AD",
                   workers=1, quiet=True)
     assert cohort_overrides(tmp_path / "p", given) == ([*given, *added], added)
+    bucket = f"file://{tmp_path / 'bucket' / 'p'}"  # a sweep reads its data from a bucket: the same answer there
+    storage.upload(tmp_path / "p", bucket)
+    assert cohort_overrides(bucket, given) == ([*given, *added], added)
 
 
 def test_a_cardiac_dataset_gets_its_overrides_unchanged(tiny_prepared):
