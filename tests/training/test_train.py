@@ -71,6 +71,9 @@ def test_train_in_this_process_resumes_and_keeps_to_its_kind_of_run(tiny_prepare
     # Through Ray this folder would start again over the in-process run: refused before Ray starts.
     r = CliRunner().invoke(app, [*base, "--out", str(out), "optim.epochs=4"])
     assert r.exit_code == 2 and "trained in one process (--workers 0)" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, [*args, "model.width=8", "optim.epochs=4"])  # another network: not a resume
+    assert r.exit_code == 2 and "another model configuration" in " ".join(r.output.split())
+    assert len(pd.read_csv(out / "history.csv")) == 3  # untouched
     r = CliRunner().invoke(app, [*base, "--out", "s3://bucket/run", "--workers", "0"])
     assert r.exit_code == 2 and "writes a local run folder" in " ".join(r.output.split())
 

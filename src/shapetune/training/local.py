@@ -40,7 +40,8 @@ def train_local(cfg: TrainConfig, data: Any, out: str | Path | None = None, devi
         deadline: a ``time.time()`` by which the run ends properly (:class:`~shapetune.training.loop.Deadline`);
             the latest checkpoint is then written only at the end (concurrent runs on one GPU would otherwise
             spend their budget writing checkpoints).
-        resume: go on from ``out/checkpoint_latest`` when there is one (its weights, optimizer and history).
+        resume: go on from ``out/checkpoint_latest`` when there is one (its weights, optimizer and history); its
+            model configuration must be ``cfg``'s (the rest, e.g. the epochs, may change).
 
     Returns:
         The best checkpoint (by the config's checkpoint metric), its metrics, the history, the wall time, and
@@ -52,6 +53,9 @@ def train_local(cfg: TrainConfig, data: Any, out: str | Path | None = None, devi
     out = Path(out).resolve() if out else None
     callbacks: list[LoopCallback] = [Deadline(deadline)] if deadline is not None else []
     start = load_state(out / LATEST, map_location=dev) if resume and out and (out / LATEST).is_dir() else None
+    if start is not None and start.get("config", {}).get("model") != cfg.model.model_dump(mode="json"):
+        raise OutputError(out, "holds a run of another model configuration (its checkpoint_latest's); continue it "
+                               "with that configuration, or give another --out")
     if out is not None:
         keep = KeepCheckpoints(out, latest_every_epoch=deadline is None)
         callbacks.append(keep)
@@ -69,7 +73,6 @@ def train_local(cfg: TrainConfig, data: Any, out: str | Path | None = None, devi
         write_run_summary(outcome, engine.cfg)
     outcome.engine = engine
     return outcome
-
 
 
 def check_run_kind(out: str | Path, in_process: bool) -> None:
@@ -103,7 +106,7 @@ def train_in_process(cfg: TrainConfig, data_dir: str | Path, out: str | Path, gp
 
     Raises:
         ShapeTuneError: ``gpus`` asked for where torch sees no CUDA device.
-        OutputError: ``out`` holds a Ray Train run.
+        OutputError: ``out`` holds a Ray Train run, or a run of another model configuration.
         DataError: the dataset is missing, unreadable, or of the other task than ``cfg``'s model.
     """
     if gpus > 0 and not torch.cuda.is_available():
