@@ -15,9 +15,7 @@ from shapetune.data.nifti import sha256_file
 from shapetune.io import MARKER
 from shapetune.serving.export import CHECKSUMS, ExportError, export_model, verify_export
 from shapetune.serving.predict import predict
-from shapetune.tuning.sweep import SweepSettings, run_sweep
 
-from ..conftest import write_space
 
 
 def test_export_then_predict_reproduces_validation_metrics(finished_sweep, tiny_prepared, tmp_path):
@@ -109,16 +107,3 @@ def test_choice_keeps_the_diagnosis_in_view(finished_sweep):
         assert got["val_dice"] == want and got["val_acc"] >= floor and f"val_acc >= {floor:g}" in c.reason
     above = choose(finished_sweep, min_val_acc=accs[-1] + 1e-6)  # none reaches it: the best overall, said so
     assert above.checkpoint == plain.checkpoint and "chosen without the floor" in above.reason
-
-
-@pytest.mark.slow
-def test_two_worker_trials_nest_ray_train_and_export(tiny_prepared, ray_local, tmp_path):
-    space = write_space(tmp_path / "tiny.yaml", epochs=2)
-    df = run_sweep(SweepSettings(name="ddp", space=str(space), data=str(tiny_prepared), trials=1,
-                                 storage_path=str(tmp_path / "exp"), workers_per_trial=2, cpus_per_worker=0.99))
-    assert list(df.status) == ["completed"] and df.epochs.iloc[0] == 2
-    run = tmp_path / "exp" / "ddp" / "train_runs" / df.trial_id.iloc[0]
-    assert list(run.rglob("checkpoint.pt"))  # the nested Ray Train run kept its checkpoints there
-    out = export_model(tmp_path / "exp" / "ddp", tmp_path / "model")
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["validation"]["val_dice"] == pytest.approx(df.best_val_dice.iloc[0])

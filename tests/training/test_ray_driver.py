@@ -1,23 +1,14 @@
-"""The console while Ray runs: ShapeTune's lines once, Ray's lines in the run's log, tables that fit."""
+"""The console while Ray runs: ShapeTune's lines once, Ray's lines in the run's log, tables that fit. (A real
+`shapetune train --workers 2` console: tests/training/test_train.py.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from rich.console import Console
 
 from shapetune.training.ray_driver import MARK, LineRouter
-
-TINY = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
-        "optim.batch_size=4", "optim.lr=0.003"]
-# What Ray prints on its own when nothing routes it (seen on the console of `shapetune train` before routing).
-RAY_LINES = ("pid=", "TrainController", "RayTrainWorker", "Reporting training result", "Checkpoint successfully",
-             "Token authentication", "Started a local Ray instance", "autoscaler", "View detailed results",
-             "Configuration for experiment", "A new study created")
 
 
 def test_router_logs_every_line_and_echoes_a_marked_one_once(tmp_path):
@@ -32,25 +23,6 @@ def test_router_logs_every_line_and_echoes_a_marked_one_once(tmp_path):
     assert log == ["(RayTrainWorker pid=7) [out] " + line, "(RayTrainWorker pid=7) [err] " + line,
                    "(RayTrainWorker pid=7) [err] Reporting training result 1",
                    "(TrainController pid=8) [err] Requesting resources"]
-
-
-def test_train_prints_each_epoch_once_and_none_of_rays_lines(tiny_prepared, tmp_path):
-    """`shapetune train` with 2 DDP workers in its own process and its own local Ray, as a person runs it."""
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "80"}
-    env.pop("RAY_ADDRESS", None)
-    res = subprocess.run([sys.executable, "-m", "shapetune.cli", "train", "--config", "lvae", "--data",
-                          str(tiny_prepared), "--out", str(out), "--workers", "2", *TINY, "optim.epochs=2"],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    lines = (res.stdout + res.stderr).splitlines()
-    assert [ln.split(" loss ")[0] for ln in lines if "epoch" in ln and " loss " in ln] == ["epoch 1/2", "epoch 2/2"]
-    assert [ln for ln in lines if any(s in ln for s in RAY_LINES)] == []
-    assert max(len(ln) for ln in lines if not ln.startswith(("checkpoint:", "run folder:", "Ray's log:"))) <= 80
-    log = (out / "ray.log").read_text()  # nothing lost: Ray's lines are in the run's log
-    for line in ("Started a local Ray instance", "Reporting training result", MARK + "epoch 2/2"):
-        assert line in log, (line, log[-3000:])
-    assert f"Ray's log: {out / 'ray.log'}" in res.stdout
 
 
 @pytest.mark.parametrize("width", [80, 60, 200])

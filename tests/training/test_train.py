@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,23 +21,47 @@ from shapetune.config import load_config
 from shapetune.training.engine import Engine
 from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
+from shapetune.training.ray_driver import MARK
 
 TINY = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
         "optim.batch_size=4", "optim.lr=0.003"]
+# What Ray prints on its own when nothing routes it (seen on the console of `shapetune train` before routing).
+RAY_LINES = ("pid=", "TrainController", "RayTrainWorker", "Reporting training result", "Checkpoint successfully",
+             "Token authentication", "Started a local Ray instance", "autoscaler", "View detailed results",
+             "Configuration for experiment", "A new study created")
 
 
-def test_two_worker_ddp_run_learns_and_checkpoint_reloads(tiny_prepared, ray_local, tmp_path):
-    from shapetune.training.ray_train import run_training
+def test_two_worker_ddp_run_learns_prints_each_epoch_once_and_checkpoint_reloads(tiny_prepared, tmp_path):
+    """`shapetune train --workers 2` in its own process and its own local Ray, as a person runs it: the console shows
+    ShapeTune's lines once and none of Ray's (they are in the run's log), the run learns, and its best checkpoint
+    rebuilds the model the workers trained. (One run for both: each Ray Train run costs 20-25 s of start-up.)"""
+    out = tmp_path / "run"
+    config = tmp_path / "lvae.yaml"  # the defaults (the shipped lvae's KL warm-up and augmentation blur 2 epochs)
+    config.write_text("model:\n  name: lvae\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "80"}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run([sys.executable, "-m", "shapetune.cli", "train", "--config", str(config), "--data",
+                          str(tiny_prepared), "--out", str(out), "--workers", "2", *TINY, "optim.epochs=2"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = (res.stdout + res.stderr).splitlines()
+    assert [ln.split(" loss ")[0] for ln in lines if "epoch" in ln and " loss " in ln] == ["epoch 1/2", "epoch 2/2"]
+    assert [ln for ln in lines if any(s in ln for s in RAY_LINES)] == []
+    assert max(len(ln) for ln in lines if not ln.startswith(("checkpoint:", "run folder:", "Ray's log:"))) <= 80
+    log = (out / "ray.log").read_text()  # nothing lost: Ray's lines are in the run's log
+    for line in ("Started a local Ray instance", "Reporting training result", MARK + "epoch 2/2"):
+        assert line in log, (line, log[-3000:])
+    assert f"Ray's log: {out / 'ray.log'}" in res.stdout
 
-    cfg = load_config(None, TINY + ["optim.epochs=2"])
-    out = run_training(cfg, tiny_prepared, tmp_path / "run", workers=2)
-    h = out.history
+    h = pd.read_csv(out / "history.csv")
     assert list(h.epoch) == [0, 1] and h.train_loss.iloc[1] < h.train_loss.iloc[0]
     assert {"train_bce", "train_dice_loss", "train_kl", "train_kl_0", "train_kl_2", "train_ce", "val_dice_ed",
             "val_dice_es", "val_acc", "val_auc", "samples_per_s"} <= set(h.columns)
-    assert (tmp_path / "run" / "summary.json").exists() and (tmp_path / "run" / "learning_curves.png").exists()
+    assert (out / "summary.json").exists() and (out / "learning_curves.png").exists()
     # The best checkpoint rebuilds the model and reproduces the metrics the workers recorded for it.
-    model, cfg2, state = load_model(out.best_checkpoint)
+    cfg = load_config(config, TINY + ["optim.epochs=2"])
+    assert cfg == load_config(None, TINY + ["optim.epochs=2"])
+    model, cfg2, state = load_model(Path(json.loads((out / "summary.json").read_text())["best_checkpoint"]))
     assert cfg2 == cfg and set(state) >= {"model", "optimizer", "config", "epoch", "metrics", "history"}
     data = load_training_data(str(tiny_prepared), 16)
     eng = Engine(cfg2, model, torch.device("cpu"))
@@ -44,8 +74,8 @@ def test_two_worker_ddp_run_learns_and_checkpoint_reloads(tiny_prepared, ray_loc
         assert val[k] == pytest.approx(state["metrics"][k], abs=5e-3), k
     assert state["epoch"] == int(h.loc[h.val_dice.idxmax(), "epoch"])  # the best epoch's weights were kept
     # This folder is a Ray Train run's: continuing it in one process would start again over it.
-    r = CliRunner().invoke(app, ["train", "--config", "lvae", "--data", str(tiny_prepared), "--out",
-                                 str(tmp_path / "run"), "--workers", "0", *TINY, "optim.epochs=3"])
+    r = CliRunner().invoke(app, ["train", "--config", str(config), "--data", str(tiny_prepared), "--out", str(out),
+                                 "--workers", "0", *TINY, "optim.epochs=3"])
     assert r.exit_code == 2 and "holds a run trained through Ray Train" in " ".join(r.output.split())
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,8 @@ def test_ray_up_job_submit_ray_down(tiny_prepared, ray_local, tmp_path):
     assert len(trials) == 2 and (trials.status == "completed").all()
     assert all(storage.exists(storage.join(exp, "trials", t, "checkpoint_best", "checkpoint.pt"))
                for t in trials.trial_id)
-    check = subprocess.run([RAY, "status", "--address", "127.0.0.1:6390"], capture_output=True, text=True, timeout=60,
-                           env=env)
-    assert check.returncode != 0  # ray down left no cluster behind
+    # ray down left no cluster behind: nothing listens on its GCS or dashboard port. (Asking `ray status` instead
+    # takes 43 s here to give up on a cluster that is gone.)
+    for port in (6390, 8275):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
