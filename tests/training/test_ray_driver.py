@@ -10,6 +10,11 @@ from rich.console import Console
 
 from shapetune.training.ray_driver import MARK, LineRouter
 
+# What Ray prints on its own when nothing routes it (seen on the console of `shapetune train` before routing).
+RAY_LINES = ("pid=", "TrainController", "RayTrainWorker", "Reporting training result", "Checkpoint successfully",
+             "Token authentication", "Started a local Ray instance", "autoscaler", "View detailed results",
+             "Configuration for experiment", "A new study created")
+
 
 def test_router_logs_every_line_and_echoes_a_marked_one_once(tmp_path):
     shown = []

@@ -23,12 +23,10 @@ from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
 from shapetune.training.ray_driver import MARK
 
+from .test_ray_driver import RAY_LINES
+
 TINY = ["model.grid=16", "model.width=4", "model.latent_dims=[8,4,2]", "model.ladder_hidden=32",
         "optim.batch_size=4", "optim.lr=0.003"]
-# What Ray prints on its own when nothing routes it (seen on the console of `shapetune train` before routing).
-RAY_LINES = ("pid=", "TrainController", "RayTrainWorker", "Reporting training result", "Checkpoint successfully",
-             "Token authentication", "Started a local Ray instance", "autoscaler", "View detailed results",
-             "Configuration for experiment", "A new study created")
 
 
 def test_two_worker_ddp_run_learns_prints_each_epoch_once_and_checkpoint_reloads(tiny_prepared, tmp_path):

@@ -21,7 +21,7 @@ from shapetune.data.errors import DataError
 from shapetune.errors import ShapeTuneError
 from shapetune.evaluation import names
 from shapetune.evaluation.candidates import EvaluationError, checkpoint_dir
-from shapetune.experiment.checkpoints import load_state
+from shapetune.experiment.checkpoints import LATEST_DIR, load_state
 from shapetune.experiment.records import read_record, record_path, records_mtime
 from shapetune.experiment.settings import SETTINGS_FILE, SUMMARY_FILE, SweepSettings, frozen_space, trial_run_dir
 from shapetune.experiment.table import open_study_readonly, read_trial_table
@@ -216,7 +216,7 @@ def learning_curve(exp: Experiment, trial_id: str | None, checkpoint: str | None
                 return df.assign(epoch=df.epochs_done)
     if checkpoint:
         ck = Path(checkpoint)
-        latest = ck.parent / "checkpoint_latest"
+        latest = ck.parent / LATEST_DIR
         hist = load_state(latest if latest.exists() else ck).get("history") or []
         if hist:
             df = pd.DataFrame(hist)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shapetune import storage
 from shapetune.errors import ShapeTuneError
-from shapetune.experiment.checkpoints import CHECKPOINT_FILE, best_checkpoint
+from shapetune.experiment.checkpoints import BEST_DIR, CHECKPOINT_FILE, best_checkpoint
 from shapetune.experiment.settings import frozen_space, load_settings, trial_run_dir
 from shapetune.experiment.table import load_summary
 from shapetune.serving.export import choose
@@ -30,7 +30,7 @@ class Candidate:
 def checkpoint_dir(path: Path) -> Path:
     """A checkpoint folder, or the best checkpoint of a run folder (``checkpoint_best``, or the one a
     ``shapetune train`` run names in its ``summary.json``)."""
-    for cand in (path, path / "checkpoint_best"):
+    for cand in (path, path / BEST_DIR):
         if (cand / CHECKPOINT_FILE).exists():
             return cand
     summary = path / "summary.json"
@@ -39,7 +39,7 @@ def checkpoint_dir(path: Path) -> Path:
         for cand in (best, path / best.name):  # the run folder may have moved since it was written
             if best.name and (cand / CHECKPOINT_FILE).exists():
                 return cand
-    raise EvaluationError(f"{path}: no {CHECKPOINT_FILE} here, in checkpoint_best/, or named by summary.json")
+    raise EvaluationError(f"{path}: no {CHECKPOINT_FILE} here, in {BEST_DIR}/, or named by summary.json")
 
 
 def candidates(exp_dir: Path, trials: str = "best", extra: list[str] | tuple = ()) -> list[Candidate]:

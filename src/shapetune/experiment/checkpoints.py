@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
+# The two checkpoint folders a run or trial trained outside Ray Train keeps (Ray Train names its own).
+BEST_DIR = "checkpoint_best"  # the best epoch by the configured metric: what export and evaluate read
+LATEST_DIR = "checkpoint_latest"  # the last epoch: where a run resumes
 
 
 class CheckpointError(ShapeTuneError):

@@ -16,14 +16,13 @@ import torch
 
 from shapetune.config import TrainConfig
 from shapetune.errors import OutputError, ShapeTuneError
-from shapetune.experiment.checkpoints import load_state
+from shapetune.experiment.checkpoints import BEST_DIR, LATEST_DIR, load_state
 from shapetune.models.registry import build_model
 from shapetune.training.engine import Engine, seed_everything
 from shapetune.training.loop import BestSoFar, Deadline, KeepCheckpoints, LoopCallback, PrintEpochs, run_epochs
 from shapetune.training.ray_train import TrainOutcome, write_run_summary
 from shapetune.training.tasks import load_task_data
 
-LATEST = "checkpoint_latest"  # the in-process run's resume point (KeepCheckpoints)
 RAY_RUN_MARK = "checkpoint_manager_snapshot.json"  # Ray Train's record in a run folder it wrote
 
 
@@ -52,7 +51,7 @@ def train_local(cfg: TrainConfig, data: Any, out: str | Path | None = None, devi
     engine = Engine(cfg, build_model(cfg.model).to(dev), dev)
     out = Path(out).resolve() if out else None
     callbacks: list[LoopCallback] = [Deadline(deadline)] if deadline is not None else []
-    start = load_state(out / LATEST, map_location=dev) if resume and out and (out / LATEST).is_dir() else None
+    start = load_state(out / LATEST_DIR, map_location=dev) if resume and out and (out / LATEST_DIR).is_dir() else None
     if start is not None and start.get("config", {}).get("model") != cfg.model.model_dump(mode="json"):
         raise OutputError(out, "holds a run of another model configuration (its checkpoint_latest's); continue it "
                                "with that configuration, or give another --out")
@@ -67,7 +66,7 @@ def train_local(cfg: TrainConfig, data: Any, out: str | Path | None = None, devi
         callbacks.append(PrintEpochs())
     t0 = time.perf_counter()
     state = run_epochs(engine, data, callbacks, resume=start)
-    outcome = TrainOutcome(out or Path("."), (out / "checkpoint_best") if out else Path(), best.metrics,
+    outcome = TrainOutcome(out or Path("."), (out / BEST_DIR) if out else Path(), best.metrics,
                            pd.DataFrame(state.history), time.perf_counter() - t0)
     if out is not None:
         write_run_summary(outcome, engine.cfg)
@@ -87,7 +86,7 @@ def check_run_kind(out: str | Path, in_process: bool) -> None:
     if in_process and (out / RAY_RUN_MARK).is_file():
         raise OutputError(out, "holds a run trained through Ray Train; continue it with --workers 1 or more, or "
                                "give another --out")
-    if not in_process and (out / LATEST).is_dir():
+    if not in_process and (out / LATEST_DIR).is_dir():
         raise OutputError(out, "holds a run trained in one process (--workers 0); continue it with --workers 0, "
                                "or give another --out")
 

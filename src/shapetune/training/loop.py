@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shapetune import storage
-from shapetune.experiment.checkpoints import save_state
+from shapetune.experiment.checkpoints import BEST_DIR, LATEST_DIR, save_state
 from shapetune.experiment.ranking import score
 from shapetune.training.ray_driver import marked
 from shapetune.training.engine import Engine
@@ -219,11 +219,11 @@ class KeepCheckpoints(LoopCallback):
         if improved or self.latest_every_epoch or state.last:
             checkpoint = state.engine.state(state.epoch, metrics, state.history)
             if improved:  # best first: a copy of latest never names a missing best
-                save_state(self.folder / "checkpoint_best", checkpoint)
-                written.append("checkpoint_best")
+                save_state(self.folder / BEST_DIR, checkpoint)
+                written.append(BEST_DIR)
             if self.latest_every_epoch or state.last:
-                save_state(self.folder / "checkpoint_latest", checkpoint)
-                written.append("checkpoint_latest")
+                save_state(self.folder / LATEST_DIR, checkpoint)
+                written.append(LATEST_DIR)
         if written and self.publish is not None:
             self.publish(written)
 

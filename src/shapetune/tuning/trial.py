@@ -24,7 +24,7 @@ from pathlib import Path
 from shapetune.experiment.settings import trial_location, trial_run_dir  # noqa: F401 (re-exported)
 from shapetune import storage
 from shapetune.config import TrainConfig
-from shapetune.experiment.checkpoints import CHECKPOINT_FILE, load_state
+from shapetune.experiment.checkpoints import CHECKPOINT_FILE, LATEST_DIR, load_state
 from shapetune.models.registry import build_model
 from shapetune.training.engine import Engine, seed_everything
 from shapetune.training.tasks.cardiac import TrainData
@@ -88,12 +88,12 @@ def _in_process(cfg: TrainConfig, data: TrainData, settings: TrialSettings) -> N
     home = trial_location(settings.exp_dir, trial_id, settings.workers)
     remote = storage.is_uri(home)
     ckpt_dir = scratch_dir(settings.exp_dir, trial_id) if remote else Path(home)
-    if remote and not (ckpt_dir / "checkpoint_latest" / CHECKPOINT_FILE).exists() \
-            and storage.exists(storage.join(home, "checkpoint_latest", CHECKPOINT_FILE)):
+    if remote and not (ckpt_dir / LATEST_DIR / CHECKPOINT_FILE).exists() \
+            and storage.exists(storage.join(home, LATEST_DIR, CHECKPOINT_FILE)):
         storage.download(home, ckpt_dir)  # restarted on a node that has never seen this trial
     resume = None
-    if (ckpt_dir / "checkpoint_latest" / CHECKPOINT_FILE).exists():  # a restarted or resumed trial
-        resume = load_state(ckpt_dir / "checkpoint_latest")
+    if (ckpt_dir / LATEST_DIR / CHECKPOINT_FILE).exists():  # a restarted or resumed trial
+        resume = load_state(ckpt_dir / LATEST_DIR)
         if resume["epoch"] + 1 >= cfg.optim.epochs and resume["history"]:
             # finished before the driver died: tell Tune once more
             last = resume["history"][-1]
