@@ -12,6 +12,12 @@ import pytest
 from shapetune.data.cohorts import SynthConfig, synth_acdc, synth_imperial
 from shapetune.data.template import TemplateGrid
 
+# Dummy credentials for the local S3 server of tests/tuning/test_s3.py, set before any Ray of the session starts:
+# Ray's worker processes take their environment from the process that starts Ray.
+S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}
+os.environ.update(S3_TEST_CREDENTIALS)
+
 _STATUS = pytest.StashKey[int]()
 
 

@@ -19,35 +19,24 @@ from shapetune.serving.export import export_model, verify_export
 from shapetune.serving.predict import predict
 from shapetune.tuning.sweep import SweepSettings, run_sweep
 
-from ..conftest import write_space
+from ..conftest import S3_TEST_CREDENTIALS, write_space
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
 def s3(ray_local):
-    """A local S3 server with a bucket; a fresh local Ray whose workers see the (dummy) credentials."""
+    """A local S3 server with a bucket. The session's Ray workers already hold its (dummy) credentials: conftest
+    sets them before any Ray starts (restarting Ray here to hand them over cost ~20 s)."""
     import boto3
-    import ray
     from moto.server import ThreadedMotoServer
 
-    saved = {k: os.environ.get(k) for k in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
+    assert all(os.environ.get(k) == v for k, v in S3_TEST_CREDENTIALS.items())
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="shapetune")
-    ray.shutdown()  # workers inherit the environment when Ray starts
-    ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)
     yield lambda *parts: storage.join("s3://shapetune", *parts) + f"?endpoint_override={host}:{port}&scheme=http"
-    ray.shutdown()
     server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    ray.init(address="local", num_cpus=2, configure_logging=False, log_to_driver=False)
 
 
 def test_sweep_export_and_predict_through_s3(s3, tiny_prepared, tmp_path, monkeypatch):
