@@ -50,6 +50,11 @@ class OptimConfig(Strict):
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Cosine: the last epoch's lr as a fraction of lr.")
     warmup_epochs: float = Field(0.0, ge=0, description="Linear warm-up of the lr from 0 over this many epochs "
                                                         "(constant and cosine; onecycle's own warm-up).")
+    head_lr_scale: float = Field(1.0, gt=0, le=1, description="vae, lvae, ae: the learning rate of the bottom latent's "
+                                 "head (conv features -> its mean and log-variance) as a fraction of the schedule's. "
+                                 "Adam steps each of its thousands of weights by about lr, so the latent mean moves "
+                                 "far more than lr per step; from model.linear_init: pca that scrambles the PCA "
+                                 "coefficients in the first epoch.")
     ema: float | None = Field(None, gt=0, lt=1, description="Decay of an exponential moving average of the weights "
                                                             "(e.g. 0.999), used for validation, checkpoints and "
                                                             "export; null: none.")
@@ -159,6 +164,13 @@ class TrainConfig(Strict):
         if alpha is not None and len(alpha) != self.model.levels:
             raise FieldProblem("loss.kl_alpha", f"{len(alpha)} weights for {self.model.levels} latent levels "
                                                 f"(model.latent_dims={self.model.latent_dims}): give one per level")
+        return self
+
+    @model_validator(mode="after")
+    def _head_lr_needs_a_bottom_head(self) -> "TrainConfig":
+        if self.optim.head_lr_scale != 1.0 and self.model.name not in ("vae", "lvae", "ae"):
+            raise FieldProblem("optim.head_lr_scale", f"is for vae, lvae and ae (their bottom latent's head), not "
+                                                      f"model {self.model.name!r}: leave it at 1")
         return self
 
     @model_validator(mode="after")

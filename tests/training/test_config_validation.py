@@ -53,6 +53,10 @@ CONFIGS = Path(__file__).parents[2] / "src" / "shapetune" / "configs"
     (["fault_injection.rank=-1"], "fault_injection.rank: Input should be greater than or equal to 0"),
     (["model.in_channels=3"], "in_channels must be 1 or 2 for model 'lvae'"),
     (["optim.batch_size=1"], "optim.batch_size: batch normalisation needs optim.batch_size >= 2"),
+    (["model.name=cvae", "model.latent_dims=[8]", "optim.head_lr_scale=0.1"],
+     "optim.head_lr_scale: is for vae, lvae and ae (their bottom latent's head), not model 'cvae'"),
+    (["optim.head_lr_scale=0"], "optim.head_lr_scale: Input should be greater than 0"),
+    (["optim.head_lr_scale=2"], "optim.head_lr_scale: Input should be less than or equal to 1"),
 ])
 def test_values_that_cannot_work_are_refused_with_the_field(overrides, message):
     with pytest.raises(ConfigError) as exc:

@@ -68,11 +68,16 @@ class LadderVAE(nn.Module):
         mu, logvar = self.down[i](z_above).chunk(2, dim=-1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def start_from_pca(self, masks: np.ndarray) -> None:
-        """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
+    @property
+    def bottom_head(self) -> nn.Linear:
+        """The map from the conv features to the bottom level's mean and log-variance (``optim.head_lr_scale``)."""
         bottom = self.up_heads[0]
         assert isinstance(bottom, nn.Linear)
-        start_from_pca(self, bottom, masks)
+        return bottom
+
+    def start_from_pca(self, masks: np.ndarray) -> None:
+        """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
+        start_from_pca(self, self.bottom_head, masks)
 
     def encode(self, x: torch.Tensor, n_levels: int | None = None, sample: bool | None = None) -> list[Level]:
         """Levels bottom -> top. With ``n_levels = k`` only the top k use the posterior; the rest the prior mean."""

@@ -31,6 +31,11 @@ class VAE(nn.Module):
         self.classifier = LatentClassifier(d, cfg.classifier_hidden)
         self.linear = LinearPath(cfg.in_channels, cfg.grid, d) if cfg.linear_path else None
 
+    @property
+    def bottom_head(self) -> nn.Linear:
+        """The map from the conv features to the latent's mean and log-variance (``optim.head_lr_scale``)."""
+        return self.head
+
     def start_from_pca(self, masks: np.ndarray) -> None:
         """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
         start_from_pca(self, self.head, masks)

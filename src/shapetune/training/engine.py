@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,13 +32,25 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def param_groups(model: nn.Module, head_lr_scale: float) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one, or the bottom latent's head (``model.bottom_head``) apart at
+    ``head_lr_scale`` times the schedule's lr (``optim.head_lr_scale``). One group when it is 1, so that
+    checkpoints of runs without it load as before."""
+    if head_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    head = {id(p) for p in model.bottom_head.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) not in head]},
+            {"params": list(model.bottom_head.parameters()), "lr_scale": head_lr_scale}]
+
+
 class Engine:
     """One rank's view of training: batches, loss, optimisation step, validation."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device, rank: int = 0, world: int = 1):
         self.cfg, self.model, self.device, self.rank, self.world = cfg, model, device, rank, world
         o = cfg.optim
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.Adam(param_groups(unwrap(model), o.head_lr_scale), lr=o.lr, betas=o.betas,
+                                          weight_decay=o.weight_decay)
         loss = cfg.loss.model_dump()
         self.weights = LossWeights(**{**loss, "kl_alpha": tuple(loss["kl_alpha"]) if loss["kl_alpha"] else None})
         self.variational = unwrap(model).variational
@@ -91,8 +104,9 @@ class Engine:
         t0 = time.perf_counter()
         for b in range(n_batches):
             sel = np.sort(idx[b * bs:(b + 1) * bs])
+            lr = self.lr_at(epoch + b / n_batches)
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(epoch + b / n_batches)
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             loss, terms = self.task.batch_loss(self, data, sel, epoch, b, epoch + b / n_batches)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
