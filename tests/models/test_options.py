@@ -11,6 +11,7 @@ from shapetune.models.registry import build_model
 from shapetune.training.checkpoints import load_model
 from shapetune.experiment.checkpoints import load_state
 from shapetune.config import ConfigError, load_config
+from shapetune.errors import ShapeTuneError
 from shapetune.training.engine import Engine
 from shapetune.training.tasks.cardiac import load_training_data
 from shapetune.training.local import train_local
@@ -91,6 +92,10 @@ def test_head_lr_scale_steps_the_bottom_head_at_its_fraction_of_the_schedule(tin
     resumed.load_state(load_state(tmp_path / "run" / "checkpoint_latest"))
     assert [g["lr_scale"] for g in resumed.optimizer.param_groups[1:]] == [0.1]
     assert out.history.train_loss.notna().all()
+    # Resuming with another scale would misplace Adam's per-group state: refused, with both values.
+    other = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"head_lr_scale": 1.0, "epochs": 3})})
+    with pytest.raises(ShapeTuneError, match=r"optim.head_lr_scale=1: .* trained with optim.head_lr_scale=0.1"):
+        train_local(other, data, tmp_path / "run", verbose=False, resume=True)
 
 
 def test_ema_checkpoint_holds_the_average_and_resumes_both(tiny_prepared, tmp_path):

@@ -38,7 +38,7 @@ class VAE(nn.Module):
 
     def start_from_pca(self, masks: np.ndarray) -> None:
         """``model.linear_init: pca`` (:func:`shapetune.models.backbone.start_from_pca`)."""
-        start_from_pca(self, self.head, masks)
+        start_from_pca(self, self.bottom_head, masks)
 
     def encode(self, x: torch.Tensor) -> list[Level]:
         mu, logvar = self.head(self.encoder(x)).chunk(2, dim=-1)

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from shapetune.errors import ShapeTuneError
 from shapetune.models.losses import LossWeights, hard_dice
 from shapetune.config import TrainConfig
 from shapetune.training.tasks import task_of
@@ -176,6 +177,13 @@ class Engine:
         if self.ema is not None:
             self.ema.module.load_state_dict(state["model"])
             self.ema.n_averaged.fill_(state.get("ema_steps", 1))
+        # Adam's state is stored per group: another grouping would misplace it, and the saved group's lr_scale
+        # would silently replace the config's.
+        saved = state["optimizer"]["param_groups"][-1].get("lr_scale", 1.0)
+        if saved != self.cfg.optim.head_lr_scale:
+            raise ShapeTuneError(f"optim.head_lr_scale={self.cfg.optim.head_lr_scale:g}: the checkpoint this run "
+                                 f"resumes from was trained with optim.head_lr_scale={saved:g}; resume with that "
+                                 f"value, or start a new run")
         self.optimizer.load_state_dict(state["optimizer"])
 
 
