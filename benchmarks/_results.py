@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -25,3 +26,26 @@ def publish(name: str, title: str, note: str, columns: list[str], cells: list[li
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{time.strftime('%Y-%m-%d')}, {note}\n\n" + "\n".join(md) + "\n")
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2))
+
+
+def host_reference(seconds: float = 3.0) -> float:
+    """Steps/s of one fixed workload (a 16-map 3×3×3 conv at 32³, batch 8, forward + backward, fp32) at the
+    current torch thread count.
+
+    Walls of runs made on different days compare only through it: this machine's speed varies (bench_train's
+    unchanged old path ran 29.3 samples/s on 2026-12-02 and 15.2 on 2026-12-03).
+    """
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1)
+    x = torch.randn(8, 16, 32, 32, 32, generator=g)
+
+    def step() -> None:
+        conv.zero_grad()
+        conv(x).square().mean().backward()
+
+    step()  # warm-up: kernel selection and allocation
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    return n / (time.perf_counter() - t0)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _results import RESULTS, publish
+from _results import RESULTS, host_reference, publish
 
 from shapetune.evaluation.baselines import PCABaseline
 from shapetune.evaluation.splits import EvalSplit, load_split
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="dotted config overrides applied to every model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    host = host_reference()  # before training, on an idle machine: walls of other days compare through it
     ds = PreparedDataset(args.data)
     phases = ds.phases
     overrides, _ = cohort_overrides(args.data, list(args.overrides))  # as `shapetune train` does
@@ -105,7 +106,8 @@ def main() -> None:
         for k, sp in splits.items():
             dice, prob = engine.predict(sp.masks)
             rows.append(row(name, sp, dice, prob, pca[k][0], phases)
-                        | {"wall_s": wall, "best_epoch": state["epoch"] + 1, "epochs": cfg.optim.epochs})
+                        | {"wall_s": wall, "best_epoch": state["epoch"] + 1, "epochs": cfg.optim.epochs,
+                           "host_reference_steps_per_s": host})
             print(rows[-1], flush=True)
 
     def vs(r: dict) -> str:
@@ -120,8 +122,8 @@ def main() -> None:
     names = " / ".join(ph.upper() for ph in phases)
     cohort = ds.meta.get("cohort", "imperial")
     publish(args.name, f"{args.name} ({ds.grid.shape[0]}³ {cohort} cohort, CPU)",
-            f"{args.threads} CPU threads, overrides {overrides}; vs PCA: median paired Dice difference and "
-            f"Wilcoxon p, {names}",
+            f"{args.threads} CPU threads (host reference {host:.2f} steps/s), overrides {overrides}; vs PCA: "
+            f"median paired Dice difference and Wilcoxon p, {names}",
             ["model", "split", f"Dice {names}", f"vs PCA ({names})", "accuracy [95 % CI]", "best epoch", "wall"],
             cells, rows)
 

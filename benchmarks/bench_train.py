@@ -28,6 +28,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from _results import host_reference
+
 from shapetune.data.cohorts import SynthConfig, synth_imperial
 from shapetune.data.prepare import prepare
 from shapetune.data.template import TemplateGrid
@@ -77,6 +79,8 @@ def main() -> None:
     import ray
 
     gpu = args.device == "cuda"
+    torch.set_num_threads(args.threads)
+    host = None if gpu else host_reference()  # walls of other days compare through it (CPU)
     os.environ.setdefault("RAY_worker_niceness", "0")  # as shapetune.training.ray_train.ensure_ray does
     use_ray = any(m.startswith("ray") for m in args.modes.split(","))
     if use_ray:
@@ -108,7 +112,7 @@ def main() -> None:
                     last = out.history.iloc[-1]
                     rows.append({"grid": grid, "model": model, "mode": mode, "samples_per_s": sps,
                                  "peak_mem_mb": mem, "wall_s": time.perf_counter() - t0, "device": args.device,
-                                 "n_train": n_train, "epochs": args.epochs,
+                                 "n_train": n_train, "epochs": args.epochs, "host_reference_steps_per_s": host,
                                  "val_dice_ed": float(last["val_dice_ed"]), "val_dice_es": float(last["val_dice_es"])})
                     print(rows[-1], flush=True)
     modes = args.modes.split(",")
@@ -130,7 +134,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     md = [f"# bench_train\n\n{time.strftime('%Y-%m-%d')}, {device_name}, Python {platform.python_version()}, "
           f"torch {torch.__version__}, batch {args.batch_size}, {args.threads} threads in total, {args.epochs} epochs, "
-          f"{rows[0]['n_train'] if rows else 0} training subjects ({args.data or 'synthetic'})\n",
+          f"{rows[0]['n_train'] if rows else 0} training subjects ({args.data or 'synthetic'})"
+          + (f", host reference {host:.2f} steps/s" if host else "") + "\n",
           f"| grid | model | mode | samples/s | × {ref_mode} | wall × {ref_mode} | val Dice ED / ES | peak MB |",
           "|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['grid']}³ | {r['model']} | {r['mode']} | {r['samples_per_s']:.1f} | {r['speedup']:.2f} | "
