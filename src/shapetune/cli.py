@@ -491,6 +491,8 @@ def evaluate_cmd(
     ray: Annotated[bool, typer.Option(help="Score checkpoints as parallel Ray tasks.")] = True,
     nsd_tolerance_mm: Annotated[float, typer.Option(min=0.0, help="Tolerance of the normalized surface Dice "
                                                                   "(mm).")] = 2.0,
+    verbose: Annotated[bool, typer.Option(help="Show Ray's own lines on the console (by default they go to "
+                                               "ray.log in the experiment's evaluation folder).")] = False,
 ) -> None:
     """Evaluate trials and baselines: DC/NSD/HD/HD95/ASSD/RVD at ED and ES, diagnosis with CIs, latents, a
     report."""
@@ -499,7 +501,7 @@ def evaluate_cmd(
     try:
         res = evaluate(_experiment(experiment, storage_path), tuple(s.strip() for s in splits.split(",") if s.strip()),
                        trials, acdc, extra or [], tuple(b.strip() for b in baselines.split(",") if b.strip()), force,
-                       use_ray=ray, acdc_hard=acdc_hard, nsd_tolerance_mm=nsd_tolerance_mm)
+                       use_ray=ray, acdc_hard=acdc_hard, nsd_tolerance_mm=nsd_tolerance_mm, verbose=verbose)
     except (ShapeTuneError, StorageError) as exc:
         _fail(exc)
     if hasattr(res, "table"):  # a fetal-skull sweep: the study table by view subset

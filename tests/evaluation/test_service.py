@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from shapetune.evaluation.service import EvaluationError, evaluate
+
+from ..training.test_ray_driver import RAY_LINES
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +106,21 @@ def test_extra_candidates_resolve_run_folders(finished_sweep, tmp_path):
     assert checkpoint_dir(run) == run / "checkpoint_2026-01-01_00-00-00.000000"
     with pytest.raises(EvaluationError, match="summary.json"):
         checkpoint_dir(tmp_path)
+
+
+def test_the_command_keeps_rays_lines_in_the_evaluation_log(finished_sweep, tmp_path):
+    """`shapetune evaluate` in its own process and its own local Ray, as a person runs it: the table on the console,
+    none of Ray's lines (`make demo` showed its token-authentication warning there), and Ray's driver log lines in
+    evaluation/ray.log."""
+    exp = tmp_path / "experiments" / "exp"
+    shutil.copytree(finished_sweep, exp, ignore=shutil.ignore_patterns("evaluation"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "80"}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run([sys.executable, "-m", "shapetune.cli", "evaluate", "exp", "--storage-path",
+                          str(exp.parent), "--splits", "imperial_test", "--baselines", ""],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = (res.stdout + res.stderr).splitlines()
+    assert "evaluation: means over subjects" in res.stdout and "exp:best" in res.stdout
+    assert [ln for ln in lines if any(s in ln for s in RAY_LINES)] == []
+    assert "Started a local Ray instance" in (exp / "evaluation" / "ray.log").read_text()  # nothing lost

@@ -33,7 +33,7 @@ from shapetune.experiment.checkpoints import CHECKPOINT_FILE
 from shapetune.experiment.settings import data_dir, load_settings, local_experiment
 from shapetune.experiment.tracking import track_evaluation
 from shapetune.io import atomic_write_parquet, atomic_write_text
-from shapetune.training.ray_driver import ensure_ray
+from shapetune.training.ray_driver import RAY_LOG, route_ray_output
 
 console = Console()
 SPLITS = ("imperial_test", "acdc_test", "acdc_hard")
@@ -69,7 +69,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
              acdc: str | Path | None = None, extra: list[str] | tuple = (),
              baselines: tuple[str, ...] = ("clinical", "pca"), force: bool = False, use_ray: bool = True,
              n_boot: int = 2000, acdc_hard: str | Path | None = None,
-             nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> EvalResult:
+             nsd_tolerance_mm: float = NSD_TOLERANCE_MM, verbose: bool = False) -> EvalResult:
     """Evaluate and write ``EXP/evaluation/{per_subject,summary,latents}.parquet`` and the report.
 
     Args:
@@ -85,6 +85,8 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
         use_ray: score candidates in parallel Ray tasks.
         n_boot: bootstrap resamples for the confidence intervals.
         nsd_tolerance_mm: the tolerance of the normalized surface Dice (part of the cache key).
+        verbose: let Ray print its own lines on the console (by default they go to ``evaluation/ray.log``, as a
+            sweep's go to the experiment's ``ray.log``).
 
     Returns:
         Per-subject rows, the summary with CIs and paired tests, the output folder and the cache counts.
@@ -95,7 +97,7 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     """
     if storage.is_uri(exp_dir):  # evaluate a local mirror, then publish evaluation/ next to the experiment
         res = evaluate(local_experiment(exp_dir), splits, trials, acdc, extra, baselines, force, use_ray, n_boot,
-                       acdc_hard, nsd_tolerance_mm)
+                       acdc_hard, nsd_tolerance_mm, verbose)
         storage.upload(res.out_dir, storage.join(exp_dir, "evaluation"))
         return res
     external = {"acdc": acdc, "acdc_hard": acdc_hard}
@@ -160,7 +162,8 @@ def evaluate(exp_dir: str | Path, splits: tuple[str, ...] = SPLITS[:2], trials: 
     results: dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]] = {}
     ckpt_jobs = [(c, s) for c, s in todo if c.checkpoint is not None]
     if ckpt_jobs:
-        results.update(_run_checkpoints(ckpt_jobs, use_ray, errors, nsd_tolerance_mm))
+        ray_log = None if verbose else out / RAY_LOG
+        results.update(_run_checkpoints(ckpt_jobs, use_ray, errors, nsd_tolerance_mm, ray_log))
     fitted = {}
     for c, s in todo:
         if c.baseline is None:
@@ -259,13 +262,15 @@ def _train_arrays(data: str):
     return load_train(data)
 
 
-def _run_checkpoints(jobs, use_ray: bool, errors: list[dict], nsd_tolerance_mm: float = NSD_TOLERANCE_MM) -> dict:
-    """Score checkpoints as parallel Ray tasks (one per checkpoint x split; a GPU each when there is one)."""
+def _run_checkpoints(jobs, use_ray: bool, errors: list[dict], nsd_tolerance_mm: float = NSD_TOLERANCE_MM,
+                     ray_log: Path | None = None) -> dict:
+    """Score checkpoints as parallel Ray tasks (one per checkpoint x split; a GPU each when there is one), Ray's own
+    lines into ``ray_log`` (None: on the console)."""
     results = {}
     if use_ray:
         import ray
 
-        ensure_ray()
+        route_ray_output(ray_log)  # Ray's start-up warnings and the tasks' output are not for the console
         gpu = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=0)(_score_task)
         refs = {}
