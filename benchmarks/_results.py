@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-RESULTS = Path(__file__).parent / "results"
+# SHAPETUNE_BENCH_RESULTS: another folder (the tests run scripts with it, keeping the recorded results as they are).
+RESULTS = Path(os.environ.get("SHAPETUNE_BENCH_RESULTS") or Path(__file__).parent / "results")
 
 
 def publish(name: str, title: str, note: str, columns: list[str], cells: list[list[str]], rows: list[dict]) -> None:
@@ -23,7 +25,7 @@ def publish(name: str, title: str, note: str, columns: list[str], cells: list[li
         t.add_row(*row)
         md.append("| " + " | ".join(row) + " |")
     Console().print(t)
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{time.strftime('%Y-%m-%d')}, {note}\n\n" + "\n".join(md) + "\n")
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2))
 
