@@ -146,9 +146,9 @@ class TrainConfig(Strict):
                                                   "with oneDNN on CPU and cuDNN on GPU).")
     compile: Literal["off", "default", "reduce-overhead"] = Field(
         "off", description="torch.compile of the training step's model ('reduce-overhead': with CUDA graphs). On an "
-                           "H200 the 64^3 lvae step at batch 8 ran 2.3x eager with 'reduce-overhead' after 18 s of "
-                           "compiling, 1.3x with 'default' (gpu_step); slower on this project's CPU. Validation, "
-                           "checkpoints and exports use the plain model.")
+                           "H200 the 64^3 lvae step at batch 8 ran 2.2x eager with 'reduce-overhead' (the whole "
+                           "loop 1.3x) after 18-25 s of compiling, 1.0-1.3x with 'default' (gpu_step); slower on "
+                           "this project's CPU. Validation, checkpoints and exports use the plain model.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint.")
     val_every: int = Field(1, ge=1)
     fault_injection: FaultInjection | None = None
