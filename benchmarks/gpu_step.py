@@ -22,7 +22,6 @@ import argparse
 import os
 import shutil
 import time
-import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from _results import RESULTS, publish
-from gpu_check import CONFIGS, bottleneck_for, kernels, throughput
+from gpu_check import CONFIGS, bottleneck_for, failed, kernels, throughput
 
 from shapetune.config import load_config
 from shapetune.models.registry import build_model
@@ -93,8 +92,7 @@ def main() -> None:
         try:
             rows.append({**base, **fn()})
         except Exception as exc:  # noqa: BLE001 (recorded as the row; the next ones still run)
-            traceback.print_exc()
-            rows.append({**base, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+            failed(rows, base, exc)
         print(rows[-1], flush=True)
         report()
 
