@@ -124,8 +124,9 @@ class Engine:
                 self.ema.update_parameters(unwrap(self.model))
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.double()  # float64, as the Python floats it replaces: same sums
-        dt = time.perf_counter() - t0
+        # Read before the clock stops: the last sum follows the last optimizer step on the device's stream.
         metrics = {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
+        dt = time.perf_counter() - t0
         metrics["samples_per_s"] = n_batches * bs * self.world / dt
         metrics["lr"] = self.lr_at(epoch)
         metrics["epoch_time_s"] = dt
