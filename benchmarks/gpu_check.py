@@ -1,7 +1,7 @@
 """The cardiac GPU check (issue 17 §4): one script, about 8 minutes on one GPU.
 
     bash benchmarks/gpu_check.sh                    # on the GPU machine
-    python benchmarks/gpu_check.py --smoke          # the same steps, tiny, on any CPU (tests/benchmarks runs it)
+    python benchmarks/gpu_check.py --smoke          # the same, tiny, on any CPU (tests/test_gpu_benchmarks.py)
 
 1. Training throughput and peak memory of ``lvae`` at 32^3, 64^3 and 96^3: fp32 vs bf16 autocast, channels-last
    on and off (synthetic masks; 3 warm-up steps, then timed steps), with cuDNN's default kernel choice; then the

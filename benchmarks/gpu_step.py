@@ -1,7 +1,7 @@
 """Where a GPU training step of ``lvae`` goes (follows gpu_check: one call, about 4 minutes on one GPU).
 
     python benchmarks/gpu_step.py --budget-min 4     # on the GPU machine (PYTHONPATH as gpu_check.sh sets it)
-    python benchmarks/gpu_step.py --smoke            # tiny, on any CPU (tests/benchmarks runs it)
+    python benchmarks/gpu_step.py --smoke            # tiny, on any CPU (tests/test_gpu_benchmarks.py)
 
 gpu_check measured the bare fp32 step at about the same samples/s at 32^3 and 64^3 (8x the voxels), and the
 64^3 training loop at about 200 samples/s against 470-750 for the bare step: the step looks bound by kernel
