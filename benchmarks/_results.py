@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +17,8 @@ RESULTS = Path(os.environ.get("SHAPETUNE_BENCH_RESULTS") or Path(__file__).paren
 
 
 def publish(name: str, title: str, note: str, columns: list[str], cells: list[list[str]], rows: list[dict]) -> None:
-    """Print ``cells`` under ``columns`` and write the Markdown table (with the date and ``note``) and ``rows``."""
+    """Print ``cells`` under ``columns`` and write the Markdown table (with the date and ``note``) and ``rows``
+    (copied to ``$OUT`` too when it is set, as on the device machine)."""
     t = Table(title=title)
     for c in columns:
         t.add_column(c)
@@ -28,6 +30,9 @@ def publish(name: str, title: str, note: str, columns: list[str], cells: list[li
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{time.strftime('%Y-%m-%d')}, {note}\n\n" + "\n".join(md) + "\n")
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2))
+    if os.environ.get("OUT"):  # a GPU machine sends back what is under $OUT, also after a command's time limit
+        for ext in ("md", "json"):
+            shutil.copy(RESULTS / f"{name}.{ext}", Path(os.environ["OUT"]) / f"{name}.{ext}")
 
 
 def host_reference(seconds: float = 3.0) -> float:

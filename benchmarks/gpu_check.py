@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _results import RESULTS, publish
+from _results import publish
 from bench_quality import pca_scores, row
 
 from shapetune.config import load_config
@@ -174,9 +173,6 @@ def main() -> None:
                 f"{name}, torch {torch.__version__}, {(time.time() - start) / 60:.1f} min so far; the cohort was "
                 f"generated on {args.workers} CPU processes during the throughput part",
                 ["what", "setting", "result"], cells_of(rows, q_grid), rows)
-        if os.environ.get("OUT"):  # the device machine sends back what is under $OUT, also after a timeout
-            for ext in ("md", "json"):
-                shutil.copy(RESULTS / f"{file}.{ext}", Path(os.environ["OUT"]) / f"{file}.{ext}")
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from _results import RESULTS, publish
+from _results import publish
 from gpu_check import CONFIGS, bottleneck_for, failed, kernels, throughput
 
 from shapetune.config import load_config
@@ -82,9 +80,6 @@ def main() -> None:
             cells.append([r["part"], setting, r.get("error") or f"{r['samples_per_s']:.1f} samples/s{mem}{extra}"])
         publish(file, f"gpu_step on {name}", f"{name}, torch {torch.__version__}, fp32, "
                 f"{(time.time() - start) / 60:.1f} min so far", ["what", "setting", "result"], cells, rows)
-        if os.environ.get("OUT"):
-            for ext in ("md", "json"):
-                shutil.copy(RESULTS / f"{file}.{ext}", Path(os.environ["OUT"]) / f"{file}.{ext}")
 
     def attempt(base: dict, fn) -> None:
         if time.time() > deadline:
